@@ -1,0 +1,99 @@
+"""Turning what the user passes (a name, a local directory, a loaded model) into a model object.
+
+Models are used by what they provide, not by class: ``run_with_cache``, ``W_U`` ([d_model, d_vocab]),
+``b_U``, ``ln_final`` and ``cfg`` (``n_layers``, ``n_ctx``). TransformerLens 4 ``TransformerBridge``
+objects and TransformerLens <= 3 ``HookedTransformer`` objects both qualify.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+#: The small GPT-2 trained by scripts/train_demo_model.py and shipped inside the package.
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "demo_model"
+DEMO_MODEL_NAME = "resid-widgets demo model"
+
+REQUIRED_ATTRIBUTES = ("run_with_cache", "W_U", "ln_final", "cfg")
+
+
+def is_model_like(obj: Any) -> bool:
+    return all(hasattr(obj, attr) for attr in REQUIRED_ATTRIBUTES)
+
+
+def load_model(model: Any = None, *, device: str | None = None) -> tuple[Any, str, bool]:
+    """Return ``(model, display_name, is_demo)``.
+
+    ``model`` is None (the embedded demo model), a hub name such as ``"gpt2"``, a local Hugging
+    Face model directory, or an already-loaded TransformerLens model (returned as is).
+    """
+    if model is None:
+        if not (DEMO_MODEL_DIR / "config.json").is_file():
+            raise FileNotFoundError(
+                f"The embedded demo model is missing from {DEMO_MODEL_DIR}. Reinstall resid_widgets, "
+                "or rebuild it with `python scripts/train_demo_model.py`, or pass a model name such as 'gpt2'."
+            )
+        loaded = _load_by_name(str(DEMO_MODEL_DIR), device=device, local=True)
+        return loaded, f"{DEMO_MODEL_NAME} (4-layer GPT-2, offline)", True
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        if not name.strip():
+            raise ValueError("model name is empty; pass a name such as 'gpt2', a local directory, or None for the demo model")
+        local = os.path.isdir(name)
+        loaded = _load_by_name(os.path.abspath(name) if local else name, device=device, local=local)
+        return loaded, name, False
+    if is_model_like(model):
+        cfg = model.cfg
+        name = getattr(cfg, "model_name", None) or type(model).__name__
+        return model, str(name), False
+    missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(model, a)]
+    raise TypeError(
+        f"Cannot use a {type(model).__name__} as a model: it lacks {', '.join(missing)}. Pass a model name, a local "
+        "Hugging Face directory, a TransformerLens TransformerBridge or HookedTransformer, or None for the demo model."
+    )
+
+
+def _load_by_name(name: str, *, device: str | None, local: bool):
+    if local:
+        # A local directory needs no hub; say so before transformers looks anything up.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = device or _default_device()
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:  # TransformerLens <= 3
+        return _load_hooked_transformer(name, device=device, local=local)
+    bridge = TransformerBridge.boot_transformers(name, device=device)
+    # The classic hook names (blocks.N.hook_resid_post...) and weight processing: the final
+    # LayerNorm's weights are folded into W_U / b_U and W_U is centred.
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    bridge.eval()
+    return bridge
+
+
+def _load_hooked_transformer(name: str, *, device: str, local: bool):
+    from transformer_lens import HookedTransformer
+
+    if local:
+        raise NotImplementedError(
+            "Loading a local model directory needs TransformerLens >= 4 (TransformerBridge). With TransformerLens "
+            f"{_tl_version()}, load it yourself (HookedTransformer.from_pretrained(name, hf_model=...)) and pass the model."
+        )
+    model = HookedTransformer.from_pretrained(name, device=device)
+    model.eval()
+    return model
+
+
+def _tl_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("transformer-lens")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

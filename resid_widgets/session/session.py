@@ -1,0 +1,449 @@
+"""``Session``: one loaded model, reused by every analysis and widget.
+
+A session tokenises, validates input, runs *one* forward pass per prompt (or batch) caching only
+the hooks the analyses need, and hands the activations to the analysis functions. It also keeps
+the lens readout of the previous prompt so that an edit at the end of a prompt only reads out the
+positions that changed (a causal model's activations before the edit are unchanged).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from resid_widgets.analyses.lens import LensReadout, lens_readout
+from resid_widgets.analyses.norms import ADDITIVITY_TOLERANCE, additivity_errors, l2_norms
+from resid_widgets.analyses.projection import TokenSubspace, check_tau, cumulative_fraction, pct_at_k
+from resid_widgets.analyses.result import Analysis
+from resid_widgets.session.loading import load_model
+
+Progress = Callable[[float, str], None]
+PromptLike = Any  # str, or a sequence / 1-D tensor of token ids
+
+
+@dataclass
+class _LensMemo:
+    """The last prompt's lens readout, reused for an edited prompt with the same prefix."""
+
+    key: tuple
+    token_ids: np.ndarray  # [T]
+    readout: dict[str, np.ndarray]  # name -> [R, T, ...]
+
+
+class Session:
+    """A model plus everything computed once per model (SVD of W_U, token strings).
+
+    ``model`` may be None (the embedded demo model), a hub name (``"gpt2"``), a local Hugging Face
+    directory, a loaded ``TransformerBridge`` or ``HookedTransformer``. Thread-safe: analyses run one
+    at a time.
+    """
+
+    def __init__(self, model: Any = None, *, device: str | None = None):
+        if isinstance(model, Session):
+            raise TypeError("model is already a Session; use it directly")
+        self.model, self.name, self.is_demo = load_model(model, device=device)
+        cfg = self.model.cfg
+        self.n_layers: int = int(cfg.n_layers)
+        self.n_ctx: int = int(cfg.n_ctx)
+        self.d_model: int = int(self.model.W_U.shape[0])
+        self.d_vocab: int = int(self.model.W_U.shape[1])
+        self._subspace: TokenSubspace | None = None
+        self._strings: dict[int, str] = {}
+        self._memo: _LensMemo | None = None
+        self._lock = threading.RLock()
+
+    # ---- model facts ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return getattr(self.model, "tokenizer", None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.W_U.device
+
+    @property
+    def subspace(self) -> TokenSubspace:
+        """SVD of W_U, computed once per session and reused for every tau."""
+        if self._subspace is None:
+            self._subspace = TokenSubspace.from_unembed(self.model.W_U.detach().cpu())
+        return self._subspace
+
+    def _unembed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b_U = getattr(self.model, "b_U", None)
+        return self.model.W_U.detach(), None if b_U is None else b_U.detach()
+
+    def info(self) -> dict[str, Any]:
+        W_U, b_U = self._unembed()
+        centred = bool(W_U.float().mean(-1).abs().max() <= 1e-5 * W_U.float().abs().max())
+        return {
+            "model_name": self.name,
+            "is_demo": self.is_demo,
+            "n_layers": self.n_layers,
+            "n_ctx": self.n_ctx,
+            "d_model": self.d_model,
+            "d_vocab": self.d_vocab,
+            "normalization": str(getattr(self.model.cfg, "normalization_type", None)),
+            "unembed_centred": centred,
+            "has_b_U": b_U is not None,
+        }
+
+    # ---- tokens ---------------------------------------------------------------------------------
+    def to_token_ids(self, prompt: PromptLike, *, prepend_bos: bool | None = None) -> tuple[np.ndarray, bool]:
+        """Token ids [T] and whether a BOS was prepended. Validates the prompt."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("the prompt is empty; type some text")
+            if self.tokenizer is None:
+                raise ValueError(
+                    f"the model {self.name!r} has no tokenizer, so a text prompt cannot be tokenised; pass token ids "
+                    "(a list of ints or a 1-D tensor) instead"
+                )
+            ids = self.model.to_tokens(prompt, prepend_bos=prepend_bos, truncate=False)[0].cpu().numpy()
+            bos_id = getattr(self.tokenizer, "bos_token_id", None)
+            added_bos = self._default_prepend_bos() if prepend_bos is None else bool(prepend_bos)
+            added_bos = added_bos and bos_id is not None and len(ids) > 0 and int(ids[0]) == bos_id
+        elif isinstance(prompt, (list, tuple, np.ndarray, torch.Tensor)):
+            ids = np.asarray(prompt.cpu() if isinstance(prompt, torch.Tensor) else prompt)
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) and ids.size:
+                raise TypeError("token ids must be a 1-D sequence of integers")
+            if ids.size == 0:
+                raise ValueError("the prompt is empty: no token ids")
+            ids = ids.astype(np.int64)
+            if ids.min() < 0 or ids.max() >= self.d_vocab:
+                raise ValueError(f"token ids must be in [0, {self.d_vocab}), got {ids.min()}..{ids.max()}")
+            bos_id = getattr(self.tokenizer, "bos_token_id", None) if self.tokenizer is not None else None
+            added_bos = bos_id is not None and int(ids[0]) == bos_id
+        else:
+            raise TypeError(f"prompt must be a string or a sequence of token ids, not {type(prompt).__name__}")
+        if len(ids) > self.n_ctx:
+            raise ValueError(
+                f"the prompt is {len(ids)} tokens long, more than the model's context of {self.n_ctx} tokens; shorten it"
+            )
+        if len(ids) == 0:
+            raise ValueError("the prompt produced no tokens")
+        return ids.astype(np.int64), bool(added_bos)
+
+    def _default_prepend_bos(self) -> bool:
+        return bool(getattr(self.model.cfg, "default_prepend_bos", True))
+
+    def token_strings(self, ids) -> dict[int, str]:
+        """Text of each distinct id (decoded once per session)."""
+        wanted = {int(i) for i in np.unique(np.asarray(ids))}
+        missing = sorted(wanted - self._strings.keys())
+        if missing:
+            tok = self.tokenizer
+            if tok is None:
+                texts = [f"#{i}" for i in missing]
+            else:
+                texts = tok.batch_decode([[i] for i in missing], clean_up_tokenization_spaces=False)
+            self._strings.update(zip(missing, texts))
+        return {i: self._strings[i] for i in wanted}
+
+    def resolve_targets(self, targets: Sequence[str | int] | str | None) -> tuple[list[str], list[int]]:
+        """Target strings -> single token ids (each must be exactly one token)."""
+        if targets is None:
+            return [], []
+        if isinstance(targets, (str, int, np.integer)):
+            targets = [targets]
+        names: list[str] = []
+        ids: list[int] = []
+        for t in targets:
+            if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+                if not 0 <= int(t) < self.d_vocab:
+                    raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
+                ids.append(int(t))
+                names.append(self.token_strings([int(t)])[int(t)])
+                continue
+            if not isinstance(t, str):
+                raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
+            if t == "":
+                raise ValueError("a target is empty; give a token such as ' Paris' (note the leading space)")
+            if self.tokenizer is None:
+                raise ValueError(f"the model {self.name!r} has no tokenizer; give targets as token ids, not {t!r}")
+            enc = self.tokenizer.encode(t, add_special_tokens=False)
+            if len(enc) != 1:
+                pieces = [self.tokenizer.decode([i]) for i in enc]
+                raise ValueError(
+                    f"target {t!r} is {len(enc)} tokens {pieces}, not one; targets must be single tokens "
+                    "(GPT-2-style tokenizers usually want a leading space, e.g. ' Paris')"
+                )
+            ids.append(int(enc[0]))
+            names.append(t)
+        return names, ids
+
+    # ---- analysis -------------------------------------------------------------------------------
+    def _hook_names(self) -> list[str]:
+        return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(self.n_layers)]
+
+    def _needed_hooks(self) -> list[str]:
+        """The hooks the analyses read, in the order the forward pass computes them."""
+        names = []
+        for l in range(self.n_layers):
+            names += [
+                f"blocks.{l}.hook_resid_pre",
+                f"blocks.{l}.hook_attn_out",
+                f"blocks.{l}.hook_resid_mid",
+                f"blocks.{l}.hook_mlp_out",
+                f"blocks.{l}.hook_resid_post",
+            ]
+        return names + ["ln_final.hook_normalized"]
+
+    def _run(self, batch_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        order = self._needed_hooks()
+        needed = set(order)
+        with torch.inference_mode():
+            logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
+        cache = {k: cache[k] for k in order if k in cache}  # forward order: the first non-finite hook is named
+        missing = sorted(set(self._hook_names()) - cache.keys())
+        if missing:
+            raise RuntimeError(
+                f"the model's cache lacks {missing[:3]}...; TransformerBridge models need enable_compatibility_mode() "
+                "(Session does this for models it loads by name)"
+            )
+        for name, t in cache.items():
+            if not torch.isfinite(t).all():
+                raise ValueError(f"non-finite values (NaN or inf) in the activations at hook {name!r}")
+        return logits, cache
+
+    def analyze(
+        self,
+        prompt: PromptLike,
+        *,
+        top_k: int = 10,
+        targets: Sequence[str | int] | str | None = None,
+        tau: float = 0.9,
+        prepend_bos: bool | None = None,
+        progress: Progress | None = None,
+    ) -> Analysis:
+        """Logit lens, target ranks, projection % and norms at every layer row x position."""
+        with self._lock:
+            top_k, tau = self._check_settings(top_k, tau)
+            target_names, target_ids = self.resolve_targets(targets)
+            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
+            _report(progress, 0.0, "forward pass")
+            logits, cache = self._run(torch.as_tensor(ids)[None])
+            return self._build(
+                prompt if isinstance(prompt, str) else None,
+                ids,
+                added_bos,
+                {k: v[0] for k, v in cache.items()},
+                logits[0],
+                top_k=top_k,
+                target_names=target_names,
+                target_ids=target_ids,
+                tau=tau,
+                progress=progress,
+                reuse=True,
+            )
+
+    def analyze_batch(
+        self,
+        prompts: Sequence[PromptLike],
+        *,
+        top_k: int = 10,
+        targets: Sequence[str | int] | str | None = None,
+        tau: float = 0.9,
+        prepend_bos: bool | None = None,
+        progress: Progress | None = None,
+    ) -> list[Analysis]:
+        """One forward pass for prompts of different lengths; one ``Analysis`` per prompt.
+
+        Prompts are right-padded: in a causal model a real token never attends to the padding
+        after it, so each prompt's activations equal its single-prompt run, and its last real
+        token stays at ``len - 1`` (left padding would shift positions and, with absolute position
+        embeddings, change the activations).
+        """
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise TypeError("analyze_batch takes a list of prompts")
+        if len(prompts) == 0:
+            raise ValueError("analyze_batch got no prompts")
+        with self._lock:
+            top_k, tau = self._check_settings(top_k, tau)
+            target_names, target_ids = self.resolve_targets(targets)
+            tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
+            lengths = [len(ids) for ids, _ in tokenised]
+            pad_id = _pad_id(self.tokenizer)
+            batch = torch.full((len(prompts), max(lengths)), pad_id, dtype=torch.long)
+            for i, (ids, _) in enumerate(tokenised):
+                batch[i, : len(ids)] = torch.as_tensor(ids)
+            _report(progress, 0.0, "forward pass")
+            logits, cache = self._run(batch)
+            out = []
+            for i, (p, (ids, added_bos)) in enumerate(zip(prompts, tokenised)):
+                n = lengths[i]
+                sub = None if progress is None else _sub_progress(progress, i, len(prompts))
+                out.append(
+                    self._build(
+                        p if isinstance(p, str) else None,
+                        ids,
+                        added_bos,
+                        {k: v[i, :n] for k, v in cache.items()},
+                        logits[i, :n],
+                        top_k=top_k,
+                        target_names=target_names,
+                        target_ids=target_ids,
+                        tau=tau,
+                        progress=sub,
+                        reuse=False,
+                    )
+                )
+            return out
+
+    def _check_settings(self, top_k: int, tau: float) -> tuple[int, float]:
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise TypeError(f"top_k must be an integer, got {type(top_k).__name__}")
+        if not 1 <= int(top_k) <= self.d_vocab:
+            raise ValueError(f"top_k must be between 1 and the vocabulary size {self.d_vocab}, got {top_k}")
+        return int(top_k), check_tau(tau)
+
+    def _build(
+        self,
+        prompt: str | None,
+        ids: np.ndarray,
+        added_bos: bool,
+        cache: dict[str, torch.Tensor],  # one prompt, [T, d]
+        logits: torch.Tensor,  # [T, d_vocab]
+        *,
+        top_k: int,
+        target_names: list[str],
+        target_ids: list[int],
+        tau: float,
+        progress: Progress | None,
+        reuse: bool,
+    ) -> Analysis:
+        L, T = self.n_layers, len(ids)
+        hook_names = self._hook_names()
+        resid = torch.stack([cache[h].float() for h in hook_names])  # [R, T, d]
+        R = resid.shape[0]
+
+        # Logit lens (the expensive part): reuse positions before an edit.
+        key = (id(self.model), top_k, tuple(target_ids))
+        start = 0
+        memo = self._memo if reuse else None
+        if memo is not None and memo.key == key:
+            start = _common_prefix(memo.token_ids, ids)
+            if start == T:  # identical prompt: recompute the last position anyway (cheap)
+                start = T - 1
+        W_U, b_U = self._unembed()
+        with torch.inference_mode():
+            normed = self.model.ln_final(resid[:, start:].to(W_U.dtype)).float()  # each row's own LN
+        lens_progress = None if progress is None else (lambda f: _report(progress, 0.1 + 0.8 * f, "logit lens"))
+        fresh = lens_readout(
+            normed.reshape(-1, normed.shape[-1]),
+            W_U,
+            b_U,
+            top_k=top_k,
+            target_ids=target_ids,
+            progress=lens_progress,
+        )
+        part = _reshape_readout(fresh, R, T - start)
+        if start > 0:
+            readout = {k: np.concatenate([memo.readout[k][:, :start], v], axis=1) for k, v in part.items()}
+        else:
+            readout = part
+        if reuse:
+            self._memo = _LensMemo(key=key, token_ids=ids.copy(), readout=readout)
+
+        # Projection onto the token subspace.
+        _report(progress, 0.92, "projection")
+        sub = self.subspace
+        k = sub.k_for_tau(tau)
+        proj_cum = cumulative_fraction(resid, sub.U).numpy()
+        final_cum = cumulative_fraction(cache["ln_final.hook_normalized"].float(), sub.U).numpy()
+
+        # Norms and the residual decomposition check.
+        attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)])
+        mlp = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(L)])
+        errors = additivity_errors(cache, L)
+        additivity = {
+            **errors,
+            "tolerance": ADDITIVITY_TOLERANCE,
+            "holds": bool(max(errors.values()) <= ADDITIVITY_TOLERANCE),
+        }
+
+        # Self-check: the last lens row must reproduce the model's own output logits.
+        last_ids = torch.as_tensor(readout["top_ids"][-1])
+        model_top = logits.float().cpu().gather(-1, last_ids)
+        info = self.info()
+        info["lens_vs_model_max_abs"] = float((model_top - torch.as_tensor(readout["top_logits"][-1])).abs().max())
+
+        ids_needed = np.concatenate([ids, readout["top_ids"].reshape(-1), np.asarray(target_ids, dtype=np.int64)])
+        strings = self.token_strings(ids_needed)
+        _report(progress, 1.0, "done")
+        return Analysis(
+            prompt=prompt,
+            model_name=self.name,
+            hook_names=hook_names,
+            tokens=[strings[int(i)] for i in ids],
+            token_ids=ids,
+            is_bos=np.array([added_bos and i == 0 for i in range(T)]),
+            top_ids=readout["top_ids"],
+            top_probs=readout["top_probs"],
+            top_logits=readout["top_logits"],
+            log_norm=readout["log_norm"],
+            targets=list(target_names),
+            target_ids=list(target_ids),
+            target_logits=readout["target_logits"],
+            target_probs=readout["target_probs"],
+            target_ranks=readout["target_ranks"],
+            tau=tau,
+            k=k,
+            singular_values=sub.singular_values,
+            cumulative_energy=sub.cumulative_energy,
+            projection_pct=pct_at_k(proj_cum, k),
+            projection_final_pct=pct_at_k(final_cum, k),
+            resid_norm=l2_norms(resid),
+            attn_norm=l2_norms(attn),
+            mlp_norm=l2_norms(mlp),
+            additivity=additivity,
+            strings=strings,
+            info=info,
+            _proj_cum=proj_cum,
+            _proj_final_cum=final_cum,
+            _resid=resid.numpy(),
+        )
+
+    def __repr__(self) -> str:
+        return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
+
+
+def _reshape_readout(r: LensReadout, R: int, T: int) -> dict[str, np.ndarray]:
+    return {
+        "top_ids": r.top_ids.reshape(R, T, -1),
+        "top_probs": r.top_probs.reshape(R, T, -1),
+        "top_logits": r.top_logits.reshape(R, T, -1),
+        "log_norm": r.log_norm.reshape(R, T),
+        "target_logits": r.target_logits.reshape(R, T, -1),
+        "target_probs": r.target_probs.reshape(R, T, -1),
+        "target_ranks": r.target_ranks.reshape(R, T, -1),
+    }
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.nonzero(a[:n] != b[:n])[0]
+    return int(diff[0]) if diff.size else n
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _report(progress: Progress | None, fraction: float, stage: str) -> None:
+    if progress is not None:
+        progress(float(min(1.0, max(0.0, fraction))), stage)
+
+
+def _sub_progress(progress: Progress, i: int, n: int) -> Progress:
+    return lambda f, stage: progress((i + f) / n, f"prompt {i + 1}/{n}: {stage}")
+
+
+__all__ = ["Session"]

@@ -1,0 +1,115 @@
+"""Session: loading, tokenisation, batches, edits, and clear errors for bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import native_bridge
+from resid_widgets import Session
+from resid_widgets.session.loading import load_model
+
+FIELDS = ["top_ids", "top_probs", "target_ranks", "target_logits", "projection_pct", "resid_norm", "attn_norm", "mlp_norm"]
+
+
+def _assert_same(a, b, tol=1e-4):
+    assert a.tokens == b.tokens
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    for f in FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        if f == "top_ids":
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=tol, atol=tol, err_msg=f)
+
+
+def test_local_directory_loads_through_transformer_bridge(tiny_session):
+    assert type(tiny_session.model).__name__ == "TransformerBridge"
+    a = tiny_session.analyze("The capital of France is", top_k=3, targets=[" Paris"])
+    assert a.is_bos[0] and not a.is_bos[1:].any()
+    assert a.tokens[0] == "<|endoftext|>" and "".join(a.tokens[1:]) == "The capital of France is"
+    assert a.info["unembed_centred"]  # compatibility mode centred W_U
+    assert a.top_tokens.shape == (tiny_session.n_layers + 1, len(a.tokens), 3)
+
+
+def test_batch_equals_single(tiny_session):
+    prompts = ["Go.", "This is a sentence. This is another sentence.", "Mr. and Mrs. Bennet"]
+    batch = tiny_session.analyze_batch(prompts, top_k=4, targets=[" It", " This"])
+    for p, b in zip(prompts, batch):
+        single = Session(tiny_session.model).analyze(p, top_k=4, targets=[" It", " This"])
+        _assert_same(single, b)
+        assert b.n_tokens == len(single.tokens)  # the last real token is at n_tokens - 1, not a pad
+
+
+def test_edit_reuses_prefix_and_matches_fresh(tiny_session):
+    s = Session(tiny_session.model)
+    s.analyze("This is a sentence. This is another sentence.", targets=[" It"])
+    edited = s.analyze("This is a sentence. This is another daughter.", targets=[" It"])
+    fresh = Session(tiny_session.model).analyze("This is a sentence. This is another daughter.", targets=[" It"])
+    _assert_same(edited, fresh)
+
+
+def test_token_ids_work_without_tokenizer(ln_model):
+    s = Session(ln_model)
+    a = s.analyze(torch.tensor([1, 2, 3]))
+    assert a.tokens == ["#1", "#2", "#3"] and not a.is_bos.any()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        s.analyze("hello")
+    with pytest.raises(ValueError, match="no tokenizer"):
+        s.analyze([1, 2], targets=["x"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(prompt=""), ValueError, "empty"),
+        (dict(prompt="   "), ValueError, "empty"),
+        (dict(prompt=42), TypeError, "string or a sequence"),
+        (dict(prompt="word " * 200), ValueError, "context"),
+        (dict(prompt="Hi", targets=[" Paris France"]), ValueError, "not one"),
+        (dict(prompt="Hi", targets=[""]), ValueError, "empty"),
+        (dict(prompt="Hi", targets=[10**7]), ValueError, "outside the vocabulary"),
+        (dict(prompt="Hi", top_k=0), ValueError, "top_k"),
+        (dict(prompt="Hi", top_k=10**6), ValueError, "top_k"),
+        (dict(prompt="Hi", top_k=2.5), TypeError, "top_k"),
+        (dict(prompt="Hi", tau=0.0), ValueError, "tau"),
+        (dict(prompt="Hi", tau=1.5), ValueError, "tau"),
+        (dict(prompt=[]), ValueError, "empty"),
+        (dict(prompt=[1, -3]), ValueError, r"\[0,"),
+    ],
+)
+def test_bad_input_errors(tiny_session, kwargs, exc, match):
+    prompt = kwargs.pop("prompt")
+    with pytest.raises(exc, match=match):
+        tiny_session.analyze(prompt, **kwargs)
+
+
+def test_nan_activations_name_the_hook():
+    model = native_bridge("LN", seed=9)
+    with torch.no_grad():
+        dict(model.named_parameters())["layers.1._original_component.mlp._original_component.fc_out._original_component.bias"].fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"blocks\.1\.hook_mlp_out"):
+        Session(model).analyze([1, 2, 3])
+
+
+def test_load_model_rejects_non_models():
+    with pytest.raises(TypeError, match="run_with_cache"):
+        load_model(object())
+    with pytest.raises(ValueError, match="empty"):
+        load_model("  ")
+
+
+def test_dataframe_long_format(tiny_session):
+    a = tiny_session.analyze("Mr. and Mrs.", targets=[" Bennet"] if len(tiny_session.tokenizer.encode(" Bennet")) == 1 else None)
+    df = a.to_dataframe()
+    assert len(df) == a.n_rows * a.n_tokens
+    assert df["top1_prob"].to_numpy().reshape(a.n_rows, a.n_tokens).tolist() == a.top_probs[..., 0].tolist()
+    assert np.isnan(df.loc[df.row == 0, "attn_norm"]).all()
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, resid_widgets; print(sorted(m for m in ('torch','transformer_lens','anywidget','bqplot','transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
