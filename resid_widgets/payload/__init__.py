@@ -1,4 +1,4 @@
-"""Payload encoding: numpy arrays -> one compact binary blob + a small JSON header.
+"""Payload encoding: analysis arrays -> one compact binary blob + a small JSON header.
 
 Step 3 of the flow (session -> analyses -> **payload** -> widgets -> js). The widget ships a
 ``(meta, blob)`` pair; the browser decodes it with ``js/src/codecs.ts``. Layout:
@@ -8,9 +8,19 @@ Step 3 of the flow (session -> analyses -> **payload** -> widgets -> js). The wi
 * ``meta["arrays"][name] = {"offset": int, "dtype": str, "shape": [int, ...]}`` with dtype one
   of ``float16 float32 int32 uint16 uint8``.
 
-Everything else in ``meta`` is plain JSON (labels, token strings, settings).
+Everything else in ``meta`` is plain JSON (labels, token strings, settings); see js/README.md.
 """
 
 from resid_widgets.payload.codec import DTYPES, pack_arrays, unpack_arrays
+from resid_widgets.payload.encode import GRID_SCALE, TAU_GRID, cell_details, decode_payload, encode_analysis
 
-__all__ = ["DTYPES", "pack_arrays", "unpack_arrays"]
+__all__ = [
+    "DTYPES",
+    "GRID_SCALE",
+    "TAU_GRID",
+    "cell_details",
+    "decode_payload",
+    "encode_analysis",
+    "pack_arrays",
+    "unpack_arrays",
+]

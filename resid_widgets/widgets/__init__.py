@@ -1,0 +1,25 @@
+"""Widgets: anywidget / ipywidgets classes over a Session (imported on first use)."""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "ResidWidget": "resid_widgets.widgets.resid",
+    "ProjectionExplorer": "resid_widgets.widgets.projection",
+    "LogitDiffExplorer": "resid_widgets.widgets.logit_diff",
+    "TaskVectorExplorer": "resid_widgets.widgets.task_vectors",
+    "ContributionExplorer": "resid_widgets.widgets.contributions",
+    "CompareWidget": "resid_widgets.widgets.compare",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resid_widgets.widgets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
