@@ -23,16 +23,17 @@ def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int) -> dict[
 
     ``rel = max |lhs - rhs| / max |rhs|`` per layer; the worst layer is reported.
     """
-    worst = {"attn": 0.0, "mlp": 0.0}
-    for layer in range(n_layers):
-        pre = cache[f"blocks.{layer}.hook_resid_pre"].float()
-        mid = cache[f"blocks.{layer}.hook_resid_mid"].float()
-        post = cache[f"blocks.{layer}.hook_resid_post"].float()
-        attn = cache[f"blocks.{layer}.hook_attn_out"].float()
-        mlp = cache[f"blocks.{layer}.hook_mlp_out"].float()
-        for key, lhs, rhs in (("attn", pre + attn, mid), ("mlp", mid + mlp, post)):
-            scale = rhs.abs().max().clamp_min(1e-12)
-            worst[key] = max(worst[key], float((lhs - rhs).abs().max() / scale))
+    if n_layers == 0:
+        return {"attn": 0.0, "mlp": 0.0}
+
+    def stack(kind: str) -> torch.Tensor:
+        return torch.stack([cache[f"blocks.{l}.hook_{kind}"].float() for l in range(n_layers)])
+
+    pre, mid, post = stack("resid_pre"), stack("resid_mid"), stack("resid_post")
+    worst = {}
+    for key, lhs, rhs in (("attn", pre + stack("attn_out"), mid), ("mlp", mid + stack("mlp_out"), post)):
+        per_layer = (lhs - rhs).abs().flatten(1).amax(1) / rhs.abs().flatten(1).amax(1).clamp_min(1e-12)
+        worst[key] = float(per_layer.max())
     return worst
 
 

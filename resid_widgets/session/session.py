@@ -204,9 +204,11 @@ class Session:
                 f"the model's cache lacks {missing[:3]}...; TransformerBridge models need enable_compatibility_mode() "
                 "(Session does this for models it loads by name)"
             )
-        for name, t in cache.items():
-            if not torch.isfinite(t).all():
-                raise ValueError(f"non-finite values (NaN or inf) in the activations at hook {name!r}")
+        # one reduction per batch of hooks; name the first non-finite hook only when there is one
+        if not all(bool(torch.isfinite(torch.stack(group)).all()) for group in _groups(cache)):
+            for name, t in cache.items():
+                if not torch.isfinite(t).all():
+                    raise ValueError(f"non-finite values (NaN or inf) in the activations at hook {name!r}")
         return logits, cache
 
     def analyze(
@@ -409,6 +411,14 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
+
+
+def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Cached tensors grouped by shape, so each group stacks into one tensor."""
+    by_shape: dict[tuple, list[torch.Tensor]] = {}
+    for t in cache.values():
+        by_shape.setdefault(tuple(t.shape), []).append(t)
+    return list(by_shape.values())
 
 
 def _reshape_readout(r: LensReadout, R: int, T: int) -> dict[str, np.ndarray]:
