@@ -1,0 +1,243 @@
+// Decode the widget's `_meta` (JSON) + `_payload` (bytes) into typed arrays.
+//
+// The payload is one little-endian blob built by `resid_widgets.payload.pack_arrays`; each array
+// starts at an 8-byte-aligned offset *within the blob*, but the blob itself may arrive as a
+// DataView at an arbitrary (unaligned) byteOffset, so every slice is copied before a typed array
+// is made from it. float16 is decoded by hand (Float16Array is not everywhere yet).
+
+export type DType = "float16" | "float32" | "int32" | "uint16" | "uint8";
+
+export interface ArraySpec {
+  offset: number;
+  dtype: DType;
+  shape: number[];
+}
+
+export interface Meta {
+  version: number;
+  seq: number;
+  client_seq: number;
+  model_name: string;
+  is_demo: boolean;
+  prompt: string;
+  n_layers: number;
+  n_rows: number;
+  n_tokens: number;
+  top_k: number;
+  d_model: number;
+  d_vocab: number;
+  row_labels: string[];
+  hook_names: string[];
+  has_bos: boolean;
+  targets: string[];
+  target_ids: number[];
+  logit_diff: null | { answer: string; counterfactual: string };
+  tau: number;
+  k: number;
+  tau_grid: number[];
+  k_grid: number[];
+  strings: Record<string, string>;
+  arrays: Record<string, ArraySpec>;
+}
+
+/** Everything the views need, decoded once per payload. Flat arrays are row-major. */
+export interface LensData {
+  meta: Meta;
+  /** residual rows (L + 1) */
+  R: number;
+  /** tokens */
+  T: number;
+  /** layers */
+  L: number;
+  /** number of targets */
+  nTargets: number;
+  tokenIds: Int32Array; // [T]
+  top1Id: Int32Array; // [R,T]
+  top1Prob: Float32Array; // [R,T]
+  projPct: Float32Array; // [R,T]
+  projGrid: Uint8Array | null; // [G,R,T], value/2.55 = %
+  projFinal: Float32Array | null; // [T]
+  residNorm: Float32Array | null; // [R,T]
+  attnNorm: Float32Array | null; // [L,T]
+  mlpNorm: Float32Array | null; // [L,T]
+  targetRank: Int32Array | null; // [R,T,n]
+  targetProb: Float32Array | null; // [R,T,n]
+  logitDiff: Float32Array | null; // [R,T]
+  /** optional (static export): full top-k per cell */
+  topIds: Int32Array | null; // [R,T,k]
+  topProbs: Float32Array | null; // [R,T,k]
+  topK: number; // k of topIds (0 when absent)
+  strings: Map<number, string>;
+}
+
+export type PayloadInput = DataView | ArrayBuffer | Uint8Array | null | undefined;
+
+const BYTES: Record<DType, number> = { float16: 2, float32: 4, int32: 4, uint16: 2, uint8: 1 };
+
+/** IEEE 754 half -> float32, via a 64 Ki lookup table built on first use. */
+let HALF_TABLE: Float32Array | null = null;
+function halfTable(): Float32Array {
+  if (HALF_TABLE) return HALF_TABLE;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const f = h & 0x3ff;
+    let v: number;
+    if (e === 0) v = f * 2 ** -24; // subnormal (and zero)
+    else if (e === 31) v = f ? NaN : Infinity;
+    else v = (1 + f / 1024) * 2 ** (e - 15);
+    t[h] = s * v;
+  }
+  HALF_TABLE = t;
+  return t;
+}
+
+export function decodeFloat16(bits: Uint16Array): Float32Array {
+  const t = halfTable();
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = t[bits[i]];
+  return out;
+}
+
+function asBytes(data: PayloadInput): Uint8Array {
+  if (!data) return new Uint8Array(0);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  // DataView (anywidget Bytes) or any other ArrayBufferView
+  const v = data as ArrayBufferView;
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+function count(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Bytes the payload must have for every array in meta.arrays to fit. */
+export function requiredBytes(meta: Meta): number {
+  let need = 0;
+  for (const spec of Object.values(meta.arrays ?? {})) {
+    need = Math.max(need, spec.offset + count(spec.shape) * (BYTES[spec.dtype] ?? 1));
+  }
+  return need;
+}
+
+export function payloadLength(data: PayloadInput): number {
+  return asBytes(data).byteLength;
+}
+
+type Decoded = Float32Array | Int32Array | Uint16Array | Uint8Array;
+
+/** Copy one array out of the blob (little endian) into an owned, aligned typed array. */
+export function readArray(data: PayloadInput, spec: ArraySpec): Decoded {
+  const bytes = asBytes(data);
+  const width = BYTES[spec.dtype];
+  if (!width) throw new Error(`unknown dtype ${spec.dtype}`);
+  const n = count(spec.shape);
+  const end = spec.offset + n * width;
+  if (spec.offset < 0 || end > bytes.byteLength) {
+    throw new Error(`array out of bounds (${spec.offset}..${end} > ${bytes.byteLength})`);
+  }
+  const copy = bytes.slice(spec.offset, end); // new, 0-offset buffer: aligned
+  const buf = copy.buffer;
+  const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  if (!le && width > 1) {
+    // big-endian host: swap in place (practically never taken)
+    for (let i = 0; i < copy.length; i += width) copy.subarray(i, i + width).reverse();
+  }
+  switch (spec.dtype) {
+    case "float16":
+      return decodeFloat16(new Uint16Array(buf));
+    case "float32":
+      return new Float32Array(buf);
+    case "int32":
+      return new Int32Array(buf);
+    case "uint16":
+      return new Uint16Array(buf);
+    case "uint8":
+      return copy;
+  }
+}
+
+function expectShape(name: string, spec: ArraySpec | undefined, shape: number[]): void {
+  if (!spec) return;
+  const ok = spec.shape.length === shape.length && spec.shape.every((d, i) => d === shape[i]);
+  if (!ok) throw new Error(`${name}: shape [${spec.shape}] != expected [${shape}]`);
+}
+
+function f32(data: PayloadInput, spec: ArraySpec | undefined): Float32Array | null {
+  if (!spec) return null;
+  const a = readArray(data, spec);
+  return a instanceof Float32Array ? a : Float32Array.from(a as ArrayLike<number>);
+}
+
+function i32(data: PayloadInput, spec: ArraySpec | undefined): Int32Array | null {
+  if (!spec) return null;
+  const a = readArray(data, spec);
+  return a instanceof Int32Array ? a : Int32Array.from(a as ArrayLike<number>);
+}
+
+/** True when meta looks like a lens payload header at all (not `{}` before the first compute). */
+export function isMeta(x: unknown): x is Meta {
+  const m = x as Meta | null;
+  return !!m && typeof m === "object" && typeof m.n_rows === "number" && !!m.arrays;
+}
+
+export function decodePayload(meta: Meta, data: PayloadInput): LensData {
+  const A = meta.arrays;
+  const R = meta.n_rows;
+  const T = meta.n_tokens;
+  const L = meta.n_layers ?? R - 1;
+  const nTargets = (meta.targets ?? []).length;
+  for (const req of ["token_ids", "top1_id", "top1_prob", "proj_pct"]) {
+    if (!A[req]) throw new Error(`payload is missing the array ${req}`);
+  }
+  expectShape("token_ids", A.token_ids, [T]);
+  expectShape("top1_id", A.top1_id, [R, T]);
+  expectShape("top1_prob", A.top1_prob, [R, T]);
+  expectShape("proj_pct", A.proj_pct, [R, T]);
+  expectShape("proj_grid", A.proj_grid, [(meta.tau_grid ?? []).length, R, T]);
+  expectShape("resid_norm", A.resid_norm, [R, T]);
+  expectShape("attn_norm", A.attn_norm, [L, T]);
+  expectShape("mlp_norm", A.mlp_norm, [L, T]);
+  expectShape("logit_diff", A.logit_diff, [R, T]);
+  if (A.target_rank) expectShape("target_rank", A.target_rank, [R, T, nTargets]);
+  if (A.target_prob) expectShape("target_prob", A.target_prob, [R, T, nTargets]);
+  const topK = A.top_ids ? A.top_ids.shape[2] ?? 0 : 0;
+  if (A.top_ids) expectShape("top_ids", A.top_ids, [R, T, topK]);
+  if (A.top_probs) expectShape("top_probs", A.top_probs, [R, T, topK]);
+
+  const strings = new Map<number, string>();
+  for (const [k, v] of Object.entries(meta.strings ?? {})) strings.set(Number(k), String(v));
+
+  const grid = A.proj_grid ? readArray(data, A.proj_grid) : null;
+  return {
+    meta,
+    R,
+    T,
+    L,
+    nTargets,
+    tokenIds: i32(data, A.token_ids)!,
+    top1Id: i32(data, A.top1_id)!,
+    top1Prob: f32(data, A.top1_prob)!,
+    projPct: f32(data, A.proj_pct)!,
+    projGrid: grid ? (grid instanceof Uint8Array ? grid : Uint8Array.from(grid as ArrayLike<number>)) : null,
+    projFinal: f32(data, A.proj_final),
+    residNorm: f32(data, A.resid_norm),
+    attnNorm: f32(data, A.attn_norm),
+    mlpNorm: f32(data, A.mlp_norm),
+    targetRank: nTargets ? i32(data, A.target_rank) : null,
+    targetProb: nTargets ? f32(data, A.target_prob) : null,
+    logitDiff: meta.logit_diff ? f32(data, A.logit_diff) : null,
+    topIds: A.top_ids && A.top_probs ? i32(data, A.top_ids) : null,
+    topProbs: A.top_ids && A.top_probs ? f32(data, A.top_probs) : null,
+    topK: A.top_ids && A.top_probs ? topK : 0,
+    strings,
+  };
+}
+
+/** Token text for an id ("⟨id⟩" when the string table lacks it). */
+export function tokenText(d: LensData, id: number): string {
+  const s = d.strings.get(id);
+  return s === undefined ? `⟨${id}⟩` : s;
+}

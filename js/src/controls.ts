@@ -1,0 +1,191 @@
+// Inputs: the prompt editor (prompt, targets, top-k) and the toolbar (layer and τ sliders,
+// metric and target pickers, PNG button). Views only: widget.ts decides what the events mean.
+
+import type { LensData } from "./codecs";
+import { h } from "./dom";
+import { METRICS, available, fmt, type MetricName } from "./metrics";
+import { visible } from "./text";
+
+let uid = 0;
+const nextId = (name: string) => `rw-${name}-${++uid}`;
+
+/** "␣Paris, London" -> [" Paris", " London"]: split on commas only, no trimming. */
+export function parseTargets(s: string): string[] {
+  return s.split(",").filter((t) => t.trim() !== "");
+}
+
+export function formatTargets(t: string[]): string {
+  return t.join(",");
+}
+
+export interface EditValues {
+  prompt: string;
+  targets: string[];
+  top_k: number;
+}
+
+export class Editor {
+  readonly el: HTMLDivElement;
+  readonly prompt: HTMLTextAreaElement;
+  readonly targets: HTMLInputElement;
+  readonly topk: HTMLInputElement;
+  private readonly note: HTMLParagraphElement;
+
+  constructor(onInput: () => void) {
+    const pid = nextId("prompt");
+    const tid = nextId("targets");
+    const kid = nextId("topk");
+    this.prompt = h("textarea", { class: "rw-prompt", id: pid, rows: 2, spellcheck: "false" });
+    this.targets = h("input", {
+      class: "rw-targets",
+      id: tid,
+      type: "text",
+      spellcheck: "false",
+      placeholder: " Paris, London",
+      title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
+    });
+    this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
+    this.note = h("p", { class: "rw-static-note", hidden: true, text: "Static export: editing is disabled (hover, layer and τ still work)." });
+    this.el = h(
+      "div",
+      { class: "rw-editor" },
+      h("label", { class: "rw-label", for: pid, text: "prompt" }),
+      this.prompt,
+      h(
+        "div",
+        { class: "rw-editor-row" },
+        h("label", { class: "rw-label", for: tid, text: "targets" }),
+        this.targets,
+        h("label", { class: "rw-label", for: kid, text: "top-k" }),
+        this.topk,
+      ),
+      this.note,
+    );
+    for (const e of [this.prompt, this.targets, this.topk]) e.addEventListener("input", onInput);
+  }
+
+  values(): EditValues {
+    const k = Math.round(Number(this.topk.value));
+    return {
+      prompt: this.prompt.value,
+      targets: parseTargets(this.targets.value),
+      top_k: Number.isFinite(k) && k >= 1 ? k : 1,
+    };
+  }
+
+  /** Set fields from the model (only those that differ, so the caret isn't disturbed). */
+  setValues(v: Partial<EditValues>): void {
+    if (v.prompt !== undefined && this.prompt.value !== v.prompt) this.prompt.value = v.prompt;
+    if (v.targets !== undefined) {
+      const cur = parseTargets(this.targets.value);
+      const same = cur.length === v.targets.length && cur.every((t, i) => t === v.targets![i]);
+      if (!same) this.targets.value = formatTargets(v.targets);
+    }
+    if (v.top_k !== undefined && Number(this.topk.value) !== v.top_k) this.topk.value = String(v.top_k);
+  }
+
+  setStatic(on: boolean): void {
+    for (const e of [this.prompt, this.targets, this.topk]) e.disabled = on;
+    this.note.hidden = !on;
+  }
+}
+
+export interface ToolbarHandlers {
+  layer(layer: number): void;
+  tau(idx: number): void;
+  metric(m: MetricName): void;
+  target(t: number): void;
+  png(): void;
+}
+
+export class Toolbar {
+  readonly el: HTMLDivElement;
+  readonly layer: HTMLInputElement;
+  readonly layerOut: HTMLOutputElement;
+  readonly tau: HTMLInputElement;
+  readonly tauOut: HTMLOutputElement;
+  readonly metric: HTMLSelectElement;
+  readonly target: HTMLSelectElement;
+  readonly png: HTMLButtonElement;
+  private readonly targetGroup: HTMLSpanElement;
+
+  constructor(hd: ToolbarHandlers) {
+    const lid = nextId("layer");
+    const tid = nextId("tau");
+    const mid = nextId("metric");
+    const gid = nextId("target");
+    this.layer = h("input", { class: "rw-layer-slider", id: lid, type: "range", min: 0, max: 0, step: 1, value: 0 });
+    this.layerOut = h("output", { class: "rw-layer-readout", for: lid });
+    this.tau = h("input", { class: "rw-tau-slider", id: tid, type: "range", min: 0, max: 0, step: 1, value: 0 });
+    this.tauOut = h("output", { class: "rw-tau-readout", for: tid });
+    this.metric = h("select", { class: "rw-metric", id: mid });
+    for (const m of METRICS) this.metric.append(h("option", { value: m.name, text: m.label }));
+    this.target = h("select", { class: "rw-target-select", id: gid });
+    this.targetGroup = h(
+      "span",
+      { class: "rw-group rw-target-group", hidden: true },
+      h("label", { class: "rw-label", for: gid, text: "target" }),
+      this.target,
+    );
+    this.png = h("button", { class: "rw-png", type: "button", title: "Download the heatmap as a PNG image", text: "PNG" });
+
+    this.el = h(
+      "div",
+      { class: "rw-toolbar" },
+      h("span", { class: "rw-group rw-layer-group" }, h("label", { class: "rw-label", for: lid, text: "layer" }), this.layer, this.layerOut),
+      h("span", { class: "rw-group rw-tau-group" }, h("label", { class: "rw-label", for: tid, text: "τ" }), this.tau, this.tauOut),
+      h("span", { class: "rw-group" }, h("label", { class: "rw-label", for: mid, text: "colour" }), this.metric),
+      this.targetGroup,
+      this.png,
+    );
+
+    this.layer.addEventListener("input", () => hd.layer(Number(this.layer.value)));
+    this.tau.addEventListener("input", () => hd.tau(Number(this.tau.value)));
+    this.metric.addEventListener("change", () => hd.metric(this.metric.value as MetricName));
+    this.target.addEventListener("change", () => hd.target(Number(this.target.value)));
+    this.png.addEventListener("click", () => hd.png());
+  }
+
+  setData(d: LensData): void {
+    this.layer.max = String(d.R - 1);
+    const G = d.meta.tau_grid?.length ?? 0;
+    this.tau.max = String(Math.max(0, G - 1));
+    this.tau.disabled = !d.projGrid || G === 0;
+    for (const o of Array.from(this.metric.options)) {
+      o.disabled = !available(d, o.value as MetricName);
+    }
+    this.target.replaceChildren(...d.meta.targets.map((t, i) => h("option", { value: i, text: visible(t) })));
+  }
+
+  showLayer(d: LensData, layer: number): void {
+    this.layer.value = String(layer);
+    const lab = d.meta.row_labels[layer] ?? String(layer);
+    this.layerOut.textContent = layer === 0 ? "embed" : lab;
+    this.layer.setAttribute("aria-valuetext", `${lab} (${d.meta.hook_names[layer] ?? ""})`);
+    this.layer.title = d.meta.hook_names[layer] ?? lab;
+  }
+
+  /** idx = grid index shown (null: the payload's exact τ). */
+  showTau(d: LensData, idx: number | null): void {
+    const m = d.meta;
+    const grid = m.tau_grid ?? [];
+    const tau = idx !== null ? grid[idx] : m.tau;
+    const k = idx !== null ? m.k_grid[idx] : m.k;
+    if (idx === null) {
+      let best = 0;
+      grid.forEach((g, i) => {
+        if (Math.abs(g - m.tau) < Math.abs(grid[best] - m.tau)) best = i;
+      });
+      this.tau.value = String(best);
+    } else this.tau.value = String(idx);
+    const text = `${fmt(tau, 3)} → k = ${k} / ${m.d_model}`;
+    this.tauOut.textContent = text;
+    this.tau.setAttribute("aria-valuetext", text);
+  }
+
+  showMetric(m: MetricName, targetVisible: boolean, target: number): void {
+    this.metric.value = m;
+    this.targetGroup.hidden = !targetVisible;
+    this.target.value = String(target);
+  }
+}

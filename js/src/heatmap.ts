@@ -1,0 +1,392 @@
+// The heatmap: rows = residual rows (embed, 0, 1, ...), columns = token positions.
+//
+// One canvas holds the cells (drawn once per data/metric/τ/size change: a T×R ImageData scaled up
+// without smoothing, then grid lines and top-1 token text where cells are wide enough); a second,
+// transparent overlay canvas on top holds the per-interaction marks (hovered cell, pinned cell,
+// current layer row) so hover never repaints the cells. The canvas scrolls horizontally.
+
+import { tokenText, type LensData } from "./codecs";
+import { sample, textOn } from "./colors";
+import { h } from "./dom";
+import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
+import { truncate, visible } from "./text";
+
+export interface Cell {
+  row: number;
+  pos: number;
+}
+
+export interface HeatmapHandlers {
+  hover(cell: Cell | null): void;
+  click(cell: Cell): void;
+  /** arrow key on the focused heatmap: move the layer by `step` */
+  step(step: number): void;
+  unpin(): void;
+  /** columns first..last are in view (after a scroll or a re-layout) */
+  view(first: number, last: number): void;
+}
+
+const MIN_CELL = 6;
+const MAX_CELL = 72;
+const AXIS_H = 18;
+const MAX_CANVAS = 32_000; // px per side (browser limit ~32767)
+const MAX_AREA = 120e6; // backing pixels
+
+function cssVar(el: Element, name: string, fallback: string): string {
+  const v = getComputedStyle(el).getPropertyValue(name).trim();
+  return v || fallback;
+}
+
+/** Token text for a cell: whitespace made visible, but when it doesn't fit, the leading space
+ *  marker is dropped first (" Bennet" -> "Benn…" rather than "␣Be…"). */
+function cellLabel(s: string, maxChars: number): string {
+  const full = visible(s);
+  if (Array.from(full).length <= maxChars) return full;
+  const trimmed = s.replace(/^ +/, "");
+  return truncate(trimmed ? visible(trimmed) : full, maxChars);
+}
+
+export class Heatmap {
+  readonly el: HTMLDivElement;
+  readonly canvas: HTMLCanvasElement;
+  readonly overlay: HTMLCanvasElement;
+  private readonly labels: HTMLDivElement;
+  private readonly scroller: HTMLDivElement;
+  private readonly inner: HTMLDivElement;
+  private labelEls: HTMLDivElement[] = [];
+
+  private d: LensData | null = null;
+  private metric: MetricName = "projection";
+  private opts: ViewOpts = { tauIdx: null, target: 0 };
+  private scale: Scale | null = null;
+
+  private cellW = 24;
+  private rowH = 24;
+  private pxScale = 1;
+  private width = 0; // available CSS width of the scroller
+  private layer = 0;
+  private selected: Cell | null = null;
+  private hovered: Cell | null = null;
+
+  constructor(private readonly handlers: HeatmapHandlers) {
+    this.canvas = h("canvas", { class: "rw-heatmap-canvas", role: "img", "aria-label": "logit lens heatmap" });
+    this.overlay = h("canvas", { class: "rw-heatmap-overlay", "aria-hidden": "true" });
+    this.inner = h("div", { class: "rw-heatmap-inner" }, this.canvas, this.overlay);
+    this.scroller = h(
+      "div",
+      {
+        class: "rw-heatmap-scroll",
+        tabindex: 0,
+        "aria-label": "heatmap: arrow keys change the layer, Escape unpins",
+      },
+      this.inner,
+    );
+    this.labels = h("div", { class: "rw-row-labels", "aria-hidden": "true" });
+    this.el = h("div", { class: "rw-heatmap" }, this.labels, this.scroller);
+
+    this.overlay.addEventListener("mousemove", this.onMove);
+    this.overlay.addEventListener("mouseleave", this.onLeave);
+    this.overlay.addEventListener("click", this.onClick);
+    this.scroller.addEventListener("keydown", this.onKey);
+    this.scroller.addEventListener("scroll", this.onScroll, { passive: true });
+  }
+
+  private scrollQueued = false;
+  private onScroll = () => {
+    if (this.scrollQueued) return;
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      this.reportView();
+    });
+  };
+
+  private reportView(): void {
+    if (!this.d) return;
+    const first = Math.floor(this.scroller.scrollLeft / this.cellW);
+    const last = Math.ceil((this.scroller.scrollLeft + (this.scroller.clientWidth || this.width)) / this.cellW) - 1;
+    this.handlers.view(Math.max(0, first), Math.min(this.d.T - 1, last));
+  }
+
+  /** New data, metric, τ or target: full redraw. */
+  setData(d: LensData, metric: MetricName, opts: ViewOpts, scale: Scale): void {
+    const shapeChanged = !this.d || this.d.R !== d.R || this.d.T !== d.T;
+    this.d = d;
+    this.metric = metric;
+    this.opts = { ...opts };
+    this.scale = scale;
+    if (shapeChanged) this.buildLabels();
+    this.layout();
+    this.draw();
+    this.drawOverlay();
+    this.reportView();
+  }
+
+  setLayer(layer: number): void {
+    if (layer === this.layer) return;
+    this.labelEls[this.layer]?.classList.remove("rw-row-current");
+    this.layer = layer;
+    this.labelEls[layer]?.classList.add("rw-row-current");
+    this.drawOverlay();
+  }
+
+  setSelected(cell: Cell | null): void {
+    this.selected = cell;
+    this.drawOverlay();
+  }
+
+  /** The available width may have changed: re-layout, redraw only if the cell size changes. */
+  resize(): void {
+    const width = this.scroller.clientWidth;
+    if (width <= 0 || Math.abs(width - this.width) < 1) return;
+    if (!this.d) return;
+    const before = [this.cellW, this.rowH];
+    this.layout();
+    if (before[0] !== this.cellW || before[1] !== this.rowH) {
+      this.draw();
+      this.drawOverlay();
+    }
+    this.reportView();
+  }
+
+  /** Bounding box of a cell in client coordinates (for anchoring the tooltip). */
+  cellRect(cell: Cell): DOMRect {
+    const r = this.overlay.getBoundingClientRect();
+    return new DOMRect(r.left + cell.pos * this.cellW, r.top + cell.row * this.rowH, this.cellW, this.rowH);
+  }
+
+  focus(): void {
+    this.scroller.focus();
+  }
+
+  private buildLabels(): void {
+    const d = this.d!;
+    this.labels.replaceChildren();
+    this.labelEls = d.meta.row_labels.slice(0, d.R).map((lab, r) => {
+      const e = h("div", { class: "rw-row-label", text: lab, title: d.meta.hook_names[r] ?? lab });
+      this.labels.append(e);
+      return e;
+    });
+    while (this.labelEls.length < d.R) {
+      const e = h("div", { class: "rw-row-label", text: String(this.labelEls.length) });
+      this.labels.append(e);
+      this.labelEls.push(e);
+    }
+    this.labels.append(h("div", { class: "rw-row-label rw-axis-label", text: "pos" }));
+    this.labelEls[this.layer]?.classList.add("rw-row-current");
+  }
+
+  private layout(): void {
+    const d = this.d!;
+    const avail = this.scroller.clientWidth || this.width || 640;
+    this.width = avail;
+    this.cellW = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(avail / d.T)));
+    this.rowH = d.R <= 14 ? 24 : d.R <= 26 ? 18 : d.R <= 50 ? 13 : 9;
+    const w = d.T * this.cellW;
+    const hgt = d.R * this.rowH + AXIS_H;
+    const dpr = window.devicePixelRatio || 1;
+    this.pxScale = Math.max(0.25, Math.min(dpr, MAX_CANVAS / w, MAX_CANVAS / hgt, Math.sqrt(MAX_AREA / (w * hgt))));
+    for (const c of [this.canvas, this.overlay]) {
+      c.width = Math.round(w * this.pxScale);
+      c.height = Math.round(hgt * this.pxScale);
+      c.style.width = `${w}px`;
+      c.style.height = `${hgt}px`;
+    }
+    this.inner.style.width = `${w}px`;
+    this.inner.style.height = `${hgt}px`;
+    this.canvas.dataset.rows = String(d.R);
+    this.canvas.dataset.cols = String(d.T);
+    this.canvas.dataset.metric = this.metric;
+    this.canvas.dataset.cellWidth = String(this.cellW);
+    this.canvas.dataset.rowHeight = String(this.rowH);
+    for (const e of this.labelEls) e.style.height = e.style.lineHeight = `${this.rowH}px`;
+    const axis = this.labels.lastElementChild as HTMLElement | null;
+    if (axis) axis.style.height = axis.style.lineHeight = `${AXIS_H}px`;
+  }
+
+  private font(px: number): string {
+    const fam = cssVar(this.el, "--jp-code-font-family", "monospace");
+    return `${px}px ${fam}`;
+  }
+
+  /** Paint cells, grid and labels onto `ctx` (CSS px coordinates). Used for screen and PNG. */
+  private paint(ctx: CanvasRenderingContext2D): void {
+    const d = this.d!;
+    const s = this.scale!;
+    const { cellW, rowH } = this;
+    const gw = d.T * cellW;
+    const gh = d.R * rowH;
+    const fg = getComputedStyle(this.el).color || "#000";
+    const bg = cssVar(this.el, "--jp-layout-color1", "#fff");
+
+    // "not applicable" cells (attn/MLP norm of the embed row) show this hatch-grey
+    ctx.fillStyle = "rgba(128,128,128,0.18)";
+    ctx.fillRect(0, 0, gw, gh);
+
+    const img = new ImageData(cellPixels(d, this.metric, this.opts, s), d.T, d.R);
+    const off = document.createElement("canvas");
+    off.width = d.T;
+    off.height = d.R;
+    off.getContext("2d")!.putImageData(img, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(off, 0, 0, d.T, d.R, 0, 0, gw, gh);
+
+    // grid lines in the page background colour
+    ctx.fillStyle = bg;
+    if (cellW >= 10) for (let p = 1; p < d.T; p++) ctx.fillRect(p * cellW - 0.5, 0, 1, gh);
+    for (let r = 1; r < d.R; r++) ctx.fillRect(0, r * rowH - 0.5, gw, 1);
+
+    // top-1 token text inside cells, where there is room (as in logit-lens figures)
+    if (cellW >= 18 && rowH >= 12) {
+      const fpx = Math.min(cellW >= 28 ? 11 : 10, rowH - 6);
+      ctx.font = this.font(fpx);
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      const charW = ctx.measureText("M").width || fpx * 0.6;
+      const maxChars = Math.max(1, Math.floor((cellW - 4) / charW));
+      for (let r = 0; r < d.R; r++) {
+        for (let p = 0; p < d.T; p++) {
+          const c = sample(s.map, s.toT(valueAt(d, this.metric, r, p, this.opts)));
+          ctx.fillStyle = c ? textOn(c) : fg;
+          const t = cellLabel(tokenText(d, d.top1Id[r * d.T + p]), maxChars);
+          ctx.fillText(t, p * cellW + cellW / 2, r * rowH + rowH / 2 + 0.5, cellW - 2);
+        }
+      }
+    }
+
+    // x axis: input tokens when wide, position numbers otherwise
+    ctx.fillStyle = fg;
+    ctx.font = this.font(10);
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "center";
+    const y = gh + AXIS_H / 2 + 1;
+    if (cellW >= 30) {
+      const charW = ctx.measureText("M").width || 6;
+      const maxChars = Math.max(1, Math.floor((cellW - 3) / charW));
+      for (let p = 0; p < d.T; p++) {
+        const t = cellLabel(tokenText(d, d.tokenIds[p]), maxChars);
+        ctx.fillText(t, p * cellW + cellW / 2, y, cellW - 2);
+      }
+    } else {
+      const every = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((n) => n * cellW >= 36) ?? 1000;
+      for (let p = 0; p < d.T; p += every) ctx.fillText(String(p), p * cellW + cellW / 2, y);
+    }
+  }
+
+  private draw(): void {
+    if (!this.d || !this.scale) return;
+    const ctx = this.canvas.getContext("2d");
+    if (!ctx) return;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    ctx.setTransform(this.pxScale, 0, 0, this.pxScale, 0, 0);
+    this.paint(ctx);
+  }
+
+  private drawOverlay(): void {
+    const ctx = this.overlay.getContext("2d");
+    if (!ctx || !this.d) return;
+    const d = this.d;
+    const { cellW, rowH } = this;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    ctx.setTransform(this.pxScale, 0, 0, this.pxScale, 0, 0);
+    // current layer: a band in the brand colour around its row
+    if (this.layer >= 0 && this.layer < d.R) {
+      ctx.strokeStyle = cssVar(this.el, "--jp-brand-color1", "#1976d2");
+      ctx.lineWidth = 2;
+      ctx.strokeRect(1, this.layer * rowH + 1, d.T * cellW - 2, rowH - 2);
+    }
+    const outline = (c: Cell, w: number) => {
+      const x = c.pos * cellW;
+      const y = c.row * rowH;
+      ctx.lineWidth = w + 2;
+      ctx.strokeStyle = "#000";
+      ctx.strokeRect(x + 1, y + 1, cellW - 2, rowH - 2);
+      ctx.lineWidth = w;
+      ctx.strokeStyle = "#fff";
+      ctx.strokeRect(x + 1, y + 1, cellW - 2, rowH - 2);
+    };
+    if (this.hovered) outline(this.hovered, 1);
+    if (this.selected && this.selected.row < d.R && this.selected.pos < d.T) outline(this.selected, 2);
+  }
+
+  private cellAt(e: MouseEvent): Cell | null {
+    if (!this.d) return null;
+    const r = this.overlay.getBoundingClientRect();
+    const x = e.clientX - r.left;
+    const y = e.clientY - r.top;
+    const pos = Math.floor(x / this.cellW);
+    const row = Math.floor(y / this.rowH);
+    if (pos < 0 || pos >= this.d.T || row < 0 || row >= this.d.R) return null;
+    return { row, pos };
+  }
+
+  private onMove = (e: MouseEvent) => {
+    const c = this.cellAt(e);
+    const same = c && this.hovered && c.row === this.hovered.row && c.pos === this.hovered.pos;
+    if (same || (!c && !this.hovered)) return;
+    this.hovered = c;
+    this.drawOverlay();
+    this.handlers.hover(c);
+  };
+
+  private onLeave = () => {
+    if (!this.hovered) return;
+    this.hovered = null;
+    this.drawOverlay();
+    this.handlers.hover(null);
+  };
+
+  private onClick = (e: MouseEvent) => {
+    const c = this.cellAt(e);
+    if (c) this.handlers.click(c);
+  };
+
+  private onKey = (e: KeyboardEvent) => {
+    if (e.key === "ArrowUp" || e.key === "ArrowLeft") this.handlers.step(-1);
+    else if (e.key === "ArrowDown" || e.key === "ArrowRight") this.handlers.step(1);
+    else if (e.key === "Escape") this.handlers.unpin();
+    else return;
+    e.preventDefault();
+  };
+
+  /** The heatmap with its row labels and a title, as a PNG blob. */
+  toPNG(title: string): Promise<Blob> {
+    if (!this.d || !this.scale) return Promise.reject(new Error("nothing to export yet"));
+    const d = this.d;
+    const labelW = 64;
+    const titleH = 22;
+    const w = labelW + d.T * this.cellW + 8;
+    const hgt = titleH + d.R * this.rowH + AXIS_H + 4;
+    const sc = Math.max(0.25, Math.min(2, MAX_CANVAS / w, MAX_CANVAS / hgt, Math.sqrt(MAX_AREA / (w * hgt))));
+    const c = document.createElement("canvas");
+    c.width = Math.round(w * sc);
+    c.height = Math.round(hgt * sc);
+    const ctx = c.getContext("2d")!;
+    ctx.scale(sc, sc);
+    ctx.fillStyle = cssVar(this.el, "--jp-layout-color1", "#fff");
+    ctx.fillRect(0, 0, w, hgt);
+    const fg = getComputedStyle(this.el).color || "#000";
+    ctx.fillStyle = fg;
+    ctx.font = `bold 12px ${cssVar(this.el, "--jp-ui-font-family", "sans-serif")}`;
+    ctx.textBaseline = "middle";
+    ctx.fillText(title, 6, titleH / 2, w - 12);
+    ctx.font = this.font(11);
+    ctx.textAlign = "right";
+    d.meta.row_labels.slice(0, d.R).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
+    ctx.translate(labelW, titleH);
+    this.paint(ctx);
+    return new Promise((resolve, reject) =>
+      c.toBlob((b) => (b ? resolve(b) : reject(new Error("canvas.toBlob failed"))), "image/png"),
+    );
+  }
+
+  dispose(): void {
+    this.overlay.removeEventListener("mousemove", this.onMove);
+    this.overlay.removeEventListener("mouseleave", this.onLeave);
+    this.overlay.removeEventListener("click", this.onClick);
+    this.scroller.removeEventListener("keydown", this.onKey);
+    this.scroller.removeEventListener("scroll", this.onScroll);
+  }
+}

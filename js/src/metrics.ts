@@ -1,0 +1,231 @@
+// What each heatmap metric means: value per cell, colour scale, legend ticks and units.
+
+import type { LensData } from "./codecs";
+import { RDBU, VIRIDIS, sample, type ColorMap } from "./colors";
+import { visible } from "./text";
+
+export type MetricName =
+  | "projection"
+  | "top1_prob"
+  | "target_rank"
+  | "logit_diff"
+  | "resid_norm"
+  | "attn_norm"
+  | "mlp_norm";
+
+export const METRICS: { name: MetricName; label: string }[] = [
+  { name: "projection", label: "projection %" },
+  { name: "top1_prob", label: "top-1 probability" },
+  { name: "target_rank", label: "target rank" },
+  { name: "logit_diff", label: "logit difference" },
+  { name: "resid_norm", label: "residual norm" },
+  { name: "attn_norm", label: "attention-out norm" },
+  { name: "mlp_norm", label: "MLP-out norm" },
+];
+
+export function isMetric(x: unknown): x is MetricName {
+  return METRICS.some((m) => m.name === x);
+}
+
+/** View-local settings that change what is drawn without a round trip to Python. */
+export interface ViewOpts {
+  /** index into meta.tau_grid while the τ slider is off meta.tau; null = exact proj_pct */
+  tauIdx: number | null;
+  /** which target for target_rank */
+  target: number;
+}
+
+export interface Tick {
+  t: number; // position 0..1 along the legend
+  label: string;
+}
+
+export interface Scale {
+  map: ColorMap;
+  title: string;
+  unit: string;
+  ticks: Tick[];
+  note: string;
+  /** value -> position 0..1 on the colour map (NaN stays NaN) */
+  toT: (v: number) => number;
+}
+
+export function available(d: LensData, m: MetricName): boolean {
+  switch (m) {
+    case "projection":
+    case "top1_prob":
+      return true;
+    case "target_rank":
+      return d.nTargets > 0 && !!d.targetRank;
+    case "logit_diff":
+      return !!d.logitDiff;
+    case "resid_norm":
+      return !!d.residNorm;
+    case "attn_norm":
+      return !!d.attnNorm;
+    case "mlp_norm":
+      return !!d.mlpNorm;
+  }
+}
+
+/** Projection % of residual row `row` at `pos`, at the view's τ. */
+export function projAt(d: LensData, row: number, pos: number, tauIdx: number | null): number {
+  const i = row * d.T + pos;
+  if (tauIdx !== null && d.projGrid) return d.projGrid[tauIdx * d.R * d.T + i] / 2.55;
+  return d.projPct[i];
+}
+
+/** Norm of layer (row - 1)'s attention/MLP output; row 0 (embeddings) has none. */
+function layerOut(a: Float32Array | null, d: LensData, row: number, pos: number): number {
+  if (!a || row < 1 || row > d.L) return NaN;
+  return a[(row - 1) * d.T + pos];
+}
+
+export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o: ViewOpts): number {
+  const i = row * d.T + pos;
+  switch (m) {
+    case "projection":
+      return projAt(d, row, pos, o.tauIdx);
+    case "top1_prob":
+      return d.top1Prob[i];
+    case "target_rank":
+      return d.targetRank ? d.targetRank[i * d.nTargets + Math.min(o.target, d.nTargets - 1)] : NaN;
+    case "logit_diff":
+      return d.logitDiff ? d.logitDiff[i] : NaN;
+    case "resid_norm":
+      return d.residNorm ? d.residNorm[i] : NaN;
+    case "attn_norm":
+      return layerOut(d.attnNorm, d, row, pos);
+    case "mlp_norm":
+      return layerOut(d.mlpNorm, d, row, pos);
+  }
+}
+
+export function fmt(v: number, digits = 3): string {
+  if (!Number.isFinite(v)) return "—";
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(1);
+  return Number(v.toPrecision(digits)).toString();
+}
+
+function compact(v: number): string {
+  if (v >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
+  if (v >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
+  return String(Math.round(v));
+}
+
+/** Max of |values| over all finite cells, skipping the BOS column (its norm dwarfs the rest). */
+function robustMax(d: LensData, m: MetricName, o: ViewOpts, abs: boolean): number {
+  let mx = 0;
+  const skip = d.meta.has_bos && d.T > 1 ? 0 : -1;
+  for (let r = 0; r < d.R; r++) {
+    for (let p = 0; p < d.T; p++) {
+      if (p === skip) continue;
+      let v = valueAt(d, m, r, p, o);
+      if (!Number.isFinite(v)) continue;
+      if (abs) v = Math.abs(v);
+      if (v > mx) mx = v;
+    }
+  }
+  return mx > 0 ? mx : 1;
+}
+
+const clamp01 = (t: number) => (t < 0 ? 0 : t > 1 ? 1 : t);
+
+export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
+  const lin = (lo: number, hi: number) => (v: number) => (Number.isFinite(v) ? clamp01((v - lo) / (hi - lo)) : NaN);
+  const bosNote = d.meta.has_bos && d.T > 1 ? "BOS column excluded from the scale range" : "";
+  switch (m) {
+    case "projection": {
+      const tau = o.tauIdx !== null ? d.meta.tau_grid[o.tauIdx] : d.meta.tau;
+      const k = o.tauIdx !== null ? d.meta.k_grid[o.tauIdx] : d.meta.k;
+      return {
+        map: VIRIDIS,
+        title: `projection onto the top-${k} subspace of W_U (τ = ${fmt(tau, 3)})`,
+        unit: "%",
+        ticks: [0, 25, 50, 75, 100].map((v) => ({ t: v / 100, label: `${v}%` })),
+        note: "",
+        toT: lin(0, 100),
+      };
+    }
+    case "top1_prob":
+      return {
+        map: VIRIDIS,
+        title: "top-1 probability",
+        unit: "probability",
+        ticks: [0, 0.25, 0.5, 0.75, 1].map((v) => ({ t: v, label: String(v) })),
+        note: "",
+        toT: lin(0, 1),
+      };
+    case "target_rank": {
+      const V = Math.max(2, d.meta.d_vocab || 2);
+      const lv = Math.log10(V);
+      const toT = (r: number) => (Number.isFinite(r) ? clamp01(1 - Math.log10(r + 1) / lv) : NaN);
+      const ticks: Tick[] = [{ t: 1, label: "0" }];
+      for (let p = 10; p < V; p *= 10) ticks.push({ t: toT(p), label: compact(p) });
+      ticks.push({ t: 0, label: compact(V - 1) });
+      const tgt = d.meta.targets[Math.min(o.target, d.nTargets - 1)] ?? "";
+      return {
+        map: VIRIDIS,
+        title: `rank of target “${visible(tgt)}” (0 = top-1, log scale)`,
+        unit: "rank",
+        ticks: ticks.sort((a, b) => a.t - b.t),
+        note: "",
+        toT,
+      };
+    }
+    case "logit_diff": {
+      const mx = robustMax(d, m, o, true);
+      const ld = d.meta.logit_diff;
+      return {
+        map: RDBU,
+        title: ld
+          ? `logit difference “${visible(ld.answer)}” − “${visible(ld.counterfactual)}”`
+          : "logit difference",
+        unit: "logits",
+        ticks: [
+          { t: 0, label: `−${fmt(mx, 2)}` },
+          { t: 0.5, label: "0" },
+          { t: 1, label: `+${fmt(mx, 2)}` },
+        ],
+        note: bosNote,
+        toT: (v: number) => (Number.isFinite(v) ? clamp01(0.5 + v / (2 * mx)) : NaN),
+      };
+    }
+    case "resid_norm":
+    case "attn_norm":
+    case "mlp_norm": {
+      const mx = robustMax(d, m, o, false);
+      const what = m === "resid_norm" ? "residual stream" : m === "attn_norm" ? "attention output" : "MLP output";
+      return {
+        map: VIRIDIS,
+        title: `${what} norm ‖x‖₂`,
+        unit: "L2 norm",
+        ticks: [
+          { t: 0, label: "0" },
+          { t: 0.5, label: fmt(mx / 2, 2) },
+          { t: 1, label: fmt(mx, 2) },
+        ],
+        note: [bosNote, m === "resid_norm" ? "" : "row “embed” has no layer output"].filter(Boolean).join("; "),
+        toT: lin(0, mx),
+      };
+    }
+  }
+}
+
+/** RGBA pixels (one per cell, [R rows × T columns]) for the heatmap; alpha 0 = not applicable. */
+export function cellPixels(d: LensData, m: MetricName, o: ViewOpts, s: Scale): Uint8ClampedArray<ArrayBuffer> {
+  const px = new Uint8ClampedArray(d.R * d.T * 4);
+  for (let r = 0; r < d.R; r++) {
+    for (let p = 0; p < d.T; p++) {
+      const c = sample(s.map, s.toT(valueAt(d, m, r, p, o)));
+      const j = (r * d.T + p) * 4;
+      if (!c) continue;
+      px[j] = c[0];
+      px[j + 1] = c[1];
+      px[j + 2] = c[2];
+      px[j + 3] = 255;
+    }
+  }
+  return px;
+}

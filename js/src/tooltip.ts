@@ -1,0 +1,119 @@
+// Cell details (hover tooltip and the pinned-cell panel share the same content builder).
+
+import { tokenText, type LensData } from "./codecs";
+import { h } from "./dom";
+import { fmt, projAt, type ViewOpts } from "./metrics";
+import { visible } from "./text";
+
+/** The full top-k list for one cell, from a details reply or from local arrays (static export). */
+export type TopK =
+  | { state: "loading" }
+  | { state: "error"; message: string }
+  | { state: "ok"; ids: number[]; probs: number[]; strings: Map<number, string> };
+
+function tok(text: string, cls = "rw-tok"): HTMLSpanElement {
+  return h("span", { class: cls, text: visible(text) });
+}
+
+function kv(tbody: HTMLTableSectionElement, key: string, ...value: (Node | string)[]): void {
+  tbody.append(h("tr", {}, h("th", { scope: "row", text: key }), h("td", {}, ...value)));
+}
+
+/** Build the content for cell (row, pos). Pure DOM building; every string goes in as text. */
+export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, topk: TopK): HTMLDivElement {
+  const i = row * d.T + pos;
+  const m = d.meta;
+  const label = m.row_labels[row] ?? String(row);
+  const inTok = tokenText(d, d.tokenIds[pos]);
+  const isBos = m.has_bos && pos === 0;
+
+  const head = h(
+    "div",
+    { class: "rw-tip-head" },
+    h("span", { class: "rw-tip-pos", text: `pos ${pos}` }),
+    tok(inTok, "rw-tok rw-tip-input"),
+    isBos ? h("span", { class: "rw-bos-flag", text: "BOS" }) : null,
+  );
+  const sub = h("div", {
+    class: "rw-tip-layer",
+    text: `${row === 0 ? "embeddings" : `layer ${label}`} · ${m.hook_names[row] ?? ""}`,
+  });
+
+  const body = h("tbody");
+  kv(body, "top-1", tok(tokenText(d, d.top1Id[i]), "rw-tok rw-tip-top1"), ` ${fmt(d.top1Prob[i], 3)}`);
+  const tau = o.tauIdx !== null ? m.tau_grid[o.tauIdx] : m.tau;
+  const k = o.tauIdx !== null ? m.k_grid[o.tauIdx] : m.k;
+  kv(body, "projection", `${fmt(projAt(d, row, pos, o.tauIdx), 3)} % (τ ${fmt(tau, 3)}, k ${k})`);
+  for (let t = 0; t < d.nTargets && d.targetRank && d.targetProb; t++) {
+    const j = i * d.nTargets + t;
+    kv(body, "target", tok(m.targets[t] ?? ""), ` rank ${d.targetRank[j]} · p ${fmt(d.targetProb[j], 3)}`);
+  }
+  if (d.logitDiff && m.logit_diff) {
+    kv(body, "logit diff", `${fmt(d.logitDiff[i], 3)} (`, tok(m.logit_diff.answer), " − ", tok(m.logit_diff.counterfactual), ")");
+  }
+  if (d.residNorm) kv(body, "‖resid‖", fmt(d.residNorm[i], 4));
+  if (row > 0 && d.attnNorm) kv(body, "‖attn out‖", fmt(d.attnNorm[(row - 1) * d.T + pos], 4));
+  if (row > 0 && d.mlpNorm) kv(body, "‖MLP out‖", fmt(d.mlpNorm[(row - 1) * d.T + pos], 4));
+
+  const list = h("div", { class: "rw-topk" });
+  if (topk.state === "loading") list.append(h("div", { class: "rw-topk-status", text: "loading top-k…" }));
+  else if (topk.state === "error") list.append(h("div", { class: "rw-topk-status rw-topk-error", text: `top-k unavailable: ${topk.message}` }));
+  else {
+    const ol = h("ol", { class: "rw-topk-list" });
+    topk.ids.forEach((id, r) => {
+      const p = topk.probs[r] ?? NaN;
+      const text = topk.strings.get(id) ?? d.strings.get(id) ?? `⟨${id}⟩`;
+      const bar = h("span", { class: "rw-topk-bar" });
+      bar.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
+      ol.append(
+        h(
+          "li",
+          { class: "rw-topk-item" },
+          tok(text, "rw-tok rw-topk-tok"),
+          h("span", { class: "rw-topk-barwrap" }, bar),
+          h("span", { class: "rw-topk-prob", text: fmt(p, 3) }),
+        ),
+      );
+    });
+    list.append(h("div", { class: "rw-topk-title", text: `top-${topk.ids.length}` }), ol);
+  }
+
+  return h("div", { class: "rw-cell-info" }, head, sub, h("table", { class: "rw-tip-kv" }, body), list);
+}
+
+/** A floating box positioned inside the widget root (absolute, so it works in any output area). */
+export class Tooltip {
+  readonly el: HTMLDivElement;
+  constructor(private readonly root: HTMLElement) {
+    this.el = h("div", { class: "rw-tooltip", role: "tooltip", hidden: true });
+  }
+
+  show(content: Node, anchor: DOMRect): void {
+    this.el.replaceChildren(content);
+    this.el.hidden = false;
+    const rr = this.root.getBoundingClientRect();
+    const tw = this.el.offsetWidth;
+    const th = this.el.offsetHeight;
+    let x = anchor.right - rr.left + 8;
+    if (x + tw > rr.width && anchor.left - rr.left - 8 - tw >= 0) x = anchor.left - rr.left - 8 - tw;
+    x = Math.max(0, Math.min(x, Math.max(0, rr.width - tw)));
+    let y = anchor.top - rr.top;
+    if (y + th > rr.height) y = Math.max(0, rr.height - th);
+    this.el.style.left = `${x}px`;
+    this.el.style.top = `${y}px`;
+  }
+
+  /** Replace the content in place (e.g. when top-k details arrive) keeping the position. */
+  update(content: Node): void {
+    if (!this.el.hidden) this.el.replaceChildren(content);
+  }
+
+  hide(): void {
+    this.el.hidden = true;
+    this.el.replaceChildren();
+  }
+
+  get visible(): boolean {
+    return !this.el.hidden;
+  }
+}
