@@ -44,6 +44,14 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
 
   // ---------------------------------------------------------------- views
   const root = h("div", { class: "rw-root" });
+  // JupyterLab (Lumino) handles keydown on the document, bubbling, and in command mode takes plain
+  // keys on a focused non-text element (our sliders, selects, heatmap) as notebook shortcuts: arrows
+  // would move between cells instead of layers. Unmodified keys stay inside the widget; modified
+  // ones (Shift+Enter, Ctrl+S...) still reach JupyterLab.
+  const keepKeys = (e: KeyboardEvent) => {
+    if (!(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) e.stopPropagation();
+  };
+  root.addEventListener("keydown", keepKeys);
   const name = h("span", { class: "rw-model-name" });
   const demo = h("span", { class: "rw-badge rw-badge-demo", text: "demo model", hidden: true, title: "A small demo model: English-like locally, no facts" });
   const staticBadge = h("span", { class: "rw-badge rw-badge-static", text: "static export", hidden: true });
