@@ -1,0 +1,239 @@
+"""``ContributionExplorer`` (seed 004): how large are the attention and MLP updates to the residual stream?
+
+For layer l and position t: ``‖attn_out_l[t]‖₂`` and ``‖mlp_out_l[t]‖₂`` (``blocks.l.hook_attn_out`` /
+``hook_mlp_out``). Prompts run as one right-padded batch and each ``Analysis`` keeps only its real
+tokens, so padding never enters a statistic. The BOS position's updates are typically far larger than
+any other; a toggle excludes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import bqplot as bq
+import ipywidgets as W
+import numpy as np
+
+from resid_widgets.analyses.workflows import mean_spread, pooled_norms, shared_histogram
+from resid_widgets.widgets._charts import figure, guarded, prompt_labels, status_line, tooltip, update
+from resid_widgets.widgets.resid import as_session
+
+DEFAULT_PROMPTS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition.",
+    "The family of Dashwood had long been settled in Sussex.",
+]
+ATTN_COLOR, MLP_COLOR = "#4e79a7", "#f28e2b"
+
+
+class ContributionExplorer(W.VBox):
+    """Attention vs MLP output norms per layer and position, over one or many prompts.
+
+    ``ContributionExplorer(session, prompts)`` shows
+
+    * layer-wise evolution: the mean over all real positions of all prompts of ‖attn_out‖ and ‖mlp_out‖
+      per layer, with ± 1 s.d. bands;
+    * the histogram of those magnitudes by component (shared bin edges);
+    * a per-position view of one prompt at one layer (grouped bars; choose the prompt and the layer);
+    * a toggle excluding the BOS position from all of the above.
+
+    The additivity check (``resid_pre + attn_out = resid_mid``, ``resid_mid + mlp_out = resid_post``) is
+    reported under the charts. Numbers: ``data()`` (numpy), ``to_dataframe()`` (one row per prompt × layer ×
+    position).
+    """
+
+    def __init__(
+        self,
+        model_or_session: Any = None,
+        prompts: str | Sequence[str] | None = None,
+        *,
+        exclude_bos: bool = True,
+        bins: int = 30,
+        prompt_index: int = 0,
+        layer: int = 0,
+        device: str | None = None,
+    ):
+        self.session = as_session(model_or_session, device=device)
+        self.bins = int(bins)
+        L = self.session.n_layers
+        self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS", indent=False)
+        self.prompt_select = W.Dropdown(options=[("-", 0)], value=0, description="prompt")
+        self.layer_slider = W.IntSlider(value=int(layer) % L, min=0, max=L - 1, description="layer", continuous_update=False)
+        self.check = W.HTML()
+        self.status = status_line()
+        self._set(DEFAULT_PROMPTS if prompts is None else prompts, prompt_index)
+        self._build()
+        self._draw()
+        for w in (self.bos_toggle, self.prompt_select, self.layer_slider):
+            w.observe(lambda _: guarded(self.status, self._refresh), "value")
+        wrap = W.Layout(flex_flow="row wrap", width="100%")
+        super().__init__(
+            children=[
+                self.bos_toggle,
+                W.HBox([self.fig_layers, self.fig_hist], layout=wrap),
+                W.HBox([self.prompt_select, self.layer_slider], layout=wrap),
+                self.fig_positions,
+                self.check,
+                self.status,
+            ]
+        )
+
+    # ---- public API -----------------------------------------------------------------------------
+    @property
+    def figures(self) -> dict[str, bq.Figure]:
+        return {"layers": self.fig_layers, "histogram": self.fig_hist, "positions": self.fig_positions}
+
+    @property
+    def analyses(self) -> list:
+        return list(self._analyses)
+
+    def set_prompts(self, prompts: str | Sequence[str], prompt_index: int = 0) -> None:
+        self._set(prompts, prompt_index)
+        self._refresh()
+
+    def data(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def to_dataframe(self):
+        """Long format over the real positions of every prompt (BOS included, flagged)."""
+        import pandas as pd
+
+        frames = []
+        for i, (label, a) in enumerate(zip(self._labels, self._analyses)):
+            L, T = a.attn_norm.shape
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "prompt_index": i,
+                        "label": label,
+                        "layer": np.repeat(np.arange(L), T),
+                        "pos": np.tile(np.arange(T), L),
+                        "token": np.tile(np.asarray(a.tokens, dtype=object), L),
+                        "is_bos": np.tile(a.is_bos, L),
+                        "attn_norm": a.attn_norm.reshape(-1),
+                        "mlp_norm": a.mlp_norm.reshape(-1),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    # ---- computation ----------------------------------------------------------------------------
+    def _set(self, prompts, prompt_index: int) -> None:
+        labels, plist = prompt_labels(prompts)
+        analyses = self.session.analyze_batch(plist, top_k=1)
+        self._labels, self._prompts, self._analyses = labels, plist, analyses
+        options = [(f"{i}: {l}", i) for i, l in enumerate(labels)]
+        with self.prompt_select.hold_trait_notifications():
+            self.prompt_select.options = options
+            self.prompt_select.value = int(prompt_index) % len(options)
+        self._compute()
+
+    def _compute(self) -> None:
+        bos = self.bos_toggle.value
+        attn, mlp = pooled_norms(self._analyses, exclude_bos=bos)
+        attn_mean, attn_std = mean_spread(attn, axis=1)
+        mlp_mean, mlp_std = mean_spread(mlp, axis=1)
+        edges, h_attn, h_mlp = shared_histogram(attn, mlp, self.bins)
+        a = self._analyses[self.prompt_select.value]
+        l = self.layer_slider.value
+        keep = np.ones(a.n_tokens, dtype=bool)
+        if bos:
+            keep &= ~np.asarray(a.is_bos, dtype=bool)
+        pos = np.nonzero(keep)[0]
+        self._data = {
+            "labels": list(self._labels),
+            "prompts": list(self._prompts),
+            "exclude_bos": bool(bos),
+            "n_positions": int(attn.shape[1]),
+            "attn": attn,
+            "mlp": mlp,
+            "attn_mean": attn_mean,
+            "attn_std": attn_std,
+            "mlp_mean": mlp_mean,
+            "mlp_std": mlp_std,
+            "hist_edges": edges,
+            "hist_attn": h_attn,
+            "hist_mlp": h_mlp,
+            "prompt_index": int(self.prompt_select.value),
+            "layer": int(l),
+            "positions": pos,
+            "position_tokens": [a.tokens[p] for p in pos],
+            "position_attn": a.attn_norm[l, pos].astype(np.float64),
+            "position_mlp": a.mlp_norm[l, pos].astype(np.float64),
+            "additivity": [dict(x.additivity) for x in self._analyses],
+        }
+
+    def _refresh(self) -> None:
+        self._compute()
+        self._draw()
+
+    # ---- charts ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.fig_layers, s = figure("Update size by layer (mean ± 1 s.d.)", "layer", "‖output‖₂", legend=True)
+        self._bands = bq.Lines(
+            x=[0], y=[0], scales=s, fill="between", fill_colors=[ATTN_COLOR], fill_opacities=[0.2],
+            colors=["transparent"], stroke_width=0,
+        )
+        self._bands_mlp = bq.Lines(
+            x=[0], y=[0], scales=s, fill="between", fill_colors=[MLP_COLOR], fill_opacities=[0.2],
+            colors=["transparent"], stroke_width=0,
+        )
+        self._means = bq.Lines(
+            x=[0], y=[0], scales=s, colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"], display_legend=True,
+            stroke_width=3, marker="circle", marker_size=20,
+        )
+        self._mean_points = bq.Scatter(
+            x=[0], y=[0], scales=s, default_size=28, tooltip=tooltip(["name", "x", "y"], ["", "layer", "mean ‖·‖"], ["", "", ".4g"])
+        )
+        self.fig_layers.marks = [self._bands, self._bands_mlp, self._means, self._mean_points]
+
+        self.fig_hist, s = figure("Distribution of update sizes", "‖output‖₂ (bin centre)", "count", legend=True)
+        self._hist = bq.Bars(
+            x=[0.0], y=[0], scales=s, type="grouped", colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"],
+            display_legend=True, padding=0.05,
+            tooltip=tooltip(["x", "y"], ["bin centre", "count"], [".4g", "d"]),
+        )
+        self.fig_hist.marks = [self._hist]
+
+        sx = bq.OrdinalScale()
+        self.fig_positions, s = figure("Update size per position", "position: token", "‖output‖₂", x_scale=sx, legend=True, height="320px")
+        self._pos_bars = bq.Bars(
+            x=["-"], y=[0], scales=s, type="grouped", colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"],
+            display_legend=True, tooltip=tooltip(["x", "y"], ["token", "‖output‖₂"], ["", ".4g"]),
+        )
+        self.fig_positions.marks = [self._pos_bars]
+        self.fig_positions.axes[0].tick_rotate = -45
+
+    def _draw(self) -> None:
+        d = self._data
+        L = len(d["attn_mean"])
+        layers = np.arange(L)
+        update(self._bands, x=layers, y=np.stack([d["attn_mean"] - d["attn_std"], d["attn_mean"] + d["attn_std"]]))
+        update(self._bands_mlp, x=layers, y=np.stack([d["mlp_mean"] - d["mlp_std"], d["mlp_mean"] + d["mlp_std"]]))
+        update(self._means, x=layers, y=np.stack([d["attn_mean"], d["mlp_mean"]]))
+        update(
+            self._mean_points,
+            x=np.tile(layers, 2),
+            y=np.concatenate([d["attn_mean"], d["mlp_mean"]]),
+            names=[f"attention (s.d. {s:.3g})" for s in d["attn_std"]] + [f"MLP (s.d. {s:.3g})" for s in d["mlp_std"]],
+            colors=[ATTN_COLOR] * L + [MLP_COLOR] * L,
+            display_names=False,
+        )
+        bos = "BOS excluded" if d["exclude_bos"] else "BOS included"
+        self.fig_layers.title = f"Update size by layer (mean ± 1 s.d. over {d['n_positions']} positions, {bos})"
+        edges = d["hist_edges"]
+        centres = (edges[:-1] + edges[1:]) / 2
+        update(self._hist, x=centres, y=np.stack([d["hist_attn"], d["hist_mlp"]]))
+        names = [f"{p}: {t}" for p, t in zip(d["positions"], d["position_tokens"])]
+        update(self._pos_bars, x=names, y=np.stack([d["position_attn"], d["position_mlp"]]))
+        self.fig_positions.title = f"Update size per position — {d['labels'][d['prompt_index']]}, layer {d['layer']}"
+        worst = max(max(a["attn"], a["mlp"]) for a in d["additivity"])
+        ok = all(a["holds"] for a in d["additivity"])
+        self.check.value = (
+            f"Residual decomposition check: max relative error {worst:.1e} "
+            + ("(holds: the norms are the updates to the stream)." if ok else
+               "<b>(does not hold: this architecture's outputs are not plain additive updates; read the norms with care)</b>")
+        )
+
+
+__all__ = ["ContributionExplorer"]
