@@ -113,3 +113,15 @@ def test_import_is_light():
     code = "import sys, resid_widgets; print(sorted(m for m in ('torch','transformer_lens','anywidget','bqplot','transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_partial_utf8_tokens_show_their_bytes(demo_session):
+    """A token holding part of a UTF-8 character shows its bytes, not an anonymous U+FFFD."""
+    a = demo_session.analyze("Café naïve")
+    assert "\ufffd" not in "".join(a.tokens)
+    assert "\\xc3" in a.tokens and "\\xa9" in a.tokens
+
+
+def test_id_targets_with_the_same_text_stay_distinct(demo_session):
+    names, ids = demo_session.resolve_targets([1, 1])
+    assert len(set(names)) == 2 and ids == [1, 1]

@@ -114,8 +114,8 @@ class Analysis:
 
     # ---- targets ------------------------------------------------------------------------------
     def target_index(self, target: str | int) -> int:
-        if isinstance(target, (int, np.integer)):
-            if int(target) in self.target_ids:
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if int(target) in self.target_ids:  # ids first: two targets may share a display name
                 return self.target_ids.index(int(target))
         elif target in self.targets:
             return self.targets.index(target)

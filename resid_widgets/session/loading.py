@@ -63,12 +63,28 @@ def _load_by_name(name: str, *, device: str | None, local: bool):
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:  # TransformerLens <= 3
         return _load_hooked_transformer(name, device=device, local=local)
-    bridge = TransformerBridge.boot_transformers(name, device=device)
+    with _quiet_transformers():
+        bridge = TransformerBridge.boot_transformers(name, device=device)
     # The classic hook names (blocks.N.hook_resid_post...) and weight processing: the final
     # LayerNorm's weights are folded into W_U / b_U and W_U is centred.
     bridge.enable_compatibility_mode(disable_warnings=True)
     bridge.eval()
     return bridge
+
+
+class _quiet_transformers:
+    """No "Loading weights" progress bar in the notebook output while booting (restored after)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._logging = hf_logging
+        self._was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        if self._was_enabled:
+            self._logging.enable_progress_bar()
 
 
 def _load_hooked_transformer(name: str, *, device: str, local: bool):

@@ -108,7 +108,7 @@ class Session:
             added_bos = added_bos and bos_id is not None and len(ids) > 0 and int(ids[0]) == bos_id
         elif isinstance(prompt, (list, tuple, np.ndarray, torch.Tensor)):
             ids = np.asarray(prompt.cpu() if isinstance(prompt, torch.Tensor) else prompt)
-            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) and ids.size:
+            if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
                 raise TypeError("token ids must be a 1-D sequence of integers")
             if ids.size == 0:
                 raise ValueError("the prompt is empty: no token ids")
@@ -140,6 +140,7 @@ class Session:
                 texts = [f"#{i}" for i in missing]
             else:
                 texts = tok.batch_decode([[i] for i in missing], clean_up_tokenization_spaces=False)
+                texts = [_byte_fallback(tok, i, t) if "\ufffd" in t else t for i, t in zip(missing, texts)]
             self._strings.update(zip(missing, texts))
         return {i: self._strings[i] for i in wanted}
 
@@ -156,7 +157,8 @@ class Session:
                 if not 0 <= int(t) < self.d_vocab:
                     raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
                 ids.append(int(t))
-                names.append(self.token_strings([int(t)])[int(t)])
+                name = self.token_strings([int(t)])[int(t)]
+                names.append(name if name not in names else f"{name} (#{int(t)})")  # names stay unique
                 continue
             if not isinstance(t, str):
                 raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
@@ -431,6 +433,25 @@ def _reshape_readout(r: LensReadout, R: int, T: int) -> dict[str, np.ndarray]:
         "target_probs": r.target_probs.reshape(R, T, -1),
         "target_ranks": r.target_ranks.reshape(R, T, -1),
     }
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+def _byte_fallback(tokenizer, token_id: int, text: str) -> str:
+    """A byte-level BPE token that is only part of a UTF-8 character decodes to U+FFFD on its own;
+    show its bytes instead (``\\xe2\\x80``), so different partial tokens stay distinguishable."""
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        # GPT-2's byte <-> printable-character table (transformers 5 no longer exports it): printable
+        # latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
+        keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        extra = [b for b in range(256) if b not in keep]
+        _BYTE_DECODER = {chr(b): b for b in keep} | {chr(256 + n): b for n, b in enumerate(extra)}
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str) or not piece or any(c not in _BYTE_DECODER for c in piece):
+        return text
+    return bytes(_BYTE_DECODER[c] for c in piece).decode("utf-8", errors="backslashreplace")
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
