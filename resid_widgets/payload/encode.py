@@ -2,11 +2,12 @@
 
 Per heatmap cell (R rows x T positions, G tau-grid points, n targets) the payload holds::
 
-    top1_id int32 (4) + top1_prob f16 (2) + proj_pct f16 (2) + proj_grid uint8 (G) + resid_norm f16 (2)
-    + attn/mlp norm f16 (2 + 2, L of R rows) + n x (rank int32 4 + prob f16 2) [+ logit_diff f16 2]
+    top1_id u16 (2) + top1_prob f16 (2) + proj_pct f16 (2) + proj_grid uint8 (G) + resid_norm f16 (2)
+    + attn/mlp norm f16 (2 + 2, L of R rows) + n x (rank u16 2 + prob f16 2) [+ logit_diff f16 2]
 
-~= 14 + G + 6n (+2) bytes: 34 with the default G = 20 and no targets, 48 with two targets and their
-logit difference (plus the token strings). Token strings travel once per distinct id; the full top-k list of a cell is fetched on
+~= 12 + G + 4n (+2) bytes: 32 with the default G = 20 and no targets, 42 with two targets and their
+logit difference, plus the token strings. Ids and ranks are uint16 while the vocabulary has fewer
+than 65,536 tokens (GPT-2: 50,257) and int32 beyond. Token strings travel once per distinct id; the full top-k list of a cell is fetched on
 demand (``details`` message) unless ``full=True`` (the static HTML export, which has no kernel).
 """
 
@@ -38,9 +39,11 @@ def encode_analysis(
     a = analysis
     R, T, L = a.n_rows, a.n_tokens, a.n_layers
     grid = np.stack([a.projection_at(t) for t in tau_grid])  # [G, R, T]
+    d_vocab = int(a.info.get("d_vocab", 0)) or int(a.top_ids.max()) + 1
+    index_dtype = np.uint16 if d_vocab <= np.iinfo(np.uint16).max else np.int32
     arrays: dict[str, np.ndarray] = {
-        "token_ids": a.token_ids.astype(np.int32),
-        "top1_id": a.top_ids[..., 0].astype(np.int32),
+        "token_ids": a.token_ids.astype(index_dtype),
+        "top1_id": a.top_ids[..., 0].astype(index_dtype),
         "top1_prob": a.top_probs[..., 0].astype(np.float16),
         "proj_pct": a.projection_pct.astype(np.float16),
         "proj_grid": np.clip(np.rint(grid * GRID_SCALE), 0, 255).astype(np.uint8),
@@ -51,14 +54,14 @@ def encode_analysis(
     }
     logit_diff = None
     if a.targets:
-        arrays["target_rank"] = a.target_ranks.astype(np.int32)
+        arrays["target_rank"] = a.target_ranks.astype(index_dtype)
         arrays["target_prob"] = a.target_probs.astype(np.float16)
         if len(a.targets) >= 2:
             logit_diff = {"answer": a.targets[0], "counterfactual": a.targets[1]}
             arrays["logit_diff"] = _f16(a.logit_diff(a.targets[0], a.targets[1]))
     ids_with_text = [a.token_ids, a.top_ids[..., 0].reshape(-1)]
     if full:
-        arrays["top_ids"] = a.top_ids.astype(np.int32)
+        arrays["top_ids"] = a.top_ids.astype(index_dtype)
         arrays["top_probs"] = a.top_probs.astype(np.float16)
         ids_with_text.append(a.top_ids.reshape(-1))
     index, blob = pack_arrays(arrays)
