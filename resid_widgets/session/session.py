@@ -54,6 +54,7 @@ class Session:
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
         self._memo: _LensMemo | None = None
+        self._info: dict[str, Any] | None = None
         self._lock = threading.RLock()
 
     # ---- model facts ----------------------------------------------------------------------------
@@ -77,6 +78,12 @@ class Session:
         return self.model.W_U.detach(), None if b_U is None else b_U.detach()
 
     def info(self) -> dict[str, Any]:
+        """Model facts recorded with every analysis (computed once: it scans W_U)."""
+        if self._info is None:
+            self._info = self._model_facts()
+        return dict(self._info)
+
+    def _model_facts(self) -> dict[str, Any]:
         W_U, b_U = self._unembed()
         centred = bool(W_U.float().mean(-1).abs().max() <= 1e-5 * W_U.float().abs().max())
         return {
