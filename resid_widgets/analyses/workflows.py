@@ -18,6 +18,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+# ---- tables -------------------------------------------------------------------------------------
+
+
+def per_prompt_rows(labels: Sequence[str], prompts: Sequence[str], n_rows: int, **columns: Any):
+    """Long-format DataFrame, one row per (prompt, residual row); ``columns`` are [P, R] arrays or scalars."""
+    import pandas as pd
+
+    P = len(prompts)
+    table: dict[str, Any] = {
+        "label": np.repeat(np.asarray(labels, dtype=object), n_rows),
+        "prompt": np.repeat(np.asarray(prompts, dtype=object), n_rows),
+        "row": np.tile(np.arange(n_rows), P),
+        "layer": np.tile(np.arange(n_rows), P) - 1,
+    }
+    for name, value in columns.items():
+        table[name] = np.asarray(value).reshape(-1) if np.ndim(value) == 2 else value
+    return pd.DataFrame(table)
+
+
 # ---- positions ----------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from resid_widgets.analyses.workflows import (
     last_token_ranks,
     mean_spread,
     per_prompt,
+    per_prompt_rows,
     ranking_table,
 )
 from resid_widgets.widgets._charts import (
@@ -122,21 +123,16 @@ class LogitDiffExplorer(W.VBox):
 
     def to_dataframe(self):
         """Long format: one row per (prompt, row)."""
-        import pandas as pd
-
         d = self._data
         P, R = d["logit_diff"].shape
-        return pd.DataFrame(
-            {
-                "label": np.repeat(d["labels"], R),
-                "prompt": np.repeat(d["prompts"], R),
-                "answer": np.repeat(d["answers"], R),
-                "counterfactual": np.repeat(d["counterfactuals"], R),
-                "row": np.tile(np.arange(R), P),
-                "layer": np.tile(np.arange(R), P) - 1,
-                "logit_diff": d["logit_diff"].reshape(-1),
-                "answer_rank": d["answer_rank"].reshape(-1),
-            }
+        return per_prompt_rows(
+            d["labels"],
+            d["prompts"],
+            R,
+            answer=np.repeat(d["answers"], R),
+            counterfactual=np.repeat(d["counterfactuals"], R),
+            logit_diff=d["logit_diff"],
+            answer_rank=d["answer_rank"],
         )
 
     # ---- computation ----------------------------------------------------------------------------

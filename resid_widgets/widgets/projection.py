@@ -13,7 +13,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from resid_widgets.analyses.workflows import group_stats, layer_profile, marker_positions
+from resid_widgets.analyses.workflows import group_stats, layer_profile, marker_positions, per_prompt_rows
 from resid_widgets.widgets._charts import (
     colors,
     figure,
@@ -215,22 +215,16 @@ class ProjectionExplorer(W.VBox):
 
     def to_dataframe(self):
         """Long format by layer: one row per (prompt, row)."""
-        import pandas as pd
-
         d = self._data
-        P, R = d["layer_mean"].shape
-        return pd.DataFrame(
-            {
-                "label": np.repeat(d["labels"], R),
-                "prompt": np.repeat(d["prompts"], R),
-                "row": np.tile(np.arange(R), P),
-                "layer": np.tile(np.arange(R), P) - 1,
-                "mean_pct": d["layer_mean"].reshape(-1),
-                "last_pct": d["layer_last"].reshape(-1),
-                "concentration_mean": d["concentration_mean"].reshape(-1),
-                "tau": d["tau"],
-                "k": d["k"],
-            }
+        return per_prompt_rows(
+            d["labels"],
+            d["prompts"],
+            d["layer_mean"].shape[1],
+            mean_pct=d["layer_mean"],
+            last_pct=d["layer_last"],
+            concentration_mean=d["concentration_mean"],
+            tau=d["tau"],
+            k=d["k"],
         )
 
     # ---- computation ----------------------------------------------------------------------------

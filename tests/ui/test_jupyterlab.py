@@ -231,6 +231,26 @@ def test_widget_in_jupyterlab(lab, chromium_browser):
         assert kernel.eval("w.prompt") == new_prompt
         page.screenshot(path=str(OUT / "jupyterlab-error.png"), full_page=True)
 
+        # a 1,024-token prompt renders, and hover (lazy details) and scrubbing still respond
+        kernel.eval(
+            "w.set_prompt(w.session.tokenizer.decode(w.session.tokenizer.encode("
+            "' '.join(['It is a truth universally acknowledged.'] * 120))[:1023])) and None"
+        )
+        n_long = kernel.eval("w.analysis.n_tokens")
+        assert n_long == 1024
+        _wait(lambda: canvas.get_attribute("data-cols") == "1024", timeout=60, what="the 1,024-token heatmap")
+        long_row, long_pos = 2, 1000
+        _hover_cell(page, long_row, long_pos)
+        expected = kernel.eval(f"w.analysis.top_tokens[{long_row}, {long_pos}, 0]")
+        page.wait_for_selector(".rw-tooltip .rw-topk-item", timeout=15_000)
+        assert page.locator(".rw-tooltip .rw-tip-top1").inner_text().strip() == expected.translate(VISIBLE).strip()
+        page.mouse.move(0, 0)
+        layer_before = strip.get_attribute("data-layer")
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        assert strip.get_attribute("data-layer") != layer_before
+        page.screenshot(path=str(OUT / "jupyterlab-1024.png"), full_page=True)
+
         # the exported HTML file works from disk with no network request
         html = lab["root"] / "export.html"
         kernel.eval(f"str(w.save_html({str(html)!r}))")
