@@ -194,7 +194,7 @@ def main(argv=None) -> int:
             flush=True,
         )
 
-    import transformer_lens
+    from importlib.metadata import version
 
     out = {
         "machine": {
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
             "torch_threads": torch.get_num_threads(),
             "device": args.device,
             "torch": torch.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+            "transformer_lens": version("transformer-lens"),
         },
         "model": GPT2_SMALL,
         "boot_s": boot_s,

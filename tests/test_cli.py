@@ -1,0 +1,32 @@
+"""The terminal command: the lens table, the summaries, --json, and clear errors."""
+
+import json
+
+import numpy as np
+
+from resid_widgets.cli import main
+
+
+def test_analyze_prints_table_and_writes_json(tmp_path, capsys, demo_session):
+    out = tmp_path / "lens.json"
+    assert main(["analyze", "Mr. and Mrs.", "--top-k", "3", "--targets", " Bennet", " Darcy", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    a = demo_session.analyze("Mr. and Mrs.", top_k=3, targets=[" Bennet", " Darcy"])
+    # the table's last row holds the final layer's top-1 tokens, whitespace made visible
+    last_line = [line for line in text.splitlines() if line.startswith(a.row_labels[-1] + " ")][0]
+    assert a.top_tokens[-1, -1, 0].replace(" ", "·") in last_line
+    assert "projection onto the token subspace" in text and f"k={a.k}" in text
+    data = json.loads(out.read_text())
+    assert data["tokens"] == a.tokens and data["targets"] == [" Bennet", " Darcy"]
+    np.testing.assert_allclose(data["top_probs"], a.top_probs, rtol=1e-5)
+    np.testing.assert_array_equal(data["target_ranks"], a.target_ranks)
+    np.testing.assert_allclose(data["projection_pct"], a.projection_pct, rtol=1e-5)
+
+
+def test_bad_input_exits_2_with_a_message(capsys):
+    assert main(["analyze", "  "]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["analyze", "Hi", "--targets", " Bennet and"]) == 2
+    assert "not one" in capsys.readouterr().err
+    assert main(["analyze", "Hi", "--tau", "2"]) == 2
+    assert "tau" in capsys.readouterr().err
