@@ -394,11 +394,11 @@ def test_contribution_charts_hold_the_data_and_update_in_place(contributions, ti
     bands, bands_mlp, means = e.fig_layers.marks[:3]
     np.testing.assert_allclose(squeeze(means.y), np.stack([d["attn_mean"], d["mlp_mean"]]))
     np.testing.assert_allclose(squeeze(bands.y), np.stack([d["attn_mean"] - d["attn_std"], d["attn_mean"] + d["attn_std"]]))
-    hist = e.fig_hist.marks[0]
-    np.testing.assert_allclose(squeeze(hist.y), np.stack([d["hist_attn"], d["hist_mlp"]]))
+    hist, hist_mlp = e.fig_hist.marks
+    np.testing.assert_allclose(np.stack([squeeze(hist.y), squeeze(hist_mlp.y)]), np.stack([d["hist_attn"], d["hist_mlp"]]))
     np.testing.assert_allclose(squeeze(hist.x), (d["hist_edges"][1:] + d["hist_edges"][:-1]) / 2)
-    pos = e.fig_positions.marks[0]
-    np.testing.assert_allclose(squeeze(pos.y), np.stack([d["position_attn"], d["position_mlp"]]))
+    pos, pos_mlp = e.fig_positions.marks
+    np.testing.assert_allclose(np.stack([squeeze(pos.y), squeeze(pos_mlp.y)]), np.stack([d["position_attn"], d["position_mlp"]]))
     assert hist.tooltip is not None and pos.tooltip is not None
 
     e.prompt_select.value = 2
@@ -407,7 +407,7 @@ def test_contribution_charts_hold_the_data_and_update_in_place(contributions, ti
     _, _, cache = single_run(tiny_session, PROMPTS[2])
     np.testing.assert_allclose(d2["position_attn"], cache["blocks.1.hook_attn_out"][0, 1:].norm(dim=-1).numpy(), **TOL)
     assert e.fig_positions.marks[0] is pos and e.fig_layers.marks[2] is means
-    np.testing.assert_allclose(squeeze(pos.y), np.stack([d2["position_attn"], d2["position_mlp"]]))
+    np.testing.assert_allclose(np.stack([squeeze(pos.y), squeeze(pos_mlp.y)]), np.stack([d2["position_attn"], d2["position_mlp"]]))
     assert list(pos.x) == [f"{p}: {t}" for p, t in zip(d2["positions"], d2["position_tokens"])]
     df = e.to_dataframe()
     assert len(df) == sum(a.n_tokens for a in e.analyses) * tiny_session.n_layers

@@ -188,20 +188,27 @@ class ContributionExplorer(W.VBox):
         self.fig_layers.marks = [self._bands, self._bands_mlp, self._means, self._mean_points]
 
         self.fig_hist, s = figure("Distribution of update sizes", "‖output‖₂ (bin centre)", "count", legend=True)
-        self._hist = bq.Bars(
-            x=[0.0], y=[0], scales=s, type="grouped", colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"],
-            display_legend=True, padding=0.05,
-            tooltip=tooltip(["x", "y"], ["bin centre", "count"], [".4g", "d"]),
-        )
-        self.fig_hist.marks = [self._hist]
+        # One 1-D Bars mark per component, side by side (align left / right): bqplot 0.13's grouped
+        # 2-D Bars draw nothing in JupyterLab 4 (seen in the end-to-end test's screenshot).
+        self._hist = [
+            bq.Bars(
+                x=[0.0], y=[0], scales=s, colors=[color], labels=[label], display_legend=True, padding=0.05,
+                align=align, opacities=[0.85], tooltip=tooltip(["x", "y"], ["bin centre", f"{label} count"], [".4g", "d"]),
+            )
+            for label, color, align in (("attention", ATTN_COLOR, "left"), ("MLP", MLP_COLOR, "right"))
+        ]
+        self.fig_hist.marks = list(self._hist)
 
         sx = bq.OrdinalScale()
         self.fig_positions, s = figure("Update size per position", "position: token", "‖output‖₂", x_scale=sx, legend=True, height="320px")
-        self._pos_bars = bq.Bars(
-            x=["-"], y=[0], scales=s, type="grouped", colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"],
-            display_legend=True, tooltip=tooltip(["x", "y"], ["token", "‖output‖₂"], ["", ".4g"]),
-        )
-        self.fig_positions.marks = [self._pos_bars]
+        self._pos_bars = [
+            bq.Bars(
+                x=["-"], y=[0], scales=s, colors=[color], labels=[label], display_legend=True, padding=0.1,
+                align=align, tooltip=tooltip(["x", "y"], ["token", f"‖{label} out‖₂"], ["", ".4g"]),
+            )
+            for label, color, align in (("attention", ATTN_COLOR, "left"), ("MLP", MLP_COLOR, "right"))
+        ]
+        self.fig_positions.marks = list(self._pos_bars)
         self.fig_positions.axes[0].tick_rotate = -45
 
     def _draw(self) -> None:
@@ -219,13 +226,16 @@ class ContributionExplorer(W.VBox):
             colors=[ATTN_COLOR] * L + [MLP_COLOR] * L,
             display_names=False,
         )
-        bos = "BOS excluded" if d["exclude_bos"] else "BOS included"
-        self.fig_layers.title = f"Update size by layer (mean ± 1 s.d. over {d['n_positions']} positions, {bos})"
+        bos = "no BOS" if d["exclude_bos"] else "with BOS"
+        self.fig_layers.title = f"By layer: mean ± 1 s.d. ({d['n_positions']} pos., {bos})"
+        self.fig_layers.axes[0].tick_values = layers  # whole layers only
         edges = d["hist_edges"]
         centres = (edges[:-1] + edges[1:]) / 2
-        update(self._hist, x=centres, y=np.stack([d["hist_attn"], d["hist_mlp"]]))
+        update(self._hist[0], x=centres, y=d["hist_attn"])
+        update(self._hist[1], x=centres, y=d["hist_mlp"])
         names = [f"{p}: {t}" for p, t in zip(d["positions"], d["position_tokens"])]
-        update(self._pos_bars, x=names, y=np.stack([d["position_attn"], d["position_mlp"]]))
+        update(self._pos_bars[0], x=names, y=d["position_attn"])
+        update(self._pos_bars[1], x=names, y=d["position_mlp"])
         self.fig_positions.title = f"Update size per position — {d['labels'][d['prompt_index']]}, layer {d['layer']}"
         worst = max(max(a["attn"], a["mlp"]) for a in d["additivity"])
         ok = all(a["holds"] for a in d["additivity"])

@@ -28,7 +28,7 @@ from resid_widgets.session import Session
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 METRICS = ("projection", "top1_prob", "target_rank", "logit_diff", "resid_norm", "attn_norm", "mlp_norm")
-#: a prompt on which the embedded demo model's lens is telling (family names rise from layer 2).
+#: a prompt on which the embedded demo model's lens is telling (family names fill it from layer 1 on).
 DEMO_PROMPT = "Mr. and Mrs."
 DEFAULT_PROMPT = "The capital of France is"
 

@@ -44,7 +44,12 @@ def _notebook(path: Path) -> None:
             "from resid_widgets import ResidWidget\n"
             f"w = ResidWidget(prompt={PROMPT!r}, device='cpu')\n"
             "w"
-        )
+        ),
+        nbformat.v4.new_code_cell(
+            "from resid_widgets import ContributionExplorer\n"
+            "c = ContributionExplorer(w.session, ['Mr. and Mrs. Bennet', 'It is a truth universally acknowledged'])\n"
+            "c"
+        ),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -52,11 +57,21 @@ def _notebook(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, frontend_bundle):
+    yield from _server("jupyterlab", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory, frontend_bundle):
+    yield from _server("notebook", tmp_path_factory)
+
+
+def _server(app: str, tmp_path_factory):
+    """JupyterLab 4 or Notebook 7 (``python -m <app>``) on 127.0.0.1 with the e2e notebook's kernel running."""
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Chromium not found at /usr/bin/chromium")
     if not (ROOT / "resid_widgets" / "demo_model" / "model.safetensors").exists():
         pytest.fail("the embedded demo model is missing (resid_widgets/demo_model)")
-    base = tmp_path_factory.mktemp("lab")
+    base = tmp_path_factory.mktemp(app)
     root, settings, runtime, workspaces = (base / n for n in ("root", "settings", "runtime", "workspaces"))
     for d in (root, settings, runtime, workspaces):
         d.mkdir()
@@ -67,11 +82,17 @@ def lab(tmp_path_factory, frontend_bundle):
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        sys.executable, "-m", app, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+        "--allow-root",
     ]
+    if app == "jupyterlab":
+        cmd += [
+            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+    else:
+        cmd += [f"--JupyterNotebookApp.user_settings_dir={settings}", f"--JupyterNotebookApp.workspaces_dir={workspaces}"]
     log = open(base / "lab.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -251,6 +272,18 @@ def test_widget_in_jupyterlab(lab, chromium_browser):
         assert strip.get_attribute("data-layer") != layer_before
         page.screenshot(path=str(OUT / "jupyterlab-1024.png"), full_page=True)
 
+        # a bqplot explorer renders in the same page (its JS comes with the bqplot package, offline)
+        page.locator(".jp-Cell .jp-InputArea-editor").nth(1).click()
+        page.keyboard.press("Shift+Enter")
+        _wait(lambda: page.locator(".jp-Cell").nth(1).locator(".bqplot svg").count() >= 3, timeout=60, what="bqplot figures")
+        assert kernel.eval("len(c.data()['attn_mean'])") == kernel.eval("w.session.n_layers")
+        # the histogram and per-position bars are drawn with real heights, not an empty axis
+        bars = page.locator(".jp-Cell").nth(1).locator(".bqplot rect.bar")
+        _wait(lambda: bars.count() >= 2 * (30 + 6), timeout=30, what="bqplot bars")
+        heights = bars.evaluate_all("els => els.map(e => e.getBBox().height)")
+        assert sum(h > 1 for h in heights) >= 10, heights
+        page.locator(".jp-Cell").nth(1).screenshot(path=str(OUT / "jupyterlab-contributions.png"))
+
         # the exported HTML file works from disk with no network request
         html = lab["root"] / "export.html"
         kernel.eval(f"str(w.save_html({str(html)!r}))")
@@ -280,3 +313,31 @@ def _exported_file_hovers(browser, html: Path, kernel) -> None:
     assert remote == [], remote
     page.screenshot(path=str(OUT / "export.png"), full_page=True)
     context.close()
+
+
+def test_widget_in_notebook7(notebook7, chromium_browser):
+    """Notebook 7 renders the same widget: the heatmap's shape and a hover match the kernel's Analysis."""
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{notebook7['url']}/notebooks/e2e.ipynb?token={notebook7['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
+    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Shift+Enter")
+    select = page.locator(".jp-Dialog button.jp-mod-accept")
+    if select.count():
+        select.click()
+    page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=120_000)
+    kernel = Kernel(notebook7)
+    try:
+        R, T = kernel.eval("[w.analysis.n_rows, w.analysis.n_tokens]")
+        canvas = page.locator(".rw-heatmap-canvas")
+        assert (int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))) == (R, T)
+        _hover_cell(page, 1, T - 2)
+        expected = kernel.eval(f"w.analysis.top_tokens[1, {T - 2}, 0]")
+        page.wait_for_selector(".rw-tooltip .rw-topk-item", timeout=15_000)
+        assert page.locator(".rw-tooltip .rw-tip-top1").inner_text().strip() == expected.translate(VISIBLE).strip()
+        page.screenshot(path=str(OUT / "notebook7.png"), full_page=True)
+    finally:
+        kernel.close()
+        context.close()
