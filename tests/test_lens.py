@@ -91,3 +91,30 @@ def test_lens_against_hf_hidden_states(tiny_session, tiny_hf_dir):
         np.testing.assert_allclose(np.log(a.top_probs[r]), logp.topk(4, -1).values.numpy(), rtol=1e-4, atol=1e-4)
     final = torch.log_softmax(out.logits[0], -1)
     np.testing.assert_allclose(np.log(a.top_probs[-1]), final.topk(4, -1).values.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_known_logits_path_equals_the_product():
+    from resid_widgets.analyses.lens import lens_readout
+
+    g = torch.Generator().manual_seed(0)
+    W, b, x = torch.randn(16, 300, generator=g), torch.randn(300, generator=g), torch.randn(40, 16, generator=g)
+    plain = lens_readout(x, W, b, top_k=5, target_ids=[3, 7], chunk_elements=300 * 7)
+    known = lens_readout(x, W, b, top_k=5, target_ids=[3, 7], chunk_elements=300 * 7, known_logits=x[-13:] @ W + b)
+    for field in ("top_ids", "top_probs", "log_norm", "target_logits", "target_ranks"):
+        np.testing.assert_allclose(getattr(known, field), getattr(plain, field), rtol=1e-6, atol=1e-6)
+
+
+def test_model_output_that_differs_from_the_formula_is_not_reused(biased_model, monkeypatch):
+    """If the model's own logits are not ln_final(r) @ W_U + b_U (e.g. soft-capped), every row uses the formula."""
+    s = Session(biased_model)
+    real_run = s._run
+
+    def soft_capped(ids):
+        logits, cache = real_run(ids)
+        return 5 * torch.tanh(logits / 5), cache
+
+    monkeypatch.setattr(s, "_run", soft_capped)
+    a = s.analyze(TOKENS, top_k=5)
+    _, lens = _independent_logits(biased_model, TOKENS)
+    np.testing.assert_allclose(a.top_probs[-1], torch.softmax(lens[-1].double(), -1).topk(5, -1).values.numpy(), rtol=REL_TOL, atol=1e-6)
+    assert a.info["lens_vs_model_max_abs"] > 1e-3  # and the difference is reported

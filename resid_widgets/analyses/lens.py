@@ -44,11 +44,14 @@ def lens_readout(
     top_k: int,
     target_ids: Sequence[int] = (),
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    known_logits: torch.Tensor | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> LensReadout:
     """Read out ``normed`` ([N, d_model], already passed through ``ln_final``) through the unembedding.
 
-    ``W_U`` is [d_model, d_vocab], ``b_U`` [d_vocab] or None.
+    ``W_U`` is [d_model, d_vocab], ``b_U`` [d_vocab] or None. ``known_logits`` ([M, d_vocab]) are the
+    logits of the *last* M cells when they are already at hand (the model's own output for the final
+    row): those cells skip the matrix product and go through the same top-k / rank / normaliser code.
     """
     if normed.ndim != 2:
         raise ValueError(f"normed must be [cells, d_model], got shape {tuple(normed.shape)}")
@@ -68,15 +71,20 @@ def lens_readout(
     out_tl = torch.empty((n_cells, n_t), dtype=torch.float32)
     out_rank = torch.empty((n_cells, n_t), dtype=torch.int32)
     x = normed.to(torch.float32)
+    n_known = 0 if known_logits is None else int(known_logits.shape[0])
+    n_gemm = n_cells - n_known
     buf = torch.empty((min(chunk, n_cells), d_vocab), dtype=torch.float32, device=W.device)
     with torch.inference_mode():
         for start in range(0, n_cells, chunk):
             stop = min(n_cells, start + chunk)
             logits = buf[: stop - start]
-            if b is not None:
-                torch.addmm(b, x[start:stop], W, out=logits)
-            else:
-                torch.mm(x[start:stop], W, out=logits)
+            g = max(0, min(stop, n_gemm) - start)  # rows of this chunk that need the product
+            if g and b is not None:
+                torch.addmm(b, x[start : start + g], W, out=logits[:g])
+            elif g:
+                torch.mm(x[start : start + g], W, out=logits[:g])
+            if g < stop - start:
+                logits[g:] = known_logits[start + g - n_gemm : stop - n_gemm]
             vals, idx = torch.topk(logits, top_k, dim=-1)
             out_ids[start:stop] = idx.cpu()
             out_logits[start:stop] = vals.cpu()
