@@ -171,6 +171,23 @@ def _hover_cell(page, row: int, pos: int) -> None:
     page.locator(".rw-heatmap-overlay").hover(position={"x": pos * cw + cw / 2, "y": row * rh + rh / 2})
 
 
+def _run_first_cell(page, url: str, console: list, name: str) -> None:
+    """Open the notebook, run its first cell, and wait for the widget's heatmap."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
+    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Shift+Enter")
+    select = page.locator(".jp-Dialog button.jp-mod-accept")
+    if select.count():  # a kernel picker, should the app still ask
+        select.click()
+    try:
+        page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(OUT / f"{name}-failed.png"), full_page=True)
+        raise AssertionError("the widget did not render; browser console:\n" + "\n".join(console[-30:]))
+
+
 def test_widget_in_jupyterlab(lab, chromium_browser):
     OUT.mkdir(exist_ok=True)
     context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -184,19 +201,7 @@ def test_widget_in_jupyterlab(lab, chromium_browser):
     page.on("websocket", on_ws)
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.goto(f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
-    select = page.locator(".jp-Dialog button.jp-mod-accept")
-    if select.count():  # a kernel picker, should JupyterLab still ask
-        select.click()
-    try:
-        page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=120_000)
-    except Exception:
-        page.screenshot(path=str(OUT / "jupyterlab-failed.png"), full_page=True)
-        raise AssertionError("the widget did not render; browser console:\n" + "\n".join(console[-30:]))
+    _run_first_cell(page, f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}", console, "jupyterlab")
     kernel = Kernel(lab)
     try:
         R, T = kernel.eval("[w.analysis.n_rows, w.analysis.n_tokens]")
@@ -319,15 +324,9 @@ def test_widget_in_notebook7(notebook7, chromium_browser):
     """Notebook 7 renders the same widget: the heatmap's shape and a hover match the kernel's Analysis."""
     context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.goto(f"{notebook7['url']}/notebooks/e2e.ipynb?token={notebook7['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
-    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
-    select = page.locator(".jp-Dialog button.jp-mod-accept")
-    if select.count():
-        select.click()
-    page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=120_000)
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    _run_first_cell(page, f"{notebook7['url']}/notebooks/e2e.ipynb?token={notebook7['token']}", console, "notebook7")
     kernel = Kernel(notebook7)
     try:
         R, T = kernel.eval("[w.analysis.n_rows, w.analysis.n_tokens]")
