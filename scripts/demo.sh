@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m jupyterlab examples/quickstart.ipynb "$@"
+extra=()
+[ "$(id -u)" = "0" ] && extra+=(--allow-root)  # JupyterLab refuses root without it (containers, CI boxes)
+exec "${PYTHON:-python3}" -m jupyterlab examples/quickstart.ipynb "${extra[@]}" "$@"
