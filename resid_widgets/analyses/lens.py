@@ -91,13 +91,8 @@ def lens_readout(
             if n_t:
                 tl = logits.index_select(1, tgt)
                 out_tl[start:stop] = tl.cpu()
-                # numpy's compare-and-count is ~10x faster than torch's bool sum on CPU
-                host = logits.cpu().numpy()
-                tl_np = tl.cpu().numpy()
                 for j in range(n_t):
-                    out_rank[start:stop, j] = torch.from_numpy(
-                        np.count_nonzero(host > tl_np[:, j : j + 1], axis=-1).astype(np.int32)
-                    )
+                    out_rank[start:stop, j] = _count_greater(logits, tl[:, j : j + 1])
             # log-sum-exp in place, shifted by the row maximum (the top-1 logit): logits are consumed
             top1 = vals[:, :1]
             out_lse[start:stop] = (logits.sub_(top1).exp_().sum(-1).log_() + top1[:, 0]).cpu()
@@ -115,3 +110,12 @@ def lens_readout(
         target_probs=np.exp(tl_np - lse_np[:, None]).astype(np.float32),
         target_ranks=out_rank.numpy(),
     )
+
+
+def _count_greater(logits: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Per row, how many logits exceed the row's threshold (the rank of a target)."""
+    if logits.device.type == "cpu":
+        # numpy's compare-and-count is ~10x faster than torch's boolean sum on CPU (zero-copy view)
+        counts = np.count_nonzero(logits.numpy() > threshold.numpy(), axis=-1)
+        return torch.from_numpy(counts.astype(np.int32))
+    return (logits > threshold).sum(-1).to(torch.int32).cpu()

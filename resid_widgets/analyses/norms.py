@@ -15,7 +15,7 @@ import torch
 
 
 def l2_norms(x: torch.Tensor) -> np.ndarray:
-    return torch.linalg.vector_norm(x.to(torch.float32), dim=-1).numpy()
+    return torch.linalg.vector_norm(x.to(torch.float32), dim=-1).numpy(force=True)
 
 
 def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int) -> dict[str, float]:

@@ -371,8 +371,8 @@ class Session:
         _report(progress, 0.92, "projection")
         sub = self.subspace
         k = sub.k_for_tau(tau)
-        proj_cum = cumulative_fraction(resid, sub.U).numpy()
-        final_cum = cumulative_fraction(cache["ln_final.hook_normalized"].float(), sub.U).numpy()
+        proj_cum = cumulative_fraction(resid, sub.U).numpy(force=True)
+        final_cum = cumulative_fraction(cache["ln_final.hook_normalized"].float(), sub.U).numpy(force=True)
 
         # Norms and the residual decomposition check.
         attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)])
@@ -420,7 +420,7 @@ class Session:
             info=info,
             _proj_cum=proj_cum,
             _proj_final_cum=final_cum,
-            _resid=resid.numpy(),
+            _resid=resid.numpy(force=True),  # force: GPU tensors come back to the host
         )
 
     def __repr__(self) -> str:
