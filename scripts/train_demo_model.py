@@ -368,7 +368,7 @@ def verify(out: Path) -> dict:
         print(f"[verify] logit lens, last position of {prompt!r}:")
         for name, tops in rows:
             print(f"    {name:>4}: " + " | ".join(repr(t) for t in tops))
-        print(f"   final: " + " | ".join(repr(bridge.to_string(t)) for t in final_top))
+        print("   final: " + " | ".join(repr(bridge.to_string(t)) for t in final_top))
     return report
 
 

@@ -47,7 +47,7 @@ def figure(
         marks=[],
         fig_margin=dict(top=40, bottom=45, left=60, right=20),
         legend_location="top-right",
-        layout=W.Layout(flex="1 1 0", min_width="280px", height=height),
+        layout=W.Layout(flex="1 1 0", min_width="280px", height=height, min_height=height),  # no squashing in a VBox
     )
     return fig, {"x": sx, "y": sy}
 
@@ -79,6 +79,13 @@ def update(mark: Any, **values: Any) -> None:
     with mark.hold_sync(), mark.hold_trait_notifications():  # cross-validation (row vs color shape) at the end
         for k, v in values.items():
             setattr(mark, k, v)
+
+
+def row_ticks(fig: bq.Figure, rows) -> None:
+    """Whole layer rows on the x axis (at most ~12 ticks), not 0.5-steps."""
+    rows = np.asarray(rows)
+    step = max(1, int(np.ceil(len(rows) / 12)))
+    fig.axes[0].tick_values = rows[::step]
 
 
 def status_line() -> W.HTML:

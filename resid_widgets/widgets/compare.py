@@ -9,7 +9,7 @@ import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses.workflows import METRIC_LABELS, METRICS, compare_metric
-from resid_widgets.widgets._charts import figure, guarded, show_error, status_line, tooltip, update
+from resid_widgets.widgets._charts import figure, guarded, row_ticks, show_error, status_line, tooltip, update
 from resid_widgets.widgets.resid import as_session
 
 A_COLOR, B_COLOR, DIFF_COLOR = "#4e79a7", "#f28e2b", "#59a14f"
@@ -160,6 +160,8 @@ class CompareWidget(W.VBox):
     def _draw(self) -> None:
         d = self._data
         x = d["row"]
+        for fig in (self.fig_last, self.fig_mean, self.fig_diff):
+            row_ticks(fig, x)
         n = len(x)
         for lines, pts, ya, yb, names, cols in (
             (self._last, self._last_pts, d["a_last"], d["b_last"], ("A", "B"), (A_COLOR, B_COLOR)),

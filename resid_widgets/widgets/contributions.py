@@ -15,7 +15,7 @@ import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses.workflows import mean_spread, pooled_norms, shared_histogram
-from resid_widgets.widgets._charts import figure, guarded, prompt_labels, status_line, tooltip, update
+from resid_widgets.widgets._charts import figure, guarded, prompt_labels, row_ticks, status_line, tooltip, update
 from resid_widgets.widgets.resid import as_session
 
 DEFAULT_PROMPTS = [
@@ -228,7 +228,7 @@ class ContributionExplorer(W.VBox):
         )
         bos = "no BOS" if d["exclude_bos"] else "with BOS"
         self.fig_layers.title = f"By layer: mean ± 1 s.d. ({d['n_positions']} pos., {bos})"
-        self.fig_layers.axes[0].tick_values = layers  # whole layers only
+        row_ticks(self.fig_layers, layers)
         edges = d["hist_edges"]
         centres = (edges[:-1] + edges[1:]) / 2
         update(self._hist[0], x=centres, y=d["hist_attn"])

@@ -30,6 +30,7 @@ from resid_widgets.widgets._charts import (
     guarded,
     point_tooltip,
     prompt_labels,
+    row_ticks,
     series_points,
     status_line,
     table_html,
@@ -195,6 +196,8 @@ class LogitDiffExplorer(W.VBox):
         diff, ranks = d["logit_diff"], d["answer_rank"]
         P, R = diff.shape
         rows = np.arange(R)
+        row_ticks(self.fig_diff, rows)
+        row_ticks(self.fig_rank, rows)
         cols = colors(P)
         names = [f"{l} ({a!r} vs {c!r})" for l, a, c in zip(d["labels"], d["answers"], d["counterfactuals"])]
         per_prompt_mode = self.mode_toggle.value == "lines"

@@ -20,6 +20,7 @@ from resid_widgets.widgets._charts import (
     guarded,
     point_tooltip,
     prompt_labels,
+    row_ticks,
     series_points,
     status_line,
     tooltip,
@@ -420,6 +421,8 @@ class ProjectionExplorer(W.VBox):
 
         P, R = d["layer_mean"].shape
         rows = np.arange(R)
+        row_ticks(self.fig_layers, rows)
+        row_ticks(self.fig_concentration, rows)
         cols = colors(P)
         update(self._layer_mean, x=rows, y=d["layer_mean"], colors=cols, labels=[f"{l} · mean" for l in d["labels"]])
         update(self._layer_last, x=rows, y=d["layer_last"], colors=cols, labels=[f"{l} · last" for l in d["labels"]])

@@ -13,7 +13,7 @@ import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses.task_vectors import TaskVectors, compute_task_vectors
-from resid_widgets.widgets._charts import colors, figure, point_tooltip, status_line, tooltip, unique, update
+from resid_widgets.widgets._charts import colors, figure, point_tooltip, row_ticks, status_line, tooltip, unique, update
 from resid_widgets.widgets.resid import as_session
 
 #: the seed's five tasks and its prompt template
@@ -214,6 +214,7 @@ class TaskVectorExplorer(W.VBox):
             self.fig_pca[r].axes[1].label = f"PC2 ({100 * ev[1]:.1f}% of variance)"
         ln = tv.label_norms()
         rows = np.arange(R)
+        row_ticks(self.fig_norms, rows)
         update(self._norm_lines, x=rows, y=ln, colors=colors(len(ln)), labels=tv.unique_labels)
         pts_x = np.tile(rows, len(ln))
         update(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.ui
 
