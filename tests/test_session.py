@@ -40,12 +40,32 @@ def test_batch_equals_single(tiny_session):
         assert b.n_tokens == len(single.tokens)  # the last real token is at n_tokens - 1, not a pad
 
 
-def test_edit_reuses_prefix_and_matches_fresh(tiny_session):
+def test_edit_reuses_prefix_and_matches_fresh(tiny_session, monkeypatch):
+    import resid_widgets.session.session as session_module
+
+    cells = []
+    real = session_module.lens_readout
+    monkeypatch.setattr(session_module, "lens_readout", lambda normed, *a, **k: cells.append(len(normed)) or real(normed, *a, **k))
     s = Session(tiny_session.model)
-    s.analyze("This is a sentence. This is another sentence.", targets=[" It"])
+    first = s.analyze("This is a sentence. This is another sentence.", targets=[" It"])
     edited = s.analyze("This is a sentence. This is another daughter.", targets=[" It"])
+    same = next(i for i, (x, y) in enumerate(zip(first.token_ids, edited.token_ids)) if x != y)
+    assert cells == [first.n_rows * first.n_tokens, edited.n_rows * (edited.n_tokens - same)]  # only the changed tail
     fresh = Session(tiny_session.model).analyze("This is a sentence. This is another daughter.", targets=[" It"])
     _assert_same(edited, fresh)
+
+
+def test_edit_reuse_notices_weights_changed_in_place():
+    """Same prefix tokens but edited weights (an ablation): nothing stale is reused."""
+    model = native_bridge("LN", seed=11)
+    s = Session(model)
+    s.analyze([5, 6, 7, 8, 9])
+    with torch.no_grad():
+        bias = dict(model.named_parameters())["layers.0._original_component.mlp._original_component.fc_out._original_component.bias"]
+        bias.add_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)))  # not uniform: LN would cancel that
+    after = s.analyze([5, 6, 7, 8, 10])
+    fresh = Session(model).analyze([5, 6, 7, 8, 10])
+    _assert_same(after, fresh)
 
 
 def test_token_ids_work_without_tokenizer(ln_model):

@@ -31,6 +31,7 @@ class _LensMemo:
 
     key: tuple
     token_ids: np.ndarray  # [T]
+    resid: torch.Tensor  # [R, T, d] the residual rows it was read from (to prove the prefix unchanged)
     readout: dict[str, np.ndarray]  # name -> [R, T, ...]
 
 
@@ -339,6 +340,10 @@ class Session:
             start = _common_prefix(memo.token_ids, ids)
             if start == T:  # identical prompt: recompute the last position anyway (cheap)
                 start = T - 1
+            # Same tokens are not enough (weights may have been edited in place): the prefix's
+            # residual rows must be the ones the memo was read from.
+            if start and not torch.allclose(resid[:, :start].cpu(), memo.resid[:, :start], rtol=1e-5, atol=1e-5):
+                start = 0
         W_U, b_U = self._unembed()
         with torch.inference_mode():
             normed = self.model.ln_final(resid[:, start:].to(W_U.dtype)).float()  # each row's own LN
@@ -365,7 +370,7 @@ class Session:
         else:
             readout = part
         if reuse:
-            self._memo = _LensMemo(key=key, token_ids=ids.copy(), readout=readout)
+            self._memo = _LensMemo(key=key, token_ids=ids.copy(), resid=resid.cpu(), readout=readout)
 
         # Projection onto the token subspace.
         _report(progress, 0.92, "projection")
