@@ -171,8 +171,10 @@ def _hover_cell(page, row: int, pos: int) -> None:
     page.locator(".rw-heatmap-overlay").hover(position={"x": pos * cw + cw / 2, "y": row * rh + rh / 2})
 
 
-def _run_first_cell(page, url: str, console: list, name: str) -> None:
+def _run_first_cell(page, url: str, name: str) -> None:
     """Open the notebook, run its first cell, and wait for the widget's heatmap."""
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.goto(url)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
@@ -199,9 +201,7 @@ def test_widget_in_jupyterlab(lab, chromium_browser):
         ws.on("framesent", lambda payload: comm_frames.append(payload) if "comm_msg" in str(payload) else None)
 
     page.on("websocket", on_ws)
-    console = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    _run_first_cell(page, f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}", console, "jupyterlab")
+    _run_first_cell(page, f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}", "jupyterlab")
     kernel = Kernel(lab)
     try:
         R, T = kernel.eval("[w.analysis.n_rows, w.analysis.n_tokens]")
@@ -324,9 +324,7 @@ def test_widget_in_notebook7(notebook7, chromium_browser):
     """Notebook 7 renders the same widget: the heatmap's shape and a hover match the kernel's Analysis."""
     context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    console = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    _run_first_cell(page, f"{notebook7['url']}/notebooks/e2e.ipynb?token={notebook7['token']}", console, "notebook7")
+    _run_first_cell(page, f"{notebook7['url']}/notebooks/e2e.ipynb?token={notebook7['token']}", "notebook7")
     kernel = Kernel(notebook7)
     try:
         R, T = kernel.eval("[w.analysis.n_rows, w.analysis.n_tokens]")
