@@ -2,12 +2,28 @@
 # Install resid_widgets and what it needs on a fresh machine (idempotent; quick when done before).
 #   bash scripts/setup.sh          # the package (+ JupyterLab)
 #   bash scripts/setup.sh test     # + the test tools and Debian's Chromium for the browser tests
+# With no virtual environment active, it makes and uses one in the checkout (.venv), so a system
+# python3 that refuses pip installs (Debian/Ubuntu, PEP 668) works. Other scripts find it through
+# scripts/env.sh. PYTHON=... picks the interpreter that creates it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/env.sh   # sets PY (the venv's python, or the active environment's)
+
+if ! "$PY" -c "import sys; sys.exit(0)" >/dev/null 2>&1; then
+  base=${PYTHON:-python3}
+  if ! "$base" -c "import venv, ensurepip" >/dev/null 2>&1; then
+    echo "[setup] $base has no venv/ensurepip; installing Debian's python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  fi
+  echo "[setup] creating the virtual environment .venv with $base"
+  "$base" -m venv .venv
+  source scripts/env.sh
+fi
 
 # torch first, pinned to the CPU wheel this workplace provides; elsewhere any torch >= 2.1 works.
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] installing torch"
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 
@@ -22,4 +38,5 @@ if [ "${1:-}" = "test" ]; then
 fi
 # -e: the examples and tests use this checkout; the build hook runs `npm install` + the esbuild
 # bundle into resid_widgets/static/ when it is missing.
+echo "[setup] installing resid_widgets[${extras}] into $("$PY" -c 'import sys; print(sys.prefix)')"
 "$PY" -m pip install --quiet -e ".[${extras}]"

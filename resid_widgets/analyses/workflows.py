@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from resid_widgets.payload.protocol import METRICS
+
 # ---- tables -------------------------------------------------------------------------------------
 
 
@@ -224,7 +226,7 @@ def shared_histogram(attn: np.ndarray, mlp: np.ndarray, bins: int = 30) -> tuple
 
 # ---- A/B comparison -----------------------------------------------------------------------------
 
-METRICS = ("projection", "top1_prob", "target_rank", "logit_diff", "resid_norm", "attn_norm", "mlp_norm")
+# the metric names are the widget protocol's (one list); these are the longer chart labels
 METRIC_LABELS = {
     "projection": "projection % onto the token subspace",
     "top1_prob": "lens top-1 probability",

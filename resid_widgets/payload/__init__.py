@@ -12,11 +12,14 @@ Everything else in ``meta`` is plain JSON (labels, token strings, settings); see
 """
 
 from resid_widgets.payload.codec import DTYPES, pack_arrays, unpack_arrays
-from resid_widgets.payload.encode import GRID_SCALE, TAU_GRID, cell_details, decode_payload, encode_analysis
+from resid_widgets.payload.encode import cell_details, decode_payload, encode_analysis
+from resid_widgets.payload.protocol import GRID_SCALE, METRICS, PROTOCOL_VERSION, TAU_GRID
 
 __all__ = [
     "DTYPES",
     "GRID_SCALE",
+    "METRICS",
+    "PROTOCOL_VERSION",
     "TAU_GRID",
     "cell_details",
     "decode_payload",

@@ -19,12 +19,8 @@ import numpy as np
 
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.codec import pack_arrays, unpack_arrays
+from resid_widgets.payload.protocol import GRID_SCALE, PROTOCOL_VERSION, TAU_GRID
 
-#: tau values whose projection % is sent with every view, so the tau slider needs no kernel.
-TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
-#: proj_grid stores round(pct * GRID_SCALE) in a uint8 (resolution 0.4 %).
-GRID_SCALE = 2.55
-PROTOCOL_VERSION = 1
 
 
 def encode_analysis(

@@ -24,10 +24,10 @@ import traitlets as t
 
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.encode import cell_details, encode_analysis
+from resid_widgets.payload.protocol import METRICS
 from resid_widgets.session import Session
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-METRICS = ("projection", "top1_prob", "target_rank", "logit_diff", "resid_norm", "attn_norm", "mlp_norm")
 #: a prompt on which the embedded demo model's lens is telling (family names fill it from layer 1 on).
 DEMO_PROMPT = "Mr. and Mrs."
 DEFAULT_PROMPT = "The capital of France is"
