@@ -41,16 +41,22 @@ def test_batch_equals_single(tiny_session):
 
 
 def test_edit_reuses_prefix_and_matches_fresh(tiny_session, monkeypatch):
-    import resid_widgets.session.session as session_module
+    """An edit runs the forward pass and the lens only from the first changed token on, and equals a fresh run."""
+    import resid_widgets.analyses.pipeline as pipeline
 
-    cells = []
-    real = session_module.lens_readout
-    monkeypatch.setattr(session_module, "lens_readout", lambda normed, *a, **k: cells.append(len(normed)) or real(normed, *a, **k))
+    cells, forwards = [], []
+    real_read = pipeline.read_block
+    monkeypatch.setattr(pipeline, "read_block", lambda normed, *a, **k: cells.append(normed.shape[0] * normed.shape[1]) or real_read(normed, *a, **k))
     s = Session(tiny_session.model)
+    real_run = s._run
+    monkeypatch.setattr(s, "_run", lambda ids, past=None: forwards.append(ids.shape[1]) or real_run(ids, past))
     first = s.analyze("This is a sentence. This is another sentence.", targets=[" It"])
+    cells.clear(), forwards.clear()
     edited = s.analyze("This is a sentence. This is another daughter.", targets=[" It"])
     same = next(i for i, (x, y) in enumerate(zip(first.token_ids, edited.token_ids)) if x != y)
-    assert cells == [first.n_rows * first.n_tokens, edited.n_rows * (edited.n_tokens - same)]  # only the changed tail
+    new = edited.n_tokens - same
+    assert forwards[0] == new  # the forward pass ran on the new suffix only (then once in full, to check the cache)
+    assert sum(cells) == edited.n_rows * new  # the final row + the other rows, new positions only
     fresh = Session(tiny_session.model).analyze("This is a sentence. This is another daughter.", targets=[" It"])
     _assert_same(edited, fresh)
 

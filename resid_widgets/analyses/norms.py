@@ -50,12 +50,46 @@ def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int, *, paral
     return worst
 
 
-def additivity_report(cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool) -> dict:
-    """``additivity_errors`` plus the block form, the tolerance and whether it holds."""
-    errors = additivity_errors(cache, n_layers, parallel=parallel)
+def additivity_parts(
+    cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Per identity, layer and position: ``max_d |lhs - rhs|`` and ``max_d |rhs|`` ([K, L, T] each), so the
+    check of a prompt whose prefix was computed earlier is assembled exactly from the two parts.
+    Tensors are [T, d] (one prompt)."""
+    if n_layers == 0:
+        keys = ("block",) if parallel else ("attn", "mlp")
+        return keys, np.zeros((len(keys), 0, 0), np.float32), np.zeros((len(keys), 0, 0), np.float32)
+
+    def stack(name) -> torch.Tensor:
+        return torch.stack([cache[name(l)].float() for l in range(n_layers)])
+
+    pre, post, attn, mlp = stack(hooks.resid_pre), stack(hooks.resid_post), stack(hooks.attn_out), stack(hooks.mlp_out)
+    if parallel:
+        identities = (("block", pre + attn + mlp, post),)
+    else:
+        mid = stack(hooks.resid_mid)
+        identities = (("attn", pre + attn, mid), ("mlp", mid + mlp, post))
+    keys = tuple(k for k, _, _ in identities)
+    diff = torch.stack([(lhs - rhs).abs().amax(-1) for _, lhs, rhs in identities]).numpy(force=True)
+    scale = torch.stack([rhs.abs().amax(-1) for _, _, rhs in identities]).numpy(force=True)
+    return keys, diff, scale
+
+
+def additivity_from_parts(keys: tuple[str, ...], diff: np.ndarray, scale: np.ndarray) -> dict:
+    """The report of ``additivity_report`` from per-position parts ([K, L, T])."""
+    if diff.size == 0:
+        errors = {k: 0.0 for k in keys}
+    else:
+        per_layer = diff.max(-1) / np.maximum(scale.max(-1), 1e-12)  # [K, L]
+        errors = {k: float(per_layer[i].max()) for i, k in enumerate(keys)}
     return {
         **errors,
-        "form": "parallel" if parallel else "sequential",
+        "form": "parallel" if keys == ("block",) else "sequential",
         "tolerance": ADDITIVITY_TOLERANCE,
         "holds": bool(max(errors.values()) <= ADDITIVITY_TOLERANCE),
     }
+
+
+def additivity_report(cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool) -> dict:
+    """``additivity_errors`` plus the block form, the tolerance and whether it holds."""
+    return additivity_from_parts(*additivity_parts(cache, n_layers, parallel=parallel))

@@ -1,25 +1,29 @@
 """``Session``: one loaded model, reused by every analysis and widget.
 
-A session tokenises, validates input, runs *one* forward pass per prompt (or batch) caching only
-the hooks the analyses need, and hands the activations to the analysis functions. It also keeps
-the lens readout of the previous prompt so that an edit at the end of a prompt only reads out the
-positions that changed (a causal model's activations before the edit are unchanged).
+A session keeps the model, what is computed once per model (the SVD of W_U, token strings) and the
+locking. It tokenises, validates input, runs *one* forward pass per prompt (or batch) caching only
+the hooks the analyses need, and hands the activations to the staged pipeline
+(``resid_widgets.analyses.pipeline``). It keeps the previous prompt's run, so an edit runs the
+forward pass only from the first changed token on (on the earlier pass's key/value cache) and reads
+out only the changed positions (a causal model's activations before the edit are unchanged).
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.analyses.lens import LensReadout, lens_readout
-from resid_widgets.analyses.norms import additivity_report, l2_norms
-from resid_widgets.analyses.projection import TokenSubspace, check_tau, cumulative_fraction, pct_at_k
+from resid_widgets.analyses.lens import FinalReadout
+from resid_widgets.analyses.norms import additivity_parts, l2_norms
+from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
+from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session.loading import load_model
 
@@ -28,13 +32,15 @@ PromptLike = Any  # str, or a sequence / 1-D tensor of token ids
 
 
 @dataclass
-class _LensMemo:
-    """The last prompt's lens readout, reused for an edited prompt with the same prefix."""
+class _Last:
+    """The previous prompt's run, which an edit of it reuses up to the first changed token."""
 
-    key: tuple
-    token_ids: np.ndarray  # [T]
-    resid: torch.Tensor  # [R, T, d] the residual rows it was read from (to prove the prefix unchanged)
-    readout: dict[str, np.ndarray]  # name -> [R, T, ...]
+    ids: np.ndarray
+    acts: Activations  # without logits
+    analysis: Analysis
+    readout_key: tuple | None  # set once every lens cell was read (a cancelled run reuses only its forward pass)
+    params_key: tuple  # the model's parameters (storage, version) when it ran
+    kv: Any  # the Hugging Face key/value cache of its forward pass, or None
 
 
 class Session:
@@ -61,7 +67,9 @@ class Session:
         self.softcap: float | None = cap if cap > 0 else None
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
-        self._memo: _LensMemo | None = None
+        self._last: _Last | None = None
+        self._kv_enabled = True  # reuse the previous prompt's key/value cache for an edit
+        self._kv_verified = False
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
         self._lock = threading.RLock()
@@ -101,7 +109,7 @@ class Session:
         key = tuple((n, t.data_ptr(), t._version, tuple(t.shape)) for n, t in weights.items())
         if key == self._weights_key:
             return
-        self._subspace, self._info, self._memo = None, None, None
+        self._subspace, self._info, self._last = None, None, None
         self._weights_key = None
         for name, t in weights.items():
             finite = torch.isfinite(t)
@@ -254,11 +262,16 @@ class Session:
         """The hooks the analyses read, in the order the forward pass computes them."""
         return hooks.needed_hooks(self.n_layers, parallel=self.parallel) + [hooks.FINAL_NORM]
 
-    def _run(self, batch_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, batch_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward pass caching only the needed hooks; ``past`` is a Hugging Face KV cache that the
+        pass extends (its positions are not recomputed)."""
         order = self._needed_hooks()
         needed = set(order)
-        with torch.inference_mode():
-            logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
+        kwargs = {} if past is None else {"past_key_values": past}
+        with torch.inference_mode(), _kv_cache_kwarg(self.model, past is not None), warnings.catch_warnings():
+            # transformers 5 renames GPT-2's past_key_values to cache; the bridge still reads the old name
+            warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
+            logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed, **kwargs)
             if needed - cache.keys() and callable(getattr(self.model, "setup", None)) and hasattr(self.model, "mod_dict"):
                 # TransformerLens <= 3: process_weights_() swaps the LayerNorm modules but leaves the hook
                 # table pointing at the old ones until setup() runs again.
@@ -279,6 +292,135 @@ class Session:
                     raise ValueError(f"non-finite values (NaN or inf) in the activations at hook {name!r}")
         return logits, cache
 
+    def _activations(self, ids: np.ndarray, cache: dict[str, torch.Tensor], logits: torch.Tensor) -> Activations:
+        """One prompt's cache ([T, d] tensors) reduced to what the analyses read."""
+        L = self.n_layers
+        keys, diff, scale = additivity_parts(cache, L, parallel=self.parallel)
+        return Activations(
+            ids=np.asarray(ids, dtype=np.int64),
+            resid=torch.stack([cache[h].float() for h in hooks.residual_rows(L)]),
+            final_norm=cache[hooks.FINAL_NORM].float(),
+            attn_norm=l2_norms(torch.stack([cache[hooks.attn_out(l)] for l in range(L)])),
+            mlp_norm=l2_norms(torch.stack([cache[hooks.mlp_out(l)] for l in range(L)])),
+            add_keys=keys,
+            add_diff=diff,
+            add_scale=scale,
+            logits=logits.float(),
+        )
+
+    def _params_key(self) -> tuple:
+        """Changes when any parameter of the model is replaced or edited in place."""
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    def _new_kv(self) -> Any:
+        if not self._kv_enabled:
+            return None
+        try:
+            from transformers import DynamicCache
+
+            return DynamicCache(config=self.model.original_model.config)
+        except Exception:  # not a Hugging Face model under the bridge (native or TL <= 3): no prefix reuse
+            self._kv_enabled = False
+            return None
+
+    def _forward(self, ids: np.ndarray, last: "_Last | None", params_key: tuple) -> tuple[Activations, Any]:
+        """The activations of ``ids``; with an earlier prompt sharing a prefix (``last``), only the new
+        suffix runs, on the earlier run's key/value cache."""
+        n = 0
+        if last is not None and last.kv is not None and last.params_key == params_key:
+            n = min(_common_prefix(last.ids, ids), len(ids) - 1)
+        if n > 0:
+            kv = last.kv
+            kv.crop(n - kv.get_seq_length())  # keep the first n positions
+            logits, cache = self._run(torch.as_tensor(ids[n:])[None], past=kv)
+            acts = self._activations(ids[n:], {k: v[0] for k, v in cache.items()}, logits[0]).with_prefix(last.acts, n)
+            if kv.get_seq_length() != len(ids) or not self._kv_checked(acts):
+                self._kv_enabled = False  # the model does not extend the cache: never reuse it again
+                return self._forward(ids, None, params_key)
+            return acts, kv
+        kv = self._new_kv()
+        logits, cache = self._run(torch.as_tensor(ids)[None], past=kv)
+        if kv is not None and (kv.get_seq_length() != len(ids) or not all(type(l).__name__ == "DynamicLayer" for l in kv.layers)):
+            kv = None  # a cache the bridge did not fill, or sliding-window layers that cannot be cropped back
+        return self._activations(ids, {k: v[0] for k, v in cache.items()}, logits[0]), kv
+
+    def _kv_checked(self, acts: Activations) -> bool:
+        """The first prefix reuse of a session is compared with a full forward pass (once)."""
+        if self._kv_verified:
+            return True
+        _, cache = self._run(torch.as_tensor(acts.ids)[None])
+        full = torch.stack([cache[h][0].float() for h in hooks.residual_rows(self.n_layers)])
+        err = float((full - acts.resid).abs().max() / full.abs().max().clamp_min(1e-12))
+        self._kv_verified = err <= 1e-4
+        return self._kv_verified
+
+    def _context(self, cancelled: Callable[[], bool] | None) -> Context:
+        W_U, b_U = self._unembed()
+        return Context(
+            model_name=self.name,
+            readout=FinalReadout(self.model.ln_final, W_U, b_U, self.softcap),
+            subspace=self.subspace,
+            strings=self.token_strings,
+            info=self.info(),
+            cancelled=cancelled or (lambda: False),
+        )
+
+    def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens) -> Request:
+        names, target_ids = self.resolve_targets(targets)
+        return Request(
+            prompt=prompt if isinstance(prompt, str) else None,
+            ids=ids,
+            added_bos=added_bos,
+            top_k=top_k,
+            target_names=names,
+            target_ids=target_ids,
+            tau=tau,
+            lens=self._resolve_lens(lens),
+        )
+
+    def _resolve_lens(self, lens: Any) -> Lens | None:
+        if lens is None or lens == "logit":
+            return None
+        if isinstance(lens, str):
+            raise ValueError(f"unknown lens {lens!r}; choose 'logit'")
+        if not callable(getattr(lens, "transform_rows", None)):
+            raise TypeError(f"lens must be 'logit' or a lens object, not {type(lens).__name__}")
+        return lens
+
+    def stream(
+        self,
+        prompt: PromptLike,
+        *,
+        top_k: int = 10,
+        targets: Sequence[str | int] | str | None = None,
+        tau: float = 0.9,
+        lens: Any = None,
+        prepend_bos: bool | None = None,
+        view: tuple[int, int] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[Update]:
+        """The staged analysis of one prompt (``begin``, ``lens`` blocks, ``done``; see
+        ``resid_widgets.analyses.pipeline``). An edit of the previous prompt recomputes only the
+        positions from the first changed token on. ``cancelled()`` is polled between blocks."""
+        with self._lock:
+            self._check_weights()
+            top_k, tau = self._check_settings(top_k, tau)
+            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
+            req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
+            ctx = self._context(cancelled)
+            if ctx.cancelled():
+                raise Cancelled("superseded by a newer request")
+            params_key = self._params_key()
+            last, self._last = self._last, None  # its key/value cache is about to be extended
+            acts, kv = self._forward(ids, last, params_key)
+            base = last.analysis if acts.start else None
+            for update in run_stages(acts, req, ctx, base=base, base_key=last.readout_key if base is not None else None, view=view):
+                if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
+                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv)
+                elif update.stage == "done":
+                    self._last.readout_key = req.readout_key()
+                yield update
+
     def analyze(
         self,
         prompt: PromptLike,
@@ -286,30 +428,14 @@ class Session:
         top_k: int = 10,
         targets: Sequence[str | int] | str | None = None,
         tau: float = 0.9,
+        lens: Any = None,
         prepend_bos: bool | None = None,
         progress: Progress | None = None,
     ) -> Analysis:
         """Logit lens, target ranks, projection % and norms at every layer row x position."""
-        with self._lock:
-            self._check_weights()
-            top_k, tau = self._check_settings(top_k, tau)
-            target_names, target_ids = self.resolve_targets(targets)
-            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
-            _report(progress, 0.0, "forward pass")
-            logits, cache = self._run(torch.as_tensor(ids)[None])
-            return self._build(
-                prompt if isinstance(prompt, str) else None,
-                ids,
-                added_bos,
-                {k: v[0] for k, v in cache.items()},
-                logits[0],
-                top_k=top_k,
-                target_names=target_names,
-                target_ids=target_ids,
-                tau=tau,
-                progress=progress,
-                reuse=True,
-            )
+        _report(progress, 0.0, "forward pass")
+        updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos)
+        return drain(_reporting(updates, progress))
 
     def analyze_batch(
         self,
@@ -318,6 +444,7 @@ class Session:
         top_k: int = 10,
         targets: Sequence[str | int] | str | None = None,
         tau: float = 0.9,
+        lens: Any = None,
         prepend_bos: bool | None = None,
         progress: Progress | None = None,
     ) -> list[Analysis]:
@@ -335,8 +462,8 @@ class Session:
         with self._lock:
             self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
-            target_names, target_ids = self.resolve_targets(targets)
             tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
+            reqs = [self._request(p, ids, bos, top_k=top_k, targets=targets, tau=tau, lens=lens) for p, (ids, bos) in zip(prompts, tokenised)]
             lengths = [len(ids) for ids, _ in tokenised]
             pad_id = _pad_id(self.tokenizer)
             batch = torch.full((len(prompts), max(lengths)), pad_id, dtype=torch.long)
@@ -344,25 +471,13 @@ class Session:
                 batch[i, : len(ids)] = torch.as_tensor(ids)
             _report(progress, 0.0, "forward pass")
             logits, cache = self._run(batch)
+            ctx = self._context(None)
             out = []
-            for i, (p, (ids, added_bos)) in enumerate(zip(prompts, tokenised)):
+            for i, req in enumerate(reqs):
                 n = lengths[i]
+                acts = self._activations(req.ids, {k: v[i, :n] for k, v in cache.items()}, logits[i, :n])
                 sub = None if progress is None else _sub_progress(progress, i, len(prompts))
-                out.append(
-                    self._build(
-                        p if isinstance(p, str) else None,
-                        ids,
-                        added_bos,
-                        {k: v[i, :n] for k, v in cache.items()},
-                        logits[i, :n],
-                        top_k=top_k,
-                        target_names=target_names,
-                        target_ids=target_ids,
-                        tau=tau,
-                        progress=sub,
-                        reuse=False,
-                    )
-                )
+                out.append(drain(_reporting(run_stages(acts, req, ctx), sub)))
             return out
 
     def _check_settings(self, top_k: int, tau: float) -> tuple[int, float]:
@@ -371,120 +486,6 @@ class Session:
         if not 1 <= int(top_k) <= self.d_vocab:
             raise ValueError(f"top_k must be between 1 and the vocabulary size {self.d_vocab}, got {top_k}")
         return int(top_k), check_tau(tau)
-
-    def _build(
-        self,
-        prompt: str | None,
-        ids: np.ndarray,
-        added_bos: bool,
-        cache: dict[str, torch.Tensor],  # one prompt, [T, d]
-        logits: torch.Tensor,  # [T, d_vocab]
-        *,
-        top_k: int,
-        target_names: list[str],
-        target_ids: list[int],
-        tau: float,
-        progress: Progress | None,
-        reuse: bool,
-    ) -> Analysis:
-        L, T = self.n_layers, len(ids)
-        hook_names = hooks.residual_rows(L)
-        resid = torch.stack([cache[h].float() for h in hook_names])  # [R, T, d]
-        R = resid.shape[0]
-
-        # Logit lens (the expensive part): reuse positions before an edit.
-        key = (id(self.model), self._weights_key, top_k, tuple(target_ids))
-        start = 0
-        memo = self._memo if reuse else None
-        if memo is not None and memo.key == key:
-            start = _common_prefix(memo.token_ids, ids)
-            if start == T:  # identical prompt: recompute the last position anyway (cheap)
-                start = T - 1
-            # Same tokens are not enough (weights may have been edited in place): the prefix's
-            # residual rows must be the ones the memo was read from.
-            if start and not torch.allclose(resid[:, :start].cpu(), memo.resid[:, :start], rtol=1e-5, atol=1e-5):
-                start = 0
-        W_U, b_U = self._unembed()
-        with torch.inference_mode():
-            normed = self.model.ln_final(resid[:, start:].to(W_U.dtype)).float()  # each row's own LN
-            # The final row's readout is the model's own output: reuse the forward pass's logits when
-            # they agree with ln_final(r) @ W_U + b_U (checked at the last position; a model whose
-            # output differs, e.g. soft-capped logits, gets the formula like every other row).
-            final = logits[start:].float()
-            ref = normed[-1, -1] @ W_U.float() + (0 if b_U is None else b_U.float())
-            if self.softcap:
-                ref = self.softcap * torch.tanh(ref / self.softcap)
-            lens_vs_model = float((ref - final[-1]).abs().max())
-            reuse_final = lens_vs_model <= 1e-4 * max(1.0, float(ref.abs().max()))
-        lens_progress = None if progress is None else (lambda f: _report(progress, 0.1 + 0.8 * f, "logit lens"))
-        fresh = lens_readout(
-            normed.reshape(-1, normed.shape[-1]),
-            W_U,
-            b_U,
-            top_k=top_k,
-            target_ids=target_ids,
-            known_logits=final if reuse_final else None,
-            softcap=self.softcap,
-            progress=lens_progress,
-        )
-        part = _reshape_readout(fresh, R, T - start)
-        if start > 0:
-            readout = {k: np.concatenate([memo.readout[k][:, :start], v], axis=1) for k, v in part.items()}
-        else:
-            readout = part
-        if reuse:
-            self._memo = _LensMemo(key=key, token_ids=ids.copy(), resid=resid.cpu(), readout=readout)
-
-        # Projection onto the token subspace.
-        _report(progress, 0.92, "projection")
-        sub = self.subspace
-        k = sub.k_for_tau(tau)
-        proj_cum = cumulative_fraction(resid, sub.U).numpy(force=True)
-        final_cum = cumulative_fraction(cache[hooks.FINAL_NORM].float(), sub.U).numpy(force=True)
-
-        # Norms and the residual decomposition check.
-        attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)])
-        mlp = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(L)])
-        additivity = additivity_report(cache, L, parallel=self.parallel)
-
-        info = self.info()
-        info["lens_vs_model_max_abs"] = lens_vs_model  # formula (soft-cap included) vs the model's logits, last position
-
-        ids_needed = np.concatenate([ids, readout["top_ids"].reshape(-1), np.asarray(target_ids, dtype=np.int64)])
-        strings = self.token_strings(ids_needed)
-        _report(progress, 1.0, "done")
-        return Analysis(
-            prompt=prompt,
-            model_name=self.name,
-            hook_names=hook_names,
-            tokens=[strings[int(i)] for i in ids],
-            token_ids=ids,
-            is_bos=np.array([added_bos and i == 0 for i in range(T)]),
-            top_ids=readout["top_ids"],
-            top_probs=readout["top_probs"],
-            top_logits=readout["top_logits"],
-            log_norm=readout["log_norm"],
-            targets=list(target_names),
-            target_ids=list(target_ids),
-            target_logits=readout["target_logits"],
-            target_probs=readout["target_probs"],
-            target_ranks=readout["target_ranks"],
-            tau=tau,
-            k=k,
-            singular_values=sub.singular_values,
-            cumulative_energy=sub.cumulative_energy,
-            projection_pct=pct_at_k(proj_cum, k),
-            projection_final_pct=pct_at_k(final_cum, k),
-            resid_norm=l2_norms(resid),
-            attn_norm=l2_norms(attn),
-            mlp_norm=l2_norms(mlp),
-            additivity=additivity,
-            strings=strings,
-            info=info,
-            _proj_cum=proj_cum,
-            _proj_final_cum=final_cum,
-            _resid=resid.numpy(force=True),  # force: GPU tensors come back to the host
-        )
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
@@ -502,16 +503,41 @@ def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
     return list(by_shape.values())
 
 
-def _reshape_readout(r: LensReadout, R: int, T: int) -> dict[str, np.ndarray]:
-    return {
-        "top_ids": r.top_ids.reshape(R, T, -1),
-        "top_probs": r.top_probs.reshape(R, T, -1),
-        "top_logits": r.top_logits.reshape(R, T, -1),
-        "log_norm": r.log_norm.reshape(R, T),
-        "target_logits": r.target_logits.reshape(R, T, -1),
-        "target_probs": r.target_probs.reshape(R, T, -1),
-        "target_ranks": r.target_ranks.reshape(R, T, -1),
-    }
+def _without_logits(acts: Activations) -> Activations:
+    return replace(acts, logits=acts.logits[:0])
+
+
+def _reporting(updates: Iterator[Update], progress: Progress | None) -> Iterator[Update]:
+    for u in updates:
+        _report(progress, u.fraction, {"begin": "norms and projection", "lens": "lens", "done": "done"}[u.stage])
+        yield u
+
+
+class _kv_cache_kwarg:
+    """transformers 5 hands GPT-2's attention its key/value cache as ``cache=``, which the bridge's attention
+    (TransformerLens 4.3) does not read (it reads ``past_key_values`` / ``layer_past``), so the cache would
+    stay empty. While a prefix-reusing pass runs, pass it under the name the bridge reads."""
+
+    def __init__(self, model: Any, active: bool):
+        self.blocks = getattr(model, "blocks", None) if active else None
+        self.handles: list = []
+
+    @staticmethod
+    def _rename(module, args, kwargs):
+        cache = kwargs.get("cache")
+        if kwargs.get("past_key_values") is None and cache is not None and hasattr(cache, "update"):
+            kwargs["past_key_values"] = cache
+        return args, kwargs
+
+    def __enter__(self):
+        for block in self.blocks or ():
+            attn = getattr(block, "attn", None)
+            if attn is not None:
+                self.handles.append(attn.register_forward_pre_hook(self._rename, with_kwargs=True))
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
 
 
 _BYTE_DECODER: dict[str, int] | None = None
