@@ -3,7 +3,8 @@
 Every residual-stream vector ``r`` (one per layer row x position) is read out exactly as the model
 reads its last layer::
 
-    logits(r) = ln_final(r) @ W_U + b_U          # ln_final recomputed for r's own mean and scale
+    z(r)      = ln_final(r) @ W_U + b_U          # ln_final recomputed for r's own mean and scale
+    logits(r) = c * tanh(z(r) / c)               # only for soft-capped models (Gemma-2: c = 30)
     p(r)      = softmax(logits(r))
 
 The [cells, vocab] logits are never held at once: rows are processed in chunks and only the
@@ -45,6 +46,7 @@ def lens_readout(
     target_ids: Sequence[int] = (),
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     known_logits: torch.Tensor | None = None,
+    softcap: float | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> LensReadout:
     """Read out ``normed`` ([N, d_model], already passed through ``ln_final``) through the unembedding.
@@ -52,6 +54,8 @@ def lens_readout(
     ``W_U`` is [d_model, d_vocab], ``b_U`` [d_vocab] or None. ``known_logits`` ([M, d_vocab]) are the
     logits of the *last* M cells when they are already at hand (the model's own output for the final
     row): those cells skip the matrix product and go through the same top-k / rank / normaliser code.
+    ``softcap`` c > 0 applies the model's own output soft-cap ``c * tanh(z / c)`` to the product
+    (``known_logits`` are the model's output, already capped).
     """
     if normed.ndim != 2:
         raise ValueError(f"normed must be [cells, d_model], got shape {tuple(normed.shape)}")
@@ -83,6 +87,8 @@ def lens_readout(
                 torch.addmm(b, x[start : start + g], W, out=logits[:g])
             elif g:
                 torch.mm(x[start : start + g], W, out=logits[:g])
+            if g and softcap:
+                logits[:g].div_(softcap).tanh_().mul_(softcap)
             if g < stop - start:
                 logits[g:] = known_logits[start + g - n_gemm : stop - n_gemm]
             vals, idx = torch.topk(logits, top_k, dim=-1)

@@ -8,6 +8,7 @@ positions that changed (a causal model's activations before the edit are unchang
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -15,8 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from resid_widgets import hooks
 from resid_widgets.analyses.lens import LensReadout, lens_readout
-from resid_widgets.analyses.norms import ADDITIVITY_TOLERANCE, additivity_errors, l2_norms
+from resid_widgets.analyses.norms import additivity_report, l2_norms
 from resid_widgets.analyses.projection import TokenSubspace, check_tau, cumulative_fraction, pct_at_k
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session.loading import load_model
@@ -52,10 +54,16 @@ class Session:
         self.n_ctx: int = int(cfg.n_ctx)
         self.d_model: int = int(self.model.W_U.shape[0])
         self.d_vocab: int = int(self.model.W_U.shape[1])
+        #: attention and MLP read the same residual (GPT-NeoX / Pythia): no resid_mid hook
+        self.parallel: bool = hooks.is_parallel(self.model)
+        cap = float(getattr(cfg, "output_logits_soft_cap", 0.0) or 0.0)
+        #: the model's output soft-cap c (logits = c * tanh(z / c)), or None
+        self.softcap: float | None = cap if cap > 0 else None
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
         self._memo: _LensMemo | None = None
         self._info: dict[str, Any] | None = None
+        self._weights_key: tuple | None = None
         self._lock = threading.RLock()
 
     # ---- model facts ----------------------------------------------------------------------------
@@ -69,20 +77,54 @@ class Session:
 
     @property
     def subspace(self) -> TokenSubspace:
-        """SVD of W_U, computed once per session and reused for every tau."""
-        if self._subspace is None:
-            self._subspace = TokenSubspace.from_unembed(self.model.W_U.detach().cpu())
-        return self._subspace
+        """SVD of W_U, computed once per set of weights and reused for every tau."""
+        with self._lock:
+            self._check_weights()
+            if self._subspace is None:
+                self._subspace = TokenSubspace.from_unembed(self.model.W_U.detach().cpu())
+            return self._subspace
+
+    def _readout_weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor the lens readout, the SVD and the model facts depend on."""
+        W_U, b_U = self._unembed()
+        out = {"W_U": W_U}
+        if b_U is not None:
+            out["b_U"] = b_U
+        for name, p in self.model.ln_final.named_parameters():
+            out[f"ln_final.{name.removeprefix('_original_component.')}"] = p.detach()
+        return out
+
+    def _check_weights(self) -> None:
+        """Forget what was computed from the readout weights when any of them changed in place (tensor
+        version counters and storage), and refuse non-finite weights with a clear error."""
+        weights = self._readout_weights()
+        key = tuple((n, t.data_ptr(), t._version, tuple(t.shape)) for n, t in weights.items())
+        if key == self._weights_key:
+            return
+        self._subspace, self._info, self._memo = None, None, None
+        self._weights_key = None
+        for name, t in weights.items():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                where = ""
+                if name == "W_U":
+                    bad = torch.nonzero(~finite.all(0)).flatten()[:5].tolist()
+                    where = f" (token ids {bad}{'...' if int((~finite.all(0)).sum()) > 5 else ''})"
+                folded = " (in compatibility mode the final norm's weight is folded into W_U)" if name == "W_U" else ""
+                raise ValueError(f"non-finite values (NaN or inf) in the model's {name}{where}{folded}; fix the weights")
+        self._weights_key = key
 
     def _unembed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         b_U = getattr(self.model, "b_U", None)
         return self.model.W_U.detach(), None if b_U is None else b_U.detach()
 
     def info(self) -> dict[str, Any]:
-        """Model facts recorded with every analysis (computed once: it scans W_U)."""
-        if self._info is None:
-            self._info = self._model_facts()
-        return dict(self._info)
+        """Model facts recorded with every analysis (computed once per set of weights: it scans W_U)."""
+        with self._lock:
+            self._check_weights()
+            if self._info is None:
+                self._info = self._model_facts()
+            return dict(self._info)
 
     def _model_facts(self) -> dict[str, Any]:
         W_U, b_U = self._unembed()
@@ -97,6 +139,8 @@ class Session:
             "normalization": str(getattr(self.model.cfg, "normalization_type", None)),
             "unembed_centred": centred,
             "has_b_U": b_U is not None,
+            "block": "parallel" if self.parallel else "sequential",
+            "softcap": self.softcap,
         }
 
     # ---- tokens ---------------------------------------------------------------------------------
@@ -153,66 +197,80 @@ class Session:
         return {i: self._strings[i] for i in wanted}
 
     def resolve_targets(self, targets: Sequence[str | int] | str | None) -> tuple[list[str], list[int]]:
-        """Target strings -> single token ids (each must be exactly one token)."""
+        """Target strings or ids -> (unique display names, single token ids).
+
+        A string must be exactly one token. An id is named by its text when that text encodes back to
+        the same single id and is not taken yet, else ``"<text> (#id)"``; both forms are accepted back,
+        so the names an ``Analysis`` reports always round-trip. Every bad target is named in one error.
+        """
         if targets is None:
             return [], []
         if isinstance(targets, (str, int, np.integer)):
             targets = [targets]
         names: list[str] = []
         ids: list[int] = []
+        problems: list[str] = []
         for t in targets:
-            if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+            if isinstance(t, bool) or not isinstance(t, (str, int, np.integer)):
+                raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
+            if not isinstance(t, str):
                 if not 0 <= int(t) < self.d_vocab:
                     raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
                 ids.append(int(t))
-                name = self.token_strings([int(t)])[int(t)]
-                names.append(name if name not in names else f"{name} (#{int(t)})")  # names stay unique
+                names.append(self._id_target_name(int(t), names))
                 continue
-            if not isinstance(t, str):
-                raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
             if t == "":
-                raise ValueError("a target is empty; give a token such as ' Paris' (note the leading space)")
+                raise ValueError("a target is empty; give one token of the vocabulary, or a token id")
+            tagged = _ID_TAG.fullmatch(t)
+            if tagged is not None and 0 <= int(tagged.group(2)) < self.d_vocab:
+                ids.append(int(tagged.group(2)))
+                names.append(t)
+                continue
             if self.tokenizer is None:
                 raise ValueError(f"the model {self.name!r} has no tokenizer; give targets as token ids, not {t!r}")
             enc = self.tokenizer.encode(t, add_special_tokens=False)
             if len(enc) != 1:
-                pieces = [self.tokenizer.decode([i]) for i in enc]
-                raise ValueError(
-                    f"target {t!r} is {len(enc)} tokens {pieces}, not one; targets must be single tokens "
-                    "(GPT-2-style tokenizers usually want a leading space, e.g. ' Paris')"
-                )
+                pieces = [self.token_strings([i])[int(i)] for i in enc]
+                problems.append(f"{t!r} is {len(enc)} tokens {pieces}, not one" if enc else f"{t!r} encodes to no token")
+                continue
             ids.append(int(enc[0]))
             names.append(t)
+        if problems:
+            raise ValueError(
+                "targets must be single tokens of this model's vocabulary: " + "; ".join(problems)
+                + ". Pick one token (for example a first piece above) or pass a token id"
+            )
         return names, ids
 
-    # ---- analysis -------------------------------------------------------------------------------
-    def _hook_names(self) -> list[str]:
-        return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(self.n_layers)]
+    def _id_target_name(self, token_id: int, taken: Sequence[str]) -> str:
+        text = self.token_strings([token_id])[token_id]
+        if self.tokenizer is not None and text not in taken and not _ID_TAG.fullmatch(text):
+            if self.tokenizer.encode(text, add_special_tokens=False) == [token_id]:
+                return text
+        return f"{text} (#{token_id})"
 
+    # ---- analysis -------------------------------------------------------------------------------
     def _needed_hooks(self) -> list[str]:
         """The hooks the analyses read, in the order the forward pass computes them."""
-        names = []
-        for l in range(self.n_layers):
-            names += [
-                f"blocks.{l}.hook_resid_pre",
-                f"blocks.{l}.hook_attn_out",
-                f"blocks.{l}.hook_resid_mid",
-                f"blocks.{l}.hook_mlp_out",
-                f"blocks.{l}.hook_resid_post",
-            ]
-        return names + ["ln_final.hook_normalized"]
+        return hooks.needed_hooks(self.n_layers, parallel=self.parallel) + [hooks.FINAL_NORM]
 
     def _run(self, batch_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         order = self._needed_hooks()
         needed = set(order)
         with torch.inference_mode():
             logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
+            if needed - cache.keys() and callable(getattr(self.model, "setup", None)) and hasattr(self.model, "mod_dict"):
+                # TransformerLens <= 3: process_weights_() swaps the LayerNorm modules but leaves the hook
+                # table pointing at the old ones until setup() runs again.
+                self.model.setup()
+                logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
         cache = {k: cache[k] for k in order if k in cache}  # forward order: the first non-finite hook is named
-        missing = sorted(set(self._hook_names()) - cache.keys())
+        missing = [k for k in order if k not in cache]
         if missing:
             raise RuntimeError(
-                f"the model's cache lacks {missing[:3]}...; TransformerBridge models need enable_compatibility_mode() "
-                "(Session does this for models it loads by name)"
+                f"the model's cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}: TransformerBridge models need "
+                "enable_compatibility_mode() (Session does this for models it loads by name); a HookedTransformer whose "
+                "weights were processed after loading needs model.setup()"
             )
         # one reduction per batch of hooks; name the first non-finite hook only when there is one
         if not all(bool(torch.isfinite(torch.stack(group)).all()) for group in _groups(cache)):
@@ -233,6 +291,7 @@ class Session:
     ) -> Analysis:
         """Logit lens, target ranks, projection % and norms at every layer row x position."""
         with self._lock:
+            self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
             target_names, target_ids = self.resolve_targets(targets)
             ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
@@ -274,6 +333,7 @@ class Session:
         if len(prompts) == 0:
             raise ValueError("analyze_batch got no prompts")
         with self._lock:
+            self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
             target_names, target_ids = self.resolve_targets(targets)
             tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
@@ -328,12 +388,12 @@ class Session:
         reuse: bool,
     ) -> Analysis:
         L, T = self.n_layers, len(ids)
-        hook_names = self._hook_names()
+        hook_names = hooks.residual_rows(L)
         resid = torch.stack([cache[h].float() for h in hook_names])  # [R, T, d]
         R = resid.shape[0]
 
         # Logit lens (the expensive part): reuse positions before an edit.
-        key = (id(self.model), top_k, tuple(target_ids))
+        key = (id(self.model), self._weights_key, top_k, tuple(target_ids))
         start = 0
         memo = self._memo if reuse else None
         if memo is not None and memo.key == key:
@@ -352,6 +412,8 @@ class Session:
             # output differs, e.g. soft-capped logits, gets the formula like every other row).
             final = logits[start:].float()
             ref = normed[-1, -1] @ W_U.float() + (0 if b_U is None else b_U.float())
+            if self.softcap:
+                ref = self.softcap * torch.tanh(ref / self.softcap)
             lens_vs_model = float((ref - final[-1]).abs().max())
             reuse_final = lens_vs_model <= 1e-4 * max(1.0, float(ref.abs().max()))
         lens_progress = None if progress is None else (lambda f: _report(progress, 0.1 + 0.8 * f, "logit lens"))
@@ -362,6 +424,7 @@ class Session:
             top_k=top_k,
             target_ids=target_ids,
             known_logits=final if reuse_final else None,
+            softcap=self.softcap,
             progress=lens_progress,
         )
         part = _reshape_readout(fresh, R, T - start)
@@ -377,20 +440,15 @@ class Session:
         sub = self.subspace
         k = sub.k_for_tau(tau)
         proj_cum = cumulative_fraction(resid, sub.U).numpy(force=True)
-        final_cum = cumulative_fraction(cache["ln_final.hook_normalized"].float(), sub.U).numpy(force=True)
+        final_cum = cumulative_fraction(cache[hooks.FINAL_NORM].float(), sub.U).numpy(force=True)
 
         # Norms and the residual decomposition check.
         attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)])
         mlp = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(L)])
-        errors = additivity_errors(cache, L)
-        additivity = {
-            **errors,
-            "tolerance": ADDITIVITY_TOLERANCE,
-            "holds": bool(max(errors.values()) <= ADDITIVITY_TOLERANCE),
-        }
+        additivity = additivity_report(cache, L, parallel=self.parallel)
 
         info = self.info()
-        info["lens_vs_model_max_abs"] = lens_vs_model  # formula vs the model's logits, last position
+        info["lens_vs_model_max_abs"] = lens_vs_model  # formula (soft-cap included) vs the model's logits, last position
 
         ids_needed = np.concatenate([ids, readout["top_ids"].reshape(-1), np.asarray(target_ids, dtype=np.int64)])
         strings = self.token_strings(ids_needed)
@@ -430,6 +488,10 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
+
+
+#: how a target given as an id is named when its text alone is ambiguous: "<text> (#id)".
+_ID_TAG = re.compile(r"(.*) \(#(\d+)\)", re.DOTALL)
 
 
 def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
