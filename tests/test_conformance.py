@@ -317,6 +317,7 @@ def test_additivity_in_the_blocks_form(run):
     record(run.family, "additivity", max_err=worst, tol=ADD_TOL)
     assert worst <= ADD_TOL, f"{run.family.name}: the {run.family.block} decomposition is off by {errs}"
     assert a.additivity["holds"], f"{run.family.name}: the analysis reports {a.additivity}"
+    assert a.additivity["form"] == run.family.block, f"{run.family.name}: the analysis checked {a.additivity}"
     assert max(v for k, v in a.additivity.items() if isinstance(v, float) and k != "tolerance") <= ADD_TOL
 
 
