@@ -14,7 +14,9 @@ attention gets a window shorter than the probe prompt so that the mask matters.
     ref = hf_readout(path, PROBE_IDS)         # HF's own residual rows, logits and per-row readout
 
 Reusable by other tests: LayerNorm (gpt2, neox), RMSNorm (llama...), rotary (all but gpt2), parallel
-attention + MLP (pythia), soft-capped logits (gemma2), sandwich norms (gemma2/3, olmo2).
+attention + MLP (pythia), soft-capped logits (gemma2), sandwich norms (gemma2/3, olmo2). Text prompts work
+too: every directory carries ``build_tokenizer()``'s BPE, in which "The", " capital", " of", " France",
+" is", " Paris", " London" are single tokens (GPT-NeoX / Pythia do not prepend BOS, the others do).
 """
 
 from __future__ import annotations

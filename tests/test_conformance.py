@@ -34,11 +34,12 @@ TARGETS = [17, 256, 500]  # token ids read out at every cell
 TAU = 0.9
 
 # Tolerances (float32 model, float64 references). Logits and log-probabilities scale with the logits' size.
-LOGIT_TOL = 1e-4  # |Δ| <= LOGIT_TOL * max(1, max |z_HF|): logits, log-probabilities, log-normaliser
-PROB_TOL = 1e-4  # |Δ| of probabilities
-RESID_TOL = 1e-4  # |Δ| / max |HF row|, per row: residual rows vs HF
+# Measured errors are 10-100x below these (test-output/conformance.json keeps each check's detail).
+LOGIT_TOL = 2e-5  # |Δ| <= LOGIT_TOL * max(1, max |z_HF|): logits, log-probabilities, log-normaliser
+PROB_TOL = 1e-5  # |Δ| of probabilities
+RESID_TOL = 1e-5  # |Δ| / max |HF row|, per row: residual rows vs HF
 NORM_TOL = 1e-5  # relative: norms vs TransformerLens's cache (the same float32 activations)
-ADD_TOL = 1e-4  # relative (max |lhs - rhs| / max |rhs| per layer), as resid_widgets' own check
+ADD_TOL = 1e-5  # relative (max |lhs - rhs| / max |rhs| per layer); the analysis' own check uses 1e-4
 PCT_TOL = 1e-3  # percentage points: projection % vs numpy
 
 #: family key -> {"family": ..., "checks": {check: {"max_err": float, "tol": float, "ok": bool} | {"error": str}}}
@@ -68,7 +69,8 @@ class Run:
         self.session = Session(str(path), device="cpu")
         with torch.no_grad():
             _, cache = self.session.model.run_with_cache(torch.tensor([PROBE_IDS]))
-        self.cache = {k: v[0].double().numpy() for k, v in cache.items() if k.startswith("blocks.") or k == "hook_embed"}
+        used = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+        self.cache = {k: v[0].double().numpy() for k, v in cache.items() if k.endswith(used)}
         self.n_layers = self.session.n_layers
         try:
             self.analysis, self.error = self.session.analyze(PROBE_IDS, top_k=TOP_K, targets=TARGETS, tau=TAU), None
@@ -318,7 +320,7 @@ def test_additivity_in_the_blocks_form(run):
     assert worst <= ADD_TOL, f"{run.family.name}: the {run.family.block} decomposition is off by {errs}"
     assert a.additivity["holds"], f"{run.family.name}: the analysis reports {a.additivity}"
     assert a.additivity["form"] == run.family.block, f"{run.family.name}: the analysis checked {a.additivity}"
-    assert max(v for k, v in a.additivity.items() if isinstance(v, float) and k != "tolerance") <= ADD_TOL
+    assert max(v for k, v in a.additivity.items() if isinstance(v, float) and k != "tolerance") <= a.additivity["tolerance"]
 
 
 def test_projection_matches_numpy_svd(run):
