@@ -327,9 +327,9 @@ class Session:
         """The activations of ``ids``; with an earlier prompt sharing a prefix (``last``), only the new
         suffix runs, on the earlier run's key/value cache."""
         n = 0
-        if last is not None and last.kv is not None and last.params_key == params_key:
+        if last is not None and last.params_key == params_key:
             n = min(_common_prefix(last.ids, ids), len(ids) - 1)
-        if n > 0:
+        if n > 0 and last.kv is not None:
             kv = last.kv
             kv.crop(n - kv.get_seq_length())  # keep the first n positions
             logits, cache = self._run(torch.as_tensor(ids[n:])[None], past=kv)
@@ -342,7 +342,10 @@ class Session:
         logits, cache = self._run(torch.as_tensor(ids)[None], past=kv)
         if kv is not None and (kv.get_seq_length() != len(ids) or not all(type(l).__name__ == "DynamicLayer" for l in kv.layers)):
             kv = None  # a cache the bridge did not fill, or sliding-window layers that cannot be cropped back
-        return self._activations(ids, {k: v[0] for k, v in cache.items()}, logits[0]), kv
+        acts = self._activations(ids, {k: v[0] for k, v in cache.items()}, logits[0])
+        if n > 0:  # recomputed in full, but the first n positions are the previous prompt's: mark them reusable
+            acts = replace(acts, logits=acts.logits[n:], start=n)
+        return acts, kv
 
     def _kv_checked(self, acts: Activations) -> bool:
         """The first prefix reuse of a session is compared with a full forward pass (once)."""
