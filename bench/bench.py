@@ -1,20 +1,26 @@
-"""Benchmark the analysis core against the model's forward pass and TransformerLens's logit lens.
+"""Benchmark the staged analysis against the model's forward pass, the bare readout product and
+TransformerLens's logit lens.
 
-    python bench/bench.py --json bench/results/cpu.json          # 16, 128, 512, 1024 tokens
-    python bench/bench.py --quick --json /tmp/quick.json         # 16 and 128 tokens
+    python bench/bench.py --json bench/results/cpu-2core.json     # 16, 128, 512, 1024 tokens (~15 min, 2 cores)
+    python bench/bench.py --quick --json /tmp/quick.json          # 16 and 128 tokens
+    python bench/bench.py --table bench/results/cpu-2core.json    # the README's "Speed" table from a saved run
 
-A GPT-2-small-shaped model with random weights is built offline (12 layers, d_model 768, 12 heads,
-d_mlp 3072, vocab 50257, context 1024). Every figure is the median of several repeats, and the
-ratios compare figures from the same run (machines are shared and noisy):
+The model is a random-weight GPT-2 small (``transformers.GPT2Config()`` defaults: 12 layers, d_model 768,
+vocab 50257, context 1024) saved once as a Hugging Face directory (bench/.model, git-ignored; a few
+seconds) and loaded with ``Session(dir)`` exactly as a downloaded checkpoint, so an edit reuses the
+Hugging Face key/value cache under the bridge. Figures are medians of 3 repeats (2 at 1,024 tokens);
+the ratios compare figures of the same run (the machine is shared: absolute times are noisy).
 
-  forward_s        the model's plain forward pass
-  tl_logit_lens_s  transformer_lens.tools.analysis.logit_lens(top_k=10, every position)
-  full_view_s      our first view: lens top-k + target ranks at every layer x position,
-                   projection %, norms, payload encoded
-  edit_update_s    after the full view, the last word replaced and the new payload produced
-  payload_bytes    first view's payload (binary blob + JSON header)
-  peak_rss_delta_mb  peak resident memory of a first full view, above the level before it, measured
-                   in a fresh process (model booted, SVD done) so no earlier allocation hides it
+  forward_s         the model's plain forward pass (the bridge's ``model(tokens)``)
+  floor_gemm_s      the float32 product [R*T, d] @ [d, V] alone (R = n_layers + 1), in output chunks
+                    of 16 M logits (64 MB) into one reused buffer (the whole product is 2.7 GB at 1,024)
+  full_view_s       Session.analyze + encode_analysis, no prefix reuse (session._last = None)
+  first_paint_s     from Session.stream(...) until the begin stage is yielded and its delta encoded
+  edit_update_s     after a full view, the last token replaced: until the analysis is done and every
+                    delta of it (begin, lens blocks, done) is encoded
+  tl_logit_lens_s   transformer_lens.tools.analysis.logit_lens(top_k=10, every position)
+  lens_full_view_s  the full view with a Jacobian-style lens (one d x d matrix per row, random here)
+  payload_bytes     the full payload: binary blob + JSON header
 """
 
 from __future__ import annotations
@@ -30,16 +36,62 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-GPT2_SMALL = dict(
-    n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50257,
-    act_fn="gelu_new", normalization_type="LN", seed=0,
-)
+MODEL_DIR = HERE / ".model"
+TOP_K = 10
+TARGETS = [262, 11]
+CHUNK_ELEMENTS = 16_000_000  # the floor's output chunk (64 MB of float32 logits)
+
+#: goals, as ratios within one run (issue 14)
+GOALS = {
+    "first_paint_over_forward": 1.3,  # for T >= 128
+    "edit_update_over_full_view": 0.05,  # at 1,024 tokens
+    "full_view_over_floor": 1.2,  # floor = forward_s + floor_gemm_s
+    "payload_bytes_per_cell": 64.0,
+    "lens_over_logit_full_view": 1.15,
+}
+
+
+def build_model_dir(path: Path = MODEL_DIR) -> Path:
+    """A random-weight GPT-2 small as a Hugging Face directory (built once; ~500 MB)."""
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    tmp = path.with_name(path.name + ".tmp")
+    model.save_pretrained(tmp)
+    # one word per id ("w0".."w50255", then <|endoftext|> = 50256 as in GPT-2): every id has a string
+    vocab = {f"w{i}": i for i in range(model.config.vocab_size - 1)}
+    vocab["<|endoftext|>"] = model.config.vocab_size - 1
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    eot = "<|endoftext|>"
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=eot, eos_token=eot, unk_token=eot).save_pretrained(tmp)
+    tmp.rename(path)
+    return path
+
+
+class RandomJacobianLens:
+    """A Jacobian-style lens for timing: one d x d matrix per residual row (random, near identity)."""
+
+    kind = "jacobian"
+
+    def __init__(self, n_rows: int, d_model: int, *, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.A = torch.eye(d_model) + torch.randn(n_rows, d_model, d_model, generator=g) / d_model**0.5 * 0.1
+
+    def transform_rows(self, resid: torch.Tensor, rows) -> torch.Tensor:
+        return torch.bmm(resid, self.A[list(rows)].to(resid.device))  # [r, P, d] @ [r, d, d]
 
 
 def median_time(fn, repeats: int) -> float:
@@ -52,149 +104,198 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _fresh_process_peak(n: int, device: str, queue) -> None:
-    """Child process: boot, then one full view of n tokens; report max RSS growth in MB."""
+def floor_gemm(W_U: torch.Tensor, cells: int, chunk_elements: int = CHUNK_ELEMENTS):
+    """The readout's matrix product alone: [cells, d] @ [d, V] in output chunks into one buffer."""
+    d, V = W_U.shape
+    W = W_U.float()
+    x = torch.randn(cells, d, generator=torch.Generator().manual_seed(0)).to(W.device)
+    rows = max(1, chunk_elements // V)
+    buf = torch.empty((min(rows, cells), V), dtype=torch.float32, device=W.device)
 
-    from transformer_lens.model_bridge.sources import native
+    def run():
+        for c0 in range(0, cells, rows):
+            c1 = min(cells, c0 + rows)
+            torch.mm(x[c0:c1], W, out=buf[: c1 - c0])
+        if W.device.type == "cuda":
+            torch.cuda.synchronize()
 
-    from resid_widgets import Session
+    return run
+
+
+def measure(session, n: int, rng, repeats: int, lens) -> dict:
+    from transformer_lens.tools.analysis import logit_lens
+
     from resid_widgets.payload import encode_analysis
+    from resid_widgets.payload.encode import encode_delta
 
-    torch.set_grad_enabled(False)
-    model = native.boot(dict(GPT2_SMALL, device=device))
-    model.eval()
-    session = Session(model)
-    session.subspace
-    session.info()
-    ids = np.random.default_rng(1).integers(0, GPT2_SMALL["d_vocab"], n)
-    with PeakRSS() as mem:
-        encode_analysis(session.analyze(ids, top_k=10, targets=[262, 11]))
-    queue.put(mem.delta_mb)
+    model = session.model
+    V = session.d_vocab
+    R = session.n_layers + 1
+    ids = rng.integers(0, V - 1, n)
+    edited = ids.copy()
+    edited[-1] = (ids[-1] + 1 + rng.integers(0, V - 2)) % (V - 1)  # the last word replaced
+    assert edited[-1] != ids[-1]
+    tokens = torch.as_tensor(ids)[None].to(session.device)
+    sync = torch.cuda.synchronize if session.device.type == "cuda" else (lambda: None)
 
+    def forward():
+        model(tokens)
+        sync()
 
-def peak_rss_in_fresh_process(n: int, device: str) -> float:
-    import multiprocessing as mp
+    def full_view(lens=None):
+        session._last = None  # no prefix reuse: a genuinely first view
+        return encode_analysis(session.analyze(ids, top_k=TOP_K, targets=TARGETS, lens=lens))
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_fresh_process_peak, args=(n, device, queue))
-    proc.start()
-    value = queue.get(timeout=600)
-    proc.join()
-    return float(value)
+    def first_paint():
+        session._last = None
+        t0 = time.perf_counter()
+        updates = session.stream(ids, top_k=TOP_K, targets=TARGETS)
+        encode_delta(next(updates), seq=1)
+        dt = time.perf_counter() - t0
+        updates.close()  # the rest is not part of first paint
+        return dt
 
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread (psutil), reporting the peak above start."""
-
-    def __init__(self, interval: float = 0.005):
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-
-    def __enter__(self):
+    def edit_update():
+        session._last = None
+        session.analyze(ids, top_k=TOP_K, targets=TARGETS)
         gc.collect()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
+        t0 = time.perf_counter()
+        for seq, update in enumerate(session.stream(edited, top_k=TOP_K, targets=TARGETS), 2):
+            encode_delta(update, seq=seq, base_seq=1)
+        return time.perf_counter() - t0
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
+    # warm-up: a full view, and one edit (a session checks its first prefix reuse against a full pass)
+    full_view()
+    edit_update()
+    floor = floor_gemm(session.model.W_U.detach(), R * n)
+    floor()
+    forward_s = median_time(forward, repeats + 2)
+    floor_s = median_time(floor, repeats)
+    full_s = median_time(full_view, repeats)
+    first_s = statistics.median(first_paint() for _ in range(repeats))
+    edit_s = statistics.median(edit_update() for _ in range(repeats))
+    lens_s = median_time(lambda: full_view(lens), repeats)
+    tl_s = median_time(lambda: logit_lens(model, tokens, positions=None, top_k=TOP_K), repeats)
+    meta, blob = full_view()
+    payload_bytes = len(blob) + len(json.dumps(meta).encode())
+    ratios = {
+        "first_paint_over_forward": first_s / forward_s,
+        "edit_update_over_full_view": edit_s / full_s,
+        "full_view_over_floor": full_s / (forward_s + floor_s),
+        "full_view_over_forward": full_s / forward_s,
+        "payload_bytes_per_cell": payload_bytes / (R * n),
+        "lens_over_logit_full_view": lens_s / full_s,
+        "tl_logit_lens_over_full_view": tl_s / full_s,
+    }
+    return {
+        "tokens": n,
+        "repeats": repeats,
+        "forward_s": forward_s,
+        "floor_gemm_s": floor_s,
+        "full_view_s": full_s,
+        "first_paint_s": first_s,
+        "edit_update_s": edit_s,
+        "tl_logit_lens_s": tl_s,
+        "lens_full_view_s": lens_s,
+        "payload_bytes": payload_bytes,
+        "ratios": ratios,
+        "goals_met": goals_met(n, ratios),
+    }
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-        self.delta_mb = (self.peak - self.start) / 2**20
+
+def goals_met(n: int, ratios: dict) -> dict:
+    """Each goal that applies at this length: met or not."""
+    out = {}
+    for key, limit in GOALS.items():
+        if key == "first_paint_over_forward" and n < 128:
+            continue
+        if key == "edit_update_over_full_view" and n < 1024:
+            continue
+        out[key] = bool(ratios[key] <= limit)
+    return out
+
+
+def table(out: dict) -> str:
+    """The README's "Speed" table (markdown) from a saved run."""
+    yes = lambda row, key: "" if key not in row["goals_met"] else (" ✓" if row["goals_met"][key] else " ✗")  # noqa: E731
+    lines = [
+        "| tokens | forward | floor GEMM | full view | first paint | edit | TL logit_lens | Jacobian-style lens view "
+        "| first paint / forward (≤ 1.3) | edit / full (≤ 0.05 at 1,024) | full / (forward + GEMM) (≤ 1.2) "
+        "| payload B/cell (≤ 64) | lens / logit view (≤ 1.15) | TL / full |",
+        "|" + "---|" * 14,
+    ]
+    for row in out["results"]:
+        r = row["ratios"]
+        lines.append(
+            f"| {row['tokens']} | {row['forward_s']:.2f} s | {row['floor_gemm_s']:.2f} s | {row['full_view_s']:.2f} s "
+            f"| {row['first_paint_s']:.2f} s | {row['edit_update_s']:.3f} s | {row['tl_logit_lens_s']:.2f} s "
+            f"| {row['lens_full_view_s']:.2f} s "
+            f"| {r['first_paint_over_forward']:.2f}{yes(row, 'first_paint_over_forward')} "
+            f"| {r['edit_update_over_full_view']:.3f}{yes(row, 'edit_update_over_full_view')} "
+            f"| {r['full_view_over_floor']:.2f}{yes(row, 'full_view_over_floor')} "
+            f"| {r['payload_bytes_per_cell']:.1f}{yes(row, 'payload_bytes_per_cell')} "
+            f"| {r['lens_over_logit_full_view']:.2f}{yes(row, 'lens_over_logit_full_view')} "
+            f"| {r['tl_logit_lens_over_full_view']:.2f} |"
+        )
+    m = out["machine"]
+    lines.append("")
+    lines.append(
+        f"Machine: {m['cpu_count']} cores {m['processor']}, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"TransformerLens {m['transformer_lens']}, transformers {m['transformers']}, device {m['device']}; "
+        f"load average {m['load_before']} before the run, {m['load_after']} after (a shared machine)."
+    )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="16 and 128 tokens only")
-    parser.add_argument("--json", dest="json_path", required=True)
+    parser.add_argument("--json", dest="json_path", help="write the results here")
+    parser.add_argument("--table", metavar="JSON", help="print the README table of a saved run and exit")
     parser.add_argument("--lengths", type=int, nargs="*", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not args.json_path:
+        parser.error("--json is required (or --table)")
     lengths = args.lengths or ([16, 128] if args.quick else [16, 128, 512, 1024])
 
-    from transformer_lens.model_bridge.sources import native
-    from transformer_lens.tools.analysis import logit_lens
+    from importlib.metadata import version
 
     from resid_widgets import Session
-    from resid_widgets.payload import encode_analysis
 
     torch.set_grad_enabled(False)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    model = native.boot(dict(GPT2_SMALL, device=args.device))
-    model.eval()
+    model_dir = build_model_dir(args.model_dir)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    session = Session(str(model_dir), device=args.device)
     boot_s = time.perf_counter() - t0
-    session = Session(model)
     session.subspace  # the SVD is once per model, not per view
+    session.info()
+    lens = RandomJacobianLens(session.n_layers + 1, session.d_model)
     rng = np.random.default_rng(0)
-    targets = [262, 11]
-
-    def full_view(ids):
-        session._memo = None  # no reuse across repeats: a genuinely first view
-        a = session.analyze(ids, top_k=10, targets=targets)
-        return encode_analysis(a)
 
     results = []
     for n in lengths:
-        ids = rng.integers(0, GPT2_SMALL["d_vocab"], n)
-        edited = ids.copy()
-        edited[-2:] = rng.integers(0, GPT2_SMALL["d_vocab"], 2)  # "replace the last word"
-        tokens = torch.as_tensor(ids)[None].to(args.device)
-        reps = args.repeats if n <= 512 else max(1, args.repeats - 1)
-        full_view(ids)  # warm-up
-        forward_s = median_time(lambda: model(tokens), reps + 2)
-        tl_s = median_time(lambda: logit_lens(model, tokens, positions=None, top_k=10), reps)
-        full_s = median_time(lambda: full_view(ids), reps)
-        meta, blob = full_view(ids)
-        payload_bytes = len(blob) + len(json.dumps(meta).encode())
-
-        def edit():
-            session._memo = None
-            session.analyze(ids, top_k=10, targets=targets)
-            t = time.perf_counter()
-            a = session.analyze(edited, top_k=10, targets=targets)
-            encode_analysis(a)
-            return time.perf_counter() - t
-
-        edit_s = statistics.median(edit() for _ in range(reps))
-        peak_mb = peak_rss_in_fresh_process(n, args.device)
-        cells = (GPT2_SMALL["n_layers"] + 1) * n
-        row = {
-            "tokens": n,
-            "forward_s": forward_s,
-            "tl_logit_lens_s": tl_s,
-            "full_view_s": full_s,
-            "edit_update_s": edit_s,
-            "payload_bytes": payload_bytes,
-            "peak_rss_delta_mb": peak_mb,
-            "ratios": {
-                "full_view_over_forward": full_s / forward_s,
-                "tl_logit_lens_over_full_view": tl_s / full_s,
-                "edit_update_over_full_view": edit_s / full_s,
-                "payload_bytes_per_cell": payload_bytes / cells,
-            },
-        }
+        repeats = args.repeats if n <= 512 else max(1, args.repeats - 1)
+        row = measure(session, n, rng, repeats, lens)
         results.append(row)
         r = row["ratios"]
         print(
-            f"{n:5d} tokens: forward {forward_s:.3f}s  TL lens {tl_s:.3f}s  full view {full_s:.3f}s  edit {edit_s:.3f}s  "
-            f"| full/fwd {r['full_view_over_forward']:.2f}  TL/full {r['tl_logit_lens_over_full_view']:.2f}  "
-            f"edit/full {r['edit_update_over_full_view']:.2f}  {r['payload_bytes_per_cell']:.1f} B/cell  "
-            f"peak +{peak_mb:.0f} MB",
+            f"{n:5d} tokens: forward {row['forward_s']:.3f}s  GEMM {row['floor_gemm_s']:.3f}s  full {row['full_view_s']:.3f}s  "
+            f"first paint {row['first_paint_s']:.3f}s  edit {row['edit_update_s']:.3f}s  TL {row['tl_logit_lens_s']:.3f}s  "
+            f"lens {row['lens_full_view_s']:.3f}s | paint/fwd {r['first_paint_over_forward']:.2f}  "
+            f"edit/full {r['edit_update_over_full_view']:.3f}  full/floor {r['full_view_over_floor']:.2f}  "
+            f"{r['payload_bytes_per_cell']:.1f} B/cell  lens/logit {r['lens_over_logit_full_view']:.2f}  "
+            f"goals {row['goals_met']}",
             flush=True,
         )
-
-    from importlib.metadata import version
 
     out = {
         "machine": {
@@ -205,8 +306,16 @@ def main(argv=None) -> int:
             "device": args.device,
             "torch": torch.__version__,
             "transformer_lens": version("transformer-lens"),
+            "transformers": version("transformers"),
+            "load_before": load_before,
+            "load_after": [round(x, 2) for x in os.getloadavg()],
         },
-        "model": GPT2_SMALL,
+        "model": {"config": "transformers.GPT2Config() defaults, random weights", "n_layers": session.n_layers,
+                  "d_model": session.d_model, "d_vocab": session.d_vocab, "n_ctx": session.n_ctx},
+        "top_k": TOP_K,
+        "targets": TARGETS,
+        "goals": GOALS,
+        "build_s": build_s,
         "boot_s": boot_s,
         "results": results,
     }
