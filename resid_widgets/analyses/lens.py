@@ -12,8 +12,9 @@ Per cell it keeps the top-k, the log-normaliser ``log sum exp logits``, the targ
 ranks, the entropy ``H(p) = lse - sum p * logits`` (nats), and, given the model's own output
 distribution q at the cell's position, ``KL(q || p) = sum q (log q - log p)`` (nats) and the rank of
 q's top-1 token under p. The [cells, vocab] logits are never held at once: cells are read in
-chunks, and every statistic is taken while the chunk is in memory, so memory grows with
-cells x (k + targets), never with cells x vocab.
+chunks (one matrix product each), and every statistic is taken a few positions at a time while
+those logits are in the processor's cache, so memory grows with cells x (k + targets), never with
+cells x vocab, and the statistics cost ~0.1x the product instead of ~0.5x.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ import torch
 
 #: logits per chunk when reading out; chunk x d_vocab float32 logits live at once (~64 MB).
 DEFAULT_CHUNK_ELEMENTS = 16_000_000
+
+#: logits per pass of the per-cell statistics (top-k, softmax, ranks, KL): a few MB, so the dozen
+#: passes over them hit the processor's cache instead of memory (at least one position's rows).
+SUB_BLOCK_ELEMENTS = 1_000_000
 
 #: the per-cell arrays a readout produces, with their trailing shape ("k" = top-k, "n" = targets).
 READOUT_FIELDS = {
@@ -102,6 +107,7 @@ def read_block(
     known_logits: torch.Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     progress: Callable[[float], None] | None = None,
+    workspace: "Workspace | None" = None,
 ) -> dict[str, np.ndarray]:
     """Read out a block of cells ``normed`` [P, rows, d_model] (positions x rows, already through
     ``ln_final``); returns numpy arrays [P, rows, ...] named as in ``READOUT_FIELDS``.
@@ -109,6 +115,7 @@ def read_block(
     ``reference`` is the model's output at the same P positions (for KL and the final top-1's
     rank); without it those fields are NaN / -1. ``known_logits`` [P, rows, d_vocab] replaces the
     product when the logits are already at hand (the model's own output for the final row).
+    ``workspace`` keeps the [chunk, d_vocab] buffers between calls (one per thread).
     """
     if normed.ndim != 3:
         raise ValueError(f"normed must be [positions, rows, d_model], got shape {tuple(normed.shape)}")
@@ -129,44 +136,21 @@ def read_block(
         "kl_to_output": np.full((P, rows), np.nan, np.float32),
         "final_top1_rank": np.full((P, rows), -1, np.int32),
     }
-    step = max(1, int(chunk_elements // max(1, rows * V)))  # positions per chunk
-    buf = torch.empty((min(step, P) * rows, V), dtype=torch.float32, device=device)
-    work = torch.empty_like(buf)
+    ws = workspace if workspace is not None else Workspace()
+    step = max(1, int(chunk_elements // max(1, rows * V)))  # positions per product
+    sub = max(1, int(SUB_BLOCK_ELEMENTS // max(1, rows * V)))  # positions per pass of the statistics
     with torch.inference_mode():
         for p0 in range(0, P, step):
             p1 = min(P, p0 + step)
-            c = (p1 - p0) * rows
-            z = buf[:c]
             if known_logits is not None:
-                z.copy_(known_logits[p0:p1].reshape(c, V))
+                z_all = known_logits[p0:p1].reshape((p1 - p0) * rows, V).float()  # read only: no copy when float32
             else:
-                readout.logits(normed[p0:p1].reshape(c, -1), out=z)
-            vals, idx = torch.topk(z, top_k, dim=-1)
-            top1 = vals[:, :1]
-            # log-sum-exp and entropy from e = exp(z - max): lse = max + log S, H = lse - sum(e z) / S
-            e = torch.sub(z, top1, out=work[:c]).exp_()
-            S = e.sum(-1)
-            ez = torch.linalg.vecdot(e, z)
-            lse = S.log() + top1[:, 0]
-            entropy = lse - ez / S
-            sl = (slice(p0, p1), slice(None))
-            out["top_ids"][sl] = idx.view(p1 - p0, rows, top_k).numpy(force=True)
-            out["top_logits"][sl] = vals.view(p1 - p0, rows, top_k).numpy(force=True)
-            out["log_norm"][sl] = lse.view(p1 - p0, rows).numpy(force=True)
-            out["entropy"][sl] = entropy.view(p1 - p0, rows).numpy(force=True)
-            if n_t:
-                tl = z.index_select(1, tgt)
-                out["target_logits"][sl] = tl.view(p1 - p0, rows, n_t).numpy(force=True)
-                for j in range(n_t):
-                    out["target_ranks"][p0:p1, :, j] = _count_greater(z, tl[:, j : j + 1]).view(p1 - p0, rows).numpy()
-            if reference is not None:
-                ref = reference.select(slice(p0, p1))
-                # sum_v q_v z_v for every cell: one batched pass over the chunk, positions as the batch
-                qz = torch.bmm(z.view(p1 - p0, rows, V), ref.logp.exp().unsqueeze(-1)).squeeze(-1)  # [P', rows]
-                kl = ref.neg_entropy[:, None] - qz + lse.view(p1 - p0, rows)
-                out["kl_to_output"][sl] = kl.clamp_min_(0.0).numpy(force=True)
-                thr = z.view(p1 - p0, rows, V).gather(2, ref.top1.view(-1, 1, 1).expand(-1, rows, 1)).reshape(c, 1)
-                out["final_top1_rank"][sl] = _count_greater(z, thr).view(p1 - p0, rows).numpy()
+                z_all = readout.logits(normed[p0:p1].reshape((p1 - p0) * rows, -1), out=ws.take("logits", ((p1 - p0) * rows, V), device))
+            # the statistics a few positions at a time, while those logits are in the processor's cache
+            for s0 in range(p0, p1, sub):
+                s1 = min(p1, s0 + sub)
+                z = z_all[(s0 - p0) * rows : (s1 - p0) * rows]
+                _statistics(z, out, (slice(s0, s1), slice(None)), rows, top_k, tgt, reference.select(slice(s0, s1)) if reference is not None else None, ws)
             if progress is not None:
                 progress(p1 / P)
     out["top_probs"] = np.exp(out["top_logits"] - out["log_norm"][..., None]).astype(np.float32)
@@ -174,10 +158,110 @@ def read_block(
     return out
 
 
-def _count_greater(logits: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """Per row, how many logits exceed the row's threshold (the rank of a token; 0 = top)."""
+def _statistics(z: torch.Tensor, out: dict[str, np.ndarray], sl, rows: int, top_k: int, tgt: torch.Tensor, ref: "Reference | None", ws: "Workspace") -> None:
+    """Every statistic of the cells ``z`` [n * rows, V] (n positions), written to ``out[...][sl]``."""
+    c, V = z.shape
+    n = c // rows
+    device = z.device
+    vals, idx = _topk(z, top_k)
+    # y = z - max <= 0 and one fused softmax pass p = exp(y) / S: the top-1's probability is
+    # exp(0) / S, so log S = -log p_top1, lse = max + log S, and the entropy H = log S - sum p y
+    # is a sum of non-negative terms (no cancellation for peaked rows)
+    y = torch.sub(z, vals[:, :1], out=ws.take("shifted", (c, V), device))
+    p = _softmax(y, out=ws.take("probs", (c, V), device))
+    log_s = p.gather(1, idx[:, :1])[:, 0].log_().neg_()
+    lse = vals[:, 0] + log_s
+    entropy = log_s - p.mul_(y).sum(-1)
+    out["top_ids"][sl] = idx.view(n, rows, top_k).numpy(force=True)
+    out["top_logits"][sl] = vals.view(n, rows, top_k).numpy(force=True)
+    out["log_norm"][sl] = lse.view(n, rows).numpy(force=True)
+    out["entropy"][sl] = entropy.view(n, rows).numpy(force=True)
+    # rank thresholds: the targets' logits, then the model's own top-1's logit (one counting pass)
+    thresholds = []
+    n_t = int(tgt.numel())
+    if n_t:
+        tl = z.index_select(1, tgt)
+        out["target_logits"][sl] = tl.view(n, rows, n_t).numpy(force=True)
+        thresholds.append(tl)
+    if ref is not None:
+        # sum_v q_v z_v for every cell: one batched pass, positions as the batch
+        qz = torch.bmm(z.view(n, rows, V), ref.logp.exp().unsqueeze(-1)).squeeze(-1)  # [n, rows]
+        kl = ref.neg_entropy[:, None] - qz + lse.view(n, rows)
+        out["kl_to_output"][sl] = kl.clamp_min_(0.0).numpy(force=True)
+        thresholds.append(z.view(n, rows, V).gather(2, ref.top1.view(-1, 1, 1).expand(-1, rows, 1)).reshape(c, 1))
+    if thresholds:
+        counts = _count_greater(z, torch.cat(thresholds, dim=1), ws).view(n, rows, -1).numpy()
+        if n_t:
+            out["target_ranks"][sl] = counts[..., :n_t]
+        if ref is not None:
+            out["final_top1_rank"][sl] = counts[..., -1]
+
+
+class Workspace:
+    """Reusable scratch tensors for ``read_block``: a fresh [chunk, d_vocab] buffer per call costs
+    page faults on every chunk. Not thread-safe: one per running analysis."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor | np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], device: torch.device, dtype=torch.float32) -> torch.Tensor:
+        """A [shape] view of the buffer ``name``, grown when too small."""
+        size = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < size or buf.device != device or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype, device=device)
+        return buf[:size].view(shape)
+
+    def flags(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A boolean numpy buffer of ``shape`` (the rank counts' comparisons on CPU)."""
+        size = int(np.prod(shape))
+        buf = self._buffers.get("flags")
+        if buf is None or buf.size < size:
+            buf = self._buffers["flags"] = np.empty(size, np.bool_)
+        return buf[:size].reshape(shape)
+
+
+#: top-k in two steps (block maxima first) when the vocabulary is this many times larger than k * block
+_TOPK_BLOCK = 256
+
+
+def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(z, k, dim=-1)`` (values sorted, descending), ~4x faster for a large vocabulary:
+    the k blocks of ``_TOPK_BLOCK`` logits with the largest maxima hold k values at least as large
+    as every logit outside them (each chosen block's maximum is), so the top-k of those blocks (and
+    the few logits after the last whole block) is the top-k of the row."""
+    c, V = z.shape
+    bs = _TOPK_BLOCK
+    n_blocks = V // bs
+    if k > n_blocks or 8 * k * bs > V:
+        return torch.topk(z, k, dim=-1)
+    main = z[:, : n_blocks * bs].unflatten(1, (n_blocks, bs))
+    _, blocks = main.amax(-1).topk(k, dim=-1)  # [c, k]
+    cand = (blocks[..., None] * bs + torch.arange(bs, device=z.device)).flatten(1)  # [c, k * bs]
+    if V > n_blocks * bs:
+        cand = torch.cat([cand, torch.arange(n_blocks * bs, V, device=z.device).expand(c, -1)], dim=1)
+    vals, j = z.gather(1, cand).topk(k, dim=-1)
+    return vals, cand.gather(1, j)
+
+
+def _softmax(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``softmax(z, -1)`` written into ``out`` (no fresh [chunk, vocab] allocation per chunk)."""
+    try:
+        return torch.ops.aten._softmax.out(z, -1, False, out=out)
+    except (AttributeError, NotImplementedError):  # pragma: no cover - a torch without the out= variant
+        return out.copy_(torch.softmax(z, -1))
+
+
+def _count_greater(logits: torch.Tensor, thresholds: torch.Tensor, ws: "Workspace | None" = None) -> torch.Tensor:
+    """How many logits of each row exceed each of the row's thresholds: logits [c, V], thresholds
+    [c, m] -> [c, m] int32 (the rank of a token; 0 = top)."""
     if logits.device.type == "cpu":
-        # numpy's compare-and-count is ~10x faster than torch's boolean sum on CPU (zero-copy view)
-        counts = np.count_nonzero(logits.numpy() > threshold.numpy(), axis=-1)
-        return torch.from_numpy(counts.astype(np.int32))
-    return (logits > threshold).sum(-1).to(torch.int32).cpu()
+        # numpy's compare-and-count is ~10x faster than torch's boolean sum on CPU (zero-copy views);
+        # the m comparisons of a row run back to back (the row stays in cache) and the flags are
+        # summed as bytes (~2x faster than np.count_nonzero along an axis)
+        z, t = logits.numpy(), thresholds.numpy()
+        c, m = t.shape
+        flags = None if ws is None else ws.flags((c, m, z.shape[1]))
+        gt = np.greater(z[:, None, :], t[:, :, None], out=flags)
+        return torch.from_numpy(gt.view(np.uint8).sum(axis=-1, dtype=np.int32))
+    return (logits[:, None, :] > thresholds[:, :, None]).sum(-1).to(torch.int32).cpu()
