@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from resid_widgets.analyses.emergence import emergence_rows
-from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, READOUT_FIELDS, FinalReadout, Reference, read_block
+from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, READOUT_FIELDS, FinalReadout, Reference, Workspace, read_block
 from resid_widgets.analyses.norms import additivity_from_parts
 from resid_widgets.analyses.projection import TokenSubspace, cumulative_fraction, pct_at_k
 from resid_widgets.analyses.result import Analysis
@@ -168,19 +168,22 @@ def run_stages(
     if lo < start:
         extra = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, lo:start]))
         final_logits = torch.cat([extra, acts.logits], dim=0)
-    reference = Reference.from_logits(final_logits)  # positions lo..T-1
+    workspace = Workspace()  # the readout's [chunk, vocab] buffers, reused by every block
     last = read_block(
         acts.final_norm[lo:, None].float(),  # unused: known logits
         ctx.readout,
         top_k=req.top_k,
         target_ids=req.target_ids,
-        reference=reference,
         known_logits=final_logits[:, None],
         chunk_elements=ctx.chunk_elements,
+        workspace=workspace,
     )
     for name, arr in last.items():
         lens_arrays[name][R - 1, lo:] = arr[:, 0]
-    lens_arrays["kl_to_output"][R - 1, lo:] = 0.0  # the model's own distribution, by definition
+    # the model's own distribution, by definition: no divergence, and its top-1 is its own top
+    lens_arrays["kl_to_output"][R - 1, lo:] = 0.0
+    lens_arrays["final_top1_rank"][R - 1, lo:] = 0
+    reference = Reference.from_readout(final_logits, last)  # positions lo..T-1, from the row just read
 
     # the other rows use the formula: check it against the model's own output at the last position
     formula = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, -1:]))[0]
@@ -242,6 +245,7 @@ def run_stages(
             target_ids=req.target_ids,
             reference=reference.select(slice(p0 - lo, p1 - lo)),
             chunk_elements=ctx.chunk_elements,
+            workspace=workspace,
         )
         for name, arr in part.items():
             lens_arrays[name][: R - 1, p0:p1] = arr.swapaxes(0, 1)
