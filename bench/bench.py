@@ -8,8 +8,10 @@ TransformerLens's logit lens.
 The model is a random-weight GPT-2 small (``transformers.GPT2Config()`` defaults: 12 layers, d_model 768,
 vocab 50257, context 1024) saved once as a Hugging Face directory (bench/.model, git-ignored; a few
 seconds) and loaded with ``Session(dir)`` exactly as a downloaded checkpoint, so an edit reuses the
-Hugging Face key/value cache under the bridge. Figures are medians of 3 repeats (2 at 1,024 tokens);
-the ratios compare figures of the same run (the machine is shared: absolute times are noisy).
+Hugging Face key/value cache under the bridge. Each length runs 3 rounds (2 at 1,024 tokens), each
+round timing every figure once (the forward pass: the faster of two), so a change in the machine's
+load hits all figures of a round alike; a figure is the median over rounds, a ratio the median of
+its per-round ratios (the machine is shared: absolute times are noisy, ratios less so).
 
   forward_s         the model's plain forward pass (the bridge's ``model(tokens)``)
   floor_gemm_s      the float32 product [R*T, d] @ [d, V] alone (R = n_layers + 1), in output chunks
@@ -94,16 +96,6 @@ class RandomJacobianLens:
         return torch.bmm(resid, self.A[list(rows)].to(resid.device))  # [r, P, d] @ [r, d, d]
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def floor_gemm(W_U: torch.Tensor, cells: int, chunk_elements: int = CHUNK_ELEMENTS):
     """The readout's matrix product alone: [cells, d] @ [d, V] in output chunks into one buffer."""
     d, V = W_U.shape
@@ -169,37 +161,52 @@ def measure(session, n: int, rng, repeats: int, lens) -> dict:
     edit_update()
     floor = floor_gemm(session.model.W_U.detach(), R * n)
     floor()
-    forward_s = median_time(forward, repeats + 2)
-    floor_s = median_time(floor, repeats)
-    full_s = median_time(full_view, repeats)
-    first_s = statistics.median(first_paint() for _ in range(repeats))
-    edit_s = statistics.median(edit_update() for _ in range(repeats))
-    lens_s = median_time(lambda: full_view(lens), repeats)
-    tl_s = median_time(lambda: logit_lens(model, tokens, positions=None, top_k=TOP_K), repeats)
+    # rounds: every figure once per round, so a change in the machine's load hits them alike; each
+    # figure is the median over rounds and each ratio the median of its per-round ratios
+    timed = {
+        "forward_s": lambda: min(timeit(forward), timeit(forward)),
+        "floor_gemm_s": lambda: timeit(floor),
+        "full_view_s": lambda: timeit(full_view),
+        "first_paint_s": first_paint,
+        "edit_update_s": edit_update,
+        "lens_full_view_s": lambda: timeit(lambda: full_view(lens)),
+        "tl_logit_lens_s": lambda: timeit(lambda: logit_lens(model, tokens, positions=None, top_k=TOP_K)),
+    }
+    rounds = []
+    for _ in range(repeats):
+        rounds.append({key: fn() for key, fn in timed.items()})
     meta, blob = full_view()
     payload_bytes = len(blob) + len(json.dumps(meta).encode())
-    ratios = {
-        "first_paint_over_forward": first_s / forward_s,
-        "edit_update_over_full_view": edit_s / full_s,
-        "full_view_over_floor": full_s / (forward_s + floor_s),
-        "full_view_over_forward": full_s / forward_s,
-        "payload_bytes_per_cell": payload_bytes / (R * n),
-        "lens_over_logit_full_view": lens_s / full_s,
-        "tl_logit_lens_over_full_view": tl_s / full_s,
-    }
+    per_round = [ratios_of(r, payload_bytes, R * n) for r in rounds]
+    ratios = {key: statistics.median(r[key] for r in per_round) for key in per_round[0]}
+    figures = {key: statistics.median(r[key] for r in rounds) for key in timed}
     return {
         "tokens": n,
         "repeats": repeats,
-        "forward_s": forward_s,
-        "floor_gemm_s": floor_s,
-        "full_view_s": full_s,
-        "first_paint_s": first_s,
-        "edit_update_s": edit_s,
-        "tl_logit_lens_s": tl_s,
-        "lens_full_view_s": lens_s,
+        **figures,
         "payload_bytes": payload_bytes,
         "ratios": ratios,
         "goals_met": goals_met(n, ratios),
+        "rounds": rounds,
+    }
+
+
+def timeit(fn) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ratios_of(r: dict, payload_bytes: int, cells: int) -> dict:
+    return {
+        "first_paint_over_forward": r["first_paint_s"] / r["forward_s"],
+        "edit_update_over_full_view": r["edit_update_s"] / r["full_view_s"],
+        "full_view_over_floor": r["full_view_s"] / (r["forward_s"] + r["floor_gemm_s"]),
+        "full_view_over_forward": r["full_view_s"] / r["forward_s"],
+        "payload_bytes_per_cell": payload_bytes / cells,
+        "lens_over_logit_full_view": r["lens_full_view_s"] / r["full_view_s"],
+        "tl_logit_lens_over_full_view": r["tl_logit_lens_s"] / r["full_view_s"],
     }
 
 
