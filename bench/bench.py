@@ -180,6 +180,9 @@ def measure(session, n: int, rng, repeats: int, lens) -> dict:
     per_round = [ratios_of(r, payload_bytes, R * n) for r in rounds]
     ratios = {key: statistics.median(r[key] for r in per_round) for key in per_round[0]}
     figures = {key: statistics.median(r[key] for r in rounds) for key in timed}
+    # noise only ever adds time: the ratios of each figure's fastest round are a second, load-robust view
+    best = {key: min(r[key] for r in rounds) for key in timed}
+    ratios_best = ratios_of(best, payload_bytes, R * n)
     return {
         "tokens": n,
         "repeats": repeats,
@@ -187,6 +190,8 @@ def measure(session, n: int, rng, repeats: int, lens) -> dict:
         "payload_bytes": payload_bytes,
         "ratios": ratios,
         "goals_met": goals_met(n, ratios),
+        "ratios_of_fastest": ratios_best,
+        "goals_met_fastest": goals_met(n, ratios_best),
         "rounds": rounds,
     }
 
@@ -224,7 +229,11 @@ def goals_met(n: int, ratios: dict) -> dict:
 
 def table(out: dict) -> str:
     """The README's "Speed" table (markdown) from a saved run."""
-    yes = lambda row, key: "" if key not in row["goals_met"] else (" ✓" if row["goals_met"][key] else " ✗")  # noqa: E731
+    def cell(row, key, fmt):
+        r, b = row["ratios"][key], row["ratios_of_fastest"][key]
+        mark = "" if key not in row["goals_met"] else (" ✓" if row["goals_met"][key] else " ✗")
+        return f"{r:{fmt}}{mark} ({b:{fmt}})"
+
     lines = [
         "| tokens | forward | floor GEMM | full view | first paint | edit | TL logit_lens | Jacobian-style lens view "
         "| first paint / forward (≤ 1.3) | edit / full (≤ 0.05 at 1,024) | full / (forward + GEMM) (≤ 1.2) "
@@ -237,12 +246,9 @@ def table(out: dict) -> str:
             f"| {row['tokens']} | {row['forward_s']:.2f} s | {row['floor_gemm_s']:.2f} s | {row['full_view_s']:.2f} s "
             f"| {row['first_paint_s']:.2f} s | {row['edit_update_s']:.3f} s | {row['tl_logit_lens_s']:.2f} s "
             f"| {row['lens_full_view_s']:.2f} s "
-            f"| {r['first_paint_over_forward']:.2f}{yes(row, 'first_paint_over_forward')} "
-            f"| {r['edit_update_over_full_view']:.3f}{yes(row, 'edit_update_over_full_view')} "
-            f"| {r['full_view_over_floor']:.2f}{yes(row, 'full_view_over_floor')} "
-            f"| {r['payload_bytes_per_cell']:.1f}{yes(row, 'payload_bytes_per_cell')} "
-            f"| {r['lens_over_logit_full_view']:.2f}{yes(row, 'lens_over_logit_full_view')} "
-            f"| {r['tl_logit_lens_over_full_view']:.2f} |"
+            f"| {cell(row, 'first_paint_over_forward', '.2f')} | {cell(row, 'edit_update_over_full_view', '.3f')} "
+            f"| {cell(row, 'full_view_over_floor', '.2f')} | {r['payload_bytes_per_cell']:.1f}{' ✓' if row['goals_met']['payload_bytes_per_cell'] else ' ✗'} "
+            f"| {cell(row, 'lens_over_logit_full_view', '.2f')} | {r['tl_logit_lens_over_full_view']:.2f} |"
         )
     m = out["machine"]
     lines.append("")
