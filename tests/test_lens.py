@@ -97,12 +97,13 @@ def test_lens_against_hf_hidden_states(tiny_session, tiny_hf_dir):
 def test_block_readout_against_numpy(softcap):
     """Every per-cell statistic of read_block against a float64 numpy computation over the full logits."""
     from resid_widgets.analyses.lens import FinalReadout, Reference, read_block
+    from resid_widgets.analyses.lens import softcap as softcap_transform
 
     g = torch.Generator().manual_seed(0)
     P, rows, d, V = 7, 3, 16, 300
     W, b, x = torch.randn(d, V, generator=g), torch.randn(V, generator=g), torch.randn(P, rows, d, generator=g)
     out_logits = torch.randn(P, V, generator=g) * 3
-    readout = FinalReadout(lambda r: r, W, b, softcap)
+    readout = FinalReadout(lambda r: r, W, b, softcap_transform(softcap) if softcap else None)
     got = read_block(x, readout, top_k=5, target_ids=[3, 7], reference=Reference.from_logits(out_logits), chunk_elements=V * rows * 2)
 
     z = x.double().numpy() @ W.double().numpy() + b.double().numpy()  # [P, rows, V]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.analyses.lens import FinalReadout
+from resid_widgets.analyses.lens import FinalReadout, softcap
 from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
@@ -361,12 +361,24 @@ class Session:
         W_U, b_U = self._unembed()
         return Context(
             model_name=self.name,
-            readout=FinalReadout(self.model.ln_final, W_U, b_U, self.softcap),
+            readout=FinalReadout(self.model.ln_final, W_U, b_U, self._output_transform()),
             subspace=self.subspace,
             strings=self.token_strings,
             info=self.info(),
             cancelled=cancelled or (lambda: False),
         )
+
+    def _output_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What the model does to its logits after the unembedding: the bridge's architecture adapter
+        says (soft-cap, logit scaling); TransformerLens <= 3 models only have the config's soft-cap."""
+        adapter = getattr(self.model, "adapter", None)
+        method = getattr(type(adapter), "apply_output_logits_transform", None)
+        if method is not None:
+            from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
+
+            if method is not ArchitectureAdapter.apply_output_logits_transform:  # the adapter overrides it
+                return adapter.apply_output_logits_transform
+        return softcap(self.softcap) if self.softcap else None
 
     def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens) -> Request:
         names, target_ids = self.resolve_targets(targets)
