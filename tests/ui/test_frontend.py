@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from resid_widgets.payload import pack_arrays
+from resid_widgets.payload.protocol import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.ui
 
@@ -107,7 +108,7 @@ def make_payload(
     index, blob = pack_arrays(arrays)
     tau_idx = int(np.argmin(np.abs(tau_grid - 0.9)))
     meta = {
-        "version": 1,
+        "version": PROTOCOL_VERSION,
         "seq": seq,
         "client_seq": client_seq,
         "model_name": "synthetic-gpt",
@@ -429,19 +430,26 @@ def test_prompt_edit_sends_one_debounced_edit(chromium_browser, frontend_bundle)
         page.wait_for_function("window.log.sends.some(m => m.type === 'edit')", timeout=2000)
         page.wait_for_timeout(600)
         edits = sends(page, "edit")
-        assert edits == [{"type": "edit", "seq": 1, "changes": {"prompt": "Hello world"}}]
+        view = page.get_attribute(".rw-root", "data-view")
+        assert view and len(view) >= 8
+        assert edits == [{"type": "edit", "view": view, "seq": 1, "changes": {"prompt": "Hello world"}}]
         assert page.is_visible(".rw-status")  # computing indicator while waiting
         page.evaluate("() => { window.py.set('status', 'computing'); window.py.set('progress', 0.42); }")
         assert "42%" in page.text_content(".rw-status")
         # targets go through the same edit message; leading spaces are kept
         page.fill(".rw-targets", " Paris, Rome")
         page.wait_for_function("window.log.sends.filter(m => m.type === 'edit').length === 2", timeout=2000)
-        assert sends(page, "edit")[1] == {"type": "edit", "seq": 2, "changes": {"targets": [" Paris", " Rome"]}}
-        # Python answers edit 2: the indicator goes away
+        assert sends(page, "edit")[1] == {"type": "edit", "view": view, "seq": 2, "changes": {"targets": [" Paris", " Rome"]}}
+        # another view's acknowledgement, or one for this view's older edit, does not end the wait
+        page.evaluate("v => { window.py.set('status', 'idle'); window.py.reply({type: 'edit_done', view: 'other', seq: 2}); window.py.reply({type: 'edit_done', view: v, seq: 1}); }", view)
+        page.wait_for_timeout(50)
+        assert page.is_visible(".rw-status")
+        # Python answers edit 2 (payload for this view, then the acknowledgement): the indicator goes away
         new_meta, new_blob = make_payload(seq=2, client_seq=2)
+        new_meta["client_view"] = view
         page.evaluate(
-            "([m, b]) => { window.py.setPayload(m, b); window.py.set('status', 'idle'); window.py.set('prompt', 'Hello world'); }",
-            [new_meta, base64.b64encode(new_blob).decode()],
+            "([m, b, v]) => { window.py.setPayload(m, b); window.py.set('prompt', 'Hello world'); window.py.reply({type: 'edit_done', view: v, seq: 2}); }",
+            [new_meta, base64.b64encode(new_blob).decode(), view],
         )
         page.wait_for_selector(".rw-status", state="hidden")
         assert page.input_value(".rw-prompt") == "Hello world"
@@ -456,7 +464,11 @@ def test_error_banner_keeps_previous_view(chromium_browser, frontend_bundle):
         before = page.eval_on_selector(".rw-heatmap-canvas", "c => c.toDataURL()")
         page.fill(".rw-prompt", "A prompt that fails")
         page.wait_for_function("window.log.sends.some(m => m.type === 'edit')", timeout=2000)
-        page.evaluate("() => window.py.set('error', 'CUDA out of memory <b>x</b>')")
+        (edit,) = sends(page, "edit")
+        page.evaluate(
+            "e => { window.py.set('error', 'CUDA out of memory <b>x</b>'); window.py.reply({type: 'edit_done', view: e.view, seq: e.seq}); }",
+            edit,
+        )
         page.wait_for_selector(".rw-error:not([hidden])")
         assert "CUDA out of memory <b>x</b>" in page.text_content(".rw-error")
         assert page.query_selector(".rw-error b") is None
