@@ -109,15 +109,22 @@ export class Tooltip {
   show(content: Node, anchor: DOMRect): void {
     this.el.replaceChildren(content);
     this.el.hidden = false;
-    const rr = this.root.getBoundingClientRect();
+    // absolute positions are relative to the root's padding box (inside its border)
+    const box = this.root.getBoundingClientRect();
+    const ox = box.left + this.root.clientLeft;
+    const oy = box.top + this.root.clientTop;
+    const rr = { width: this.root.clientWidth, height: this.root.clientHeight };
     const gap = 8;
-    const top = Math.max(0, Math.min(rr.height, this.keepOut() - rr.top + 2));
+    const top = Math.max(0, Math.min(rr.height, this.keepOut() - oy + 2));
     const bottom = rr.height;
     this.el.style.maxWidth = `${Math.max(120, rr.width)}px`;
     this.el.style.maxHeight = `${Math.max(40, bottom - top)}px`;
+    // measure at the origin: an absolute box shrinks to the room right of its current position
+    this.el.style.left = "0px";
+    this.el.style.top = "0px";
     const tw = this.el.offsetWidth;
     const th = this.el.offsetHeight;
-    const a = { left: anchor.left - rr.left, right: anchor.right - rr.left, top: anchor.top - rr.top, bottom: anchor.bottom - rr.top };
+    const a = { left: anchor.left - ox, right: anchor.right - ox, top: anchor.top - oy, bottom: anchor.bottom - oy };
 
     let x = a.right + gap; // right of the anchor
     let side = x + tw <= rr.width;

@@ -793,6 +793,22 @@ def test_tooltip_stays_inside_and_off_the_controls(chromium_browser, frontend_bu
         assert page.evaluate("document.documentElement.scrollHeight <= window.innerHeight")
     finally:
         page.close()
+    # lazy top-k: the box is placed again when the (wider) list arrives, still beside the cell
+    meta, blob = make_payload(R=5, T=12, k=10)
+    page = open_widget(chromium_browser, frontend_bundle, meta=meta, blob=blob, width=900, height=700)
+    try:
+        for row, pos in [(4, 11), (0, 11)]:
+            x, y = cell_xy(page, row, pos)
+            page.mouse.move(x, y)
+            page.wait_for_function(f"window.log.sends.some(m => m.type === 'details' && m.pos === {pos})")
+            req = [m for m in sends(page, "details") if m["pos"] == pos][-1]
+            page.evaluate("m => window.py.reply(m)", {**details_reply(meta, pos, k=10), "req": req["req"]})
+            page.wait_for_selector(".rw-tooltip .rw-topk-item")
+            tip = rect(page, ".rw-tooltip")
+            assert tip["r"] <= x - 1, (row, pos, tip, x)
+            assert inside(tip, rect(page, ".rw-root")) and not intersects(tip, rect(page, ".rw-toolbar"))
+    finally:
+        page.close()
 
 
 def test_strip_follows_the_metric_and_says_so(chromium_browser, frontend_bundle):
