@@ -114,6 +114,11 @@ export class TokenStrip {
         runs && runs.length ? h("span", { class: "rw-chip-char", text: runs.map((r) => r[0]).join("") }) : null,
       );
       const pred = h("span", { class: "rw-chip-pred" });
+      // as wide as the longest prediction at any layer: scrubbing never re-wraps the strip, and a
+      // prediction's new text re-lays out only its own box (fixed size, clipped)
+      let longest = 1;
+      for (let r = 0; r < d.R; r++) longest = Math.max(longest, Array.from(visible(tokenText(d, d.top1Id[r * d.T + p]))).length);
+      pred.style.width = `calc(${longest}ch + 8px)`;
       const chip = h(
         "span",
         {
