@@ -984,3 +984,36 @@ def test_layer_scrub_at_1024_tokens_repaints_only_what_changes(chromium_browser,
         assert last == [f"w{layer}_{start + j}" for j in range(len(preds) - 3, len(preds))]
     finally:
         page.close()
+
+
+def test_two_views_of_one_model_keep_their_own_requests_and_edits(chromium_browser, frontend_bundle):
+    """Issue 12 item 2 in the browser: two views of one model have their own ids; a details reply or an
+    edit acknowledgement for one view does not answer the other's."""
+    page = open_widget(chromium_browser, frontend_bundle)
+    meta = page.meta  # type: ignore[attr-defined]
+    try:
+        page.evaluate("() => { const el = document.createElement('div'); el.id = 'app2'; el.style.width = '900px'; document.body.append(el); window.cleanup2 = window.render(el); }")
+        page.wait_for_selector("#app2 .rw-heatmap-canvas[data-rows]")
+        ids = page.eval_on_selector_all(".rw-root", "els => els.map(e => e.dataset.view)")
+        assert len(ids) == 2 and ids[0] != ids[1]
+        # both views hover the same cell: two requests with different ids; one reply answers one view
+        for app in ("#app", "#app2"):
+            page.locator(f"{app} .rw-heatmap-overlay").hover(position={"x": 5 * 72 + 10, "y": 2 * 24 + 10})
+            page.wait_for_timeout(150)
+        reqs = sends(page, "details")
+        assert len(reqs) == 2 and reqs[0]["req"] != reqs[1]["req"]
+        assert {r["req"].split(":")[0] for r in reqs} == set(ids)
+        pos = reqs[1]["pos"]
+        page.evaluate("m => window.py.reply(m)", {**details_reply(meta, pos), "req": reqs[1]["req"]})
+        page.wait_for_selector("#app2 .rw-tooltip .rw-topk-item")
+        assert page.locator("#app .rw-topk-item").count() == 0  # the first view's request is still open
+        # an edit in the second view: only that view waits, and only its own acknowledgement ends it
+        page.locator("#app2 .rw-prompt").fill("Second view")
+        page.wait_for_function("window.log.sends.some(m => m.type === 'edit')", timeout=2000)
+        (edit,) = sends(page, "edit")
+        assert edit["view"] == ids[1]
+        assert page.locator("#app2 .rw-root.rw-busy").count() == 1 and page.locator("#app .rw-root.rw-busy").count() == 0
+        page.evaluate("e => window.py.reply({type: 'edit_done', view: e.view, seq: e.seq})", edit)
+        page.wait_for_selector("#app2 .rw-root:not(.rw-busy)")
+    finally:
+        page.close()
