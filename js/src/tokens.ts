@@ -202,9 +202,19 @@ export class TokenStrip {
     const v = c ? valueAt(d, c.metric, this.layer, p, c.opts) : d.top1Prob[i];
     const rgb = (c ? sample(c.scale.map, c.scale.toT(v)) : null) ?? [128, 128, 128];
     const pred = this.preds[j];
-    pred.textContent = visible(tokenText(d, d.top1Id[i]));
-    pred.style.backgroundColor = css(rgb);
-    pred.style.color = textOn(rgb);
+    // write only what differs (neighbouring layers often agree): fewer style and layout updates
+    const text = visible(tokenText(d, d.top1Id[i]));
+    const bg = css(rgb);
+    const fg = textOn(rgb);
+    if (pred.textContent !== text) pred.textContent = text;
+    if (pred.dataset.bg !== bg) {
+      pred.style.backgroundColor = bg;
+      pred.dataset.bg = bg;
+    }
+    if (pred.dataset.fg !== fg) {
+      pred.style.color = fg;
+      pred.dataset.fg = fg;
+    }
     this.painted[j] = key;
   }
 
