@@ -263,7 +263,6 @@ def test_targets_written_back_are_the_analysis_targets(widget):
     assert widget.error == "" and widget.analysis.targets == widget.targets
 
 
-@pytest.mark.xfail(strict=True, reason="needs Session.resolve_targets to accept the names it reports ('x (#id)'), lead's change")
 def test_duplicate_target_names_round_trip(widget):
     tid = int(widget.session.tokenizer.encode(" It", add_special_tokens=False)[0])
     _edit(widget, "v", 1, targets=[" It", tid])
