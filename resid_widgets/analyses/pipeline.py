@@ -111,6 +111,7 @@ class Update:
     positions: tuple[int, int]  # begin: the positions with new values [keep, T); lens: the block read
     keep: int = 0  # begin: positions [0, keep) equal the base analysis' (every array)
     fraction: float = 0.0
+    base: Analysis | None = None  # begin: the analysis those kept positions come from
 
 
 @dataclass
@@ -220,7 +221,7 @@ def run_stages(
         _proj_final_cum=final_cum,
         _resid=acts.resid.numpy(force=True),  # force: GPU tensors come back to the host
     )
-    yield Update("begin", analysis, (keep, T), keep=keep, fraction=0.1)
+    yield Update("begin", analysis, (keep, T), keep=keep, fraction=0.1, base=base if keep else None)
 
     # ---- lens: the other rows, a block of positions at a time -----------------------------------
     rows = list(range(R - 1))

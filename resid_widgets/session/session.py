@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.analyses.lens import FinalReadout, softcap
+from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, FinalReadout, softcap
 from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
@@ -72,6 +72,8 @@ class Session:
         self._kv_verified = False
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
+        #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
+        self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
 
     # ---- model facts ----------------------------------------------------------------------------
@@ -365,6 +367,7 @@ class Session:
             subspace=self.subspace,
             strings=self.token_strings,
             info=self.info(),
+            chunk_elements=self.chunk_elements,
             cancelled=cancelled or (lambda: False),
         )
 

@@ -20,6 +20,7 @@ raises, shows the error in the widget's banner and leaves the widget as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,8 +29,9 @@ from typing import Any
 import anywidget
 import traitlets as t
 
+from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
-from resid_widgets.payload.encode import cell_details, encode_analysis
+from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS
 from resid_widgets.session import Session
 from resid_widgets.session.tokens import multibyte_chars
@@ -88,8 +90,11 @@ class ResidWidget(anywidget.AnyWidget):
         tau: float = 0.9,
         metric: str = "projection",
         device: str | None = None,
+        wait: bool = True,
         **kwargs: Any,
     ):
+        """``wait=False`` returns as soon as the first stage is shown (norms, projection, the final row)
+        and reads the lens in the background; ``w.wait()`` blocks until ``w.analysis`` is complete."""
         self.session = as_session(model_or_session, device=device)
         if prompt is None:
             prompt = DEMO_PROMPT if self.session.is_demo else DEFAULT_PROMPT
@@ -102,19 +107,97 @@ class ResidWidget(anywidget.AnyWidget):
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resid-widget")
         self._last_job: Future | None = None
         self._state_lock = threading.RLock()
-        self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
+        self._sent: dict[int, int] = {}  # id(analysis) -> the payload seq it was sent as
+        self._sent_objects: list[Analysis] = []
+        self._stream_seq = 0  # the seq of the analysis being streamed (0: none)
+        if wait:
+            self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
         self._applying = True
         try:
             super().__init__(prompt=prompt, targets=list(targets or []), top_k=top_k, tau=tau, metric=metric, **kwargs)
         finally:
             self._applying = False
-        self.layer = self.analysis.n_layers
-        self._publish(self.analysis, client_seq=0)
         self.on_msg(self._on_frontend_msg)
+        if wait:
+            self.layer = self.analysis.n_layers
+            self._publish(self.analysis, client_seq=0)
+        else:
+            self._start_streaming(prompt, list(targets or []), top_k, tau)
+
+    def _start_streaming(self, prompt, targets, top_k, tau) -> None:
+        """``wait=False``: compute in the worker thread; return once the first stage (norms, projection, the
+        final row) is published, so the widget shows at once and fills in as the lens blocks arrive."""
+        begun = threading.Event()
+        failure: list[BaseException] = []
+
+        def first(analysis: Analysis) -> None:
+            self.analysis = analysis
+            self.layer = analysis.n_layers
+            self._publish(analysis, client_seq=0)
+            begun.set()
+
+        def run() -> None:
+            try:
+                analysis = self._compute(prompt, targets, top_k, tau, progress=self._progress_for(self._edit_no), on_begin=first)
+                self._publish(analysis, client_seq=0)
+            except BaseException as exc:  # noqa: BLE001 - reported to the constructor or the banner
+                failure.append(exc)
+                if begun.is_set():
+                    self.error = str(exc)
+            finally:
+                self.status = "idle"
+                begun.set()
+
+        self.status = "computing"
+        self._last_job = self._jobs.submit(run)
+        begun.wait()
+        if failure and not hasattr(self, "analysis"):
+            self.close()
+            raise failure[0]
 
     # ---- computing ------------------------------------------------------------------------------
-    def _compute(self, prompt, targets, top_k, tau, progress=None) -> Analysis:
-        return self.session.analyze(prompt, top_k=top_k, targets=targets or None, tau=tau, progress=progress)
+    def _compute(self, prompt, targets, top_k, tau, progress=None, cancelled=None, window=None, on_begin=None) -> Analysis:
+        """Run the staged analysis; once the widget exists, every stage goes to its views as a
+        ``delta`` message while the rest is computed (the browser paints as they arrive)."""
+        updates = self.session.stream(
+            prompt, top_k=top_k, targets=targets or None, tau=tau, view=window, cancelled=cancelled
+        )
+        streaming = getattr(self, "comm", None) is not None
+        update = None
+        for update in updates:
+            if progress is not None:
+                progress(update.fraction, update.stage)
+            if streaming:
+                self._send_delta(update)
+            if on_begin is not None and update.stage == "begin":
+                on_begin(update.analysis)
+        return update.analysis
+
+    def _send_delta(self, update) -> None:
+        """One stage to the views. The begin stage reserves the seq that the final payload will carry;
+        its kept positions refer to the payload the base analysis was sent as (else everything is sent)."""
+        with self._state_lock:
+            if update.stage == "begin":
+                self._seq += 1
+                self._stream_seq = self._seq
+                base_seq = self._sent.get(id(update.base), 0) if update.base is not None else 0
+                if not base_seq:  # the views never saw that analysis: send every position
+                    update = dataclasses.replace(update, keep=0, positions=(0, update.analysis.n_tokens))
+                self._remember(update.analysis, self._seq)
+            else:
+                base_seq = 0
+            content, blob = encode_delta(update, seq=self._stream_seq, base_seq=base_seq, is_demo=self.session.is_demo)
+        try:
+            self.send(content, buffers=[blob])
+        except Exception:  # the widget was closed meanwhile
+            pass
+
+    def _remember(self, analysis: Analysis, seq: int) -> None:
+        """Which payload seq an analysis was sent as (the last few), so an edit can send only a delta."""
+        self._sent[id(analysis)] = seq
+        self._sent_objects.append(analysis)  # keeps the id valid while it is in the table
+        while len(self._sent_objects) > 4:
+            self._sent.pop(id(self._sent_objects.pop(0)), None)
 
     def _encode(self, analysis: Analysis, **kwargs) -> tuple[dict, bytes]:
         """The payload of `analysis`, with what the widget adds to the header: the characters that
@@ -151,8 +234,12 @@ class ResidWidget(anywidget.AnyWidget):
 
     def _publish(self, analysis: Analysis, *, client_seq: int, client_view: str = "") -> None:
         with self._state_lock:
-            self._seq += 1
-            meta, blob = self._encode(analysis, seq=self._seq, client_seq=client_seq)
+            seq = self._sent.get(id(analysis), 0)  # a streamed analysis keeps the seq its deltas had
+            if not seq:
+                self._seq += 1
+                seq = self._seq
+                self._remember(analysis, seq)
+            meta, blob = self._encode(analysis, seq=seq, client_seq=client_seq)
             meta["client_view"] = str(client_view)
             self.analysis = analysis
             with self.hold_sync():
@@ -259,11 +346,13 @@ class ResidWidget(anywidget.AnyWidget):
     def _on_frontend_msg(self, _widget, content: dict, buffers) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "edit":
-            self._submit_edit(str(content.get("view", "")), int(content.get("seq", 0)), dict(content.get("changes") or {}))
+            window = content.get("window")
+            window = (int(window[0]), int(window[1])) if isinstance(window, list) and len(window) == 2 else None
+            self._submit_edit(str(content.get("view", "")), int(content.get("seq", 0)), dict(content.get("changes") or {}), window)
         elif kind == "details":
             self._send_details(content)
 
-    def _submit_edit(self, view: str, seq: int, changes: dict) -> None:
+    def _submit_edit(self, view: str, seq: int, changes: dict, window: tuple[int, int] | None = None) -> None:
         """Queue an edit on top of the edits before it (any view's), in arrival order."""
         with self._state_lock:
             self._edit_no += 1
@@ -275,18 +364,18 @@ class ResidWidget(anywidget.AnyWidget):
             params = {**base, **{k: v for k, v in changes.items() if k in base}}
             if not unknown:
                 self._requested = params
-            self._last_job = self._jobs.submit(self._run_edit, no, view, seq, params, unknown)
+            self._last_job = self._jobs.submit(self._run_edit, no, view, seq, params, unknown, window)
 
     def _is_latest(self, no: int) -> bool:
         return no == self._edit_no
 
-    def _run_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str]) -> None:
+    def _run_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str], window=None) -> None:
         try:
-            self._compute_edit(no, view, seq, params, unknown)
+            self._compute_edit(no, view, seq, params, unknown, window)
         finally:
             self._ack(view, seq)
 
-    def _compute_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str]) -> None:
+    def _compute_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str], window=None) -> None:
         if not self._is_latest(no):
             return  # a newer edit is queued: skip the stale one entirely
         try:
@@ -296,8 +385,16 @@ class ResidWidget(anywidget.AnyWidget):
             if isinstance(targets, str):
                 targets = [x for x in targets.split(",") if x != ""]
             analysis = self._compute(
-                params["prompt"], list(targets), int(params["top_k"]), self.tau, progress=self._progress_for(no)
+                params["prompt"],
+                list(targets),
+                int(params["top_k"]),
+                self.tau,
+                progress=self._progress_for(no),
+                cancelled=lambda: not self._is_latest(no),  # a newer edit stops this one between blocks
+                window=window,
             )
+        except Cancelled:
+            return
         except Exception as exc:  # shown in the widget; the last good view stays
             with self._state_lock:
                 if self._is_latest(no):
