@@ -180,10 +180,14 @@ function f32(data: PayloadInput, spec: ArraySpec | undefined): Float32Array | nu
   return a instanceof Float32Array ? a : Float32Array.from(a as ArrayLike<number>);
 }
 
+/** Ids and ranks; a lens cell not read yet (streaming) holds the dtype's largest value -> -1. */
 function i32(data: PayloadInput, spec: ArraySpec | undefined): Int32Array | null {
   if (!spec) return null;
   const a = readArray(data, spec);
-  return a instanceof Int32Array ? a : Int32Array.from(a as ArrayLike<number>);
+  if (a instanceof Int32Array) return a;
+  const out = Int32Array.from(a as ArrayLike<number>);
+  if (spec.dtype === "uint16") for (let i = 0; i < out.length; i++) if (out[i] === 0xffff) out[i] = -1;
+  return out;
 }
 
 /** True when meta looks like a lens payload header at all (not `{}` before the first compute). */
@@ -247,6 +251,7 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
 
 /** Token text for an id ("⟨id⟩" when the string table lacks it). */
 export function tokenText(d: LensData, id: number): string {
+  if (id < 0) return "…"; // a lens cell not read yet (streaming)
   const s = d.strings.get(id);
   return s === undefined ? `⟨${id}⟩` : s;
 }

@@ -1,6 +1,7 @@
 // Pending edits of ONE view (prompt, targets, top-k typed in the widget).
 //
-//   JS -> Python   {type: "edit", view, seq, changes}       seq = 1, 2, ... per view
+//   JS -> Python   {type: "edit", view, seq, changes, window?}  seq = 1, 2, ... per view; window =
+//                                                           the positions in view, read first
 //   Python -> JS   {type: "edit_done", view, seq}           after every edit it handled (computed,
 //                                                           superseded by a newer one, or failed)
 //
@@ -28,6 +29,8 @@ export class PendingEdits {
     readonly viewId: string,
     private readonly read: () => EditValues,
     private readonly onChange: () => void,
+    /** the positions in view [first, last): Python reads them first */
+    private readonly window: () => [number, number] | null = () => null,
   ) {
     this.requested = this.modelValues();
   }
@@ -75,7 +78,8 @@ export class PendingEdits {
     this.seq += 1;
     this.awaiting = true;
     this.safety.call();
-    this.model.send({ type: "edit", view: this.viewId, seq: this.seq, changes });
+    const win = this.window();
+    this.model.send({ type: "edit", view: this.viewId, seq: this.seq, changes, ...(win ? { window: win } : {}) });
     this.onChange();
   }
 

@@ -294,6 +294,7 @@ export class Heatmap {
         for (let p = 0; p < d.T; p++) {
           const c = sample(s.map, s.toT(valueAt(d, this.metric, r, p, this.opts)));
           ctx.fillStyle = c ? textOn(c) : fg;
+          if (d.top1Id[r * d.T + p] < 0) continue; // not read yet
           const t = cellLabel(tokenText(d, d.top1Id[r * d.T + p]), maxChars);
           ctx.fillText(t, p * cellW + cellW / 2, r * rowH + rowH / 2 + 0.5, cellW - 2);
         }

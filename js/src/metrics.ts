@@ -62,6 +62,9 @@ function layerOut(a: Float32Array | null, d: LensData, row: number, pos: number)
   return a[(row - 1) * d.T + pos];
 }
 
+/** A rank; -1 = a lens cell not read yet (streaming). */
+const rankOrNaN = (r: number) => (r < 0 ? NaN : r);
+
 export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o: ViewOpts): number {
   const i = row * d.T + pos;
   switch (m) {
@@ -70,7 +73,7 @@ export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o:
     case "top1_prob":
       return d.top1Prob[i];
     case "target_rank":
-      return d.targetRank ? d.targetRank[i * d.nTargets + Math.min(o.target, d.nTargets - 1)] : NaN;
+      return d.targetRank ? rankOrNaN(d.targetRank[i * d.nTargets + Math.min(o.target, d.nTargets - 1)]) : NaN;
     case "logit_diff":
       return d.logitDiff ? d.logitDiff[i] : NaN;
     case "resid_norm":

@@ -21,6 +21,8 @@ export const METRICS: { name: MetricName; label: string }[] = spec.metrics.map((
 export const TAU_GRID: readonly number[] = spec.tau_grid;
 /** proj_grid holds round(pct * GRID_SCALE) as uint8. */
 export const GRID_SCALE: number = spec.grid_scale;
+/** Each payload array's axis of token positions (streamed deltas carry a range of it). */
+export const POSITION_AXIS: Readonly<Record<string, number>> = spec.position_axis;
 export const MESSAGES_TO_PYTHON: readonly string[] = spec.messages.to_python;
 export const MESSAGES_TO_BROWSER: readonly string[] = spec.messages.to_browser;
 

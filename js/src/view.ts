@@ -34,6 +34,8 @@ export class LensView {
   private readonly empty = h("div", { class: "rw-empty", text: "No lens computed yet." });
   private readonly body: HTMLDivElement;
   data: LensData | null = null;
+  /** the heatmap's positions in view [first, last) (null until it has scrolled or laid out) */
+  visible: [number, number] | null = null;
   /** hovered cell or chip; row null = follows the layer (chips) */
   private tip: { row: number | null; pos: number; anchor: () => DOMRect } | null = null;
 
@@ -70,7 +72,10 @@ export class LensView {
       click: (c) => this.toggleSelected(c),
       step: (s) => this.setLayer(state.layer + s, true),
       unpin: () => this.setSelected(null, true),
-      view: (first, last) => this.strip.setWindow(first, last),
+      view: (first, last) => {
+        this.visible = [first, last + 1];
+        this.strip.setWindow(first, last);
+      },
     });
     // the tooltip never covers the editor and the toolbar
     this.tooltip = new Tooltip(this.root, () => this.toolbar.el.getBoundingClientRect().bottom);

@@ -4,7 +4,8 @@
 // static HTML export. What each piece does lives in its own module:
 //   view.ts (DOM + local interactions), viewstate.ts (layer/τ/metric/selected + write-backs),
 //   edits.ts (this view's pending edits), topk.ts + rpc.ts (lazy details), codecs.ts (payload),
-//   protocol.ts (constants shared with Python), tau.ts (the one τ/k choice), theme.ts.
+//   protocol.ts (constants shared with Python), tau.ts (the one τ/k choice), theme.ts,
+//   stream.ts (streamed stages merged into the payload being shown).
 
 import "./styles.css";
 import { decodePayload, isMeta, payloadLength, requiredBytes, type LensData } from "./codecs";
@@ -14,6 +15,7 @@ import { versionProblem } from "./protocol";
 import { DetailsClient } from "./rpc";
 import { watchTheme } from "./theme";
 import { TopKSource } from "./topk";
+import { StreamMerger, isDelta, type Wire } from "./stream";
 import { LensView } from "./view";
 import { ViewState } from "./viewstate";
 
@@ -33,7 +35,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       showError();
     },
   });
-  const edits = new PendingEdits(model, viewId, () => view.editor.values(), () => showStatus());
+  const edits = new PendingEdits(model, viewId, () => view.editor.values(), () => showStatus(), () => view.visible);
+  const merger = new StreamMerger();
   view.root.dataset.view = viewId;
   el.append(view.root);
 
@@ -71,12 +74,25 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       return showError();
     }
     localError = "";
+    merger.shown(meta, payload);
     details.setSeq(meta.seq);
     edits.payload(meta);
     state.selected = ViewState.readSelected(model);
     view.applyPayload(d, Number(model.get("layer")) || 0);
     showStatus();
     showError();
+  }
+
+  /** A streamed stage merged into the payload being built: show it as it is so far. */
+  function showStage(w: Wire): void {
+    let d: LensData;
+    try {
+      d = decodePayload(w.meta, w.blob);
+    } catch {
+      return; // the final payload follows; it will say what is wrong
+    }
+    details.setSeq(w.meta.seq);
+    view.applyPayload(d, Number(model.get("layer")) || 0);
   }
 
   let loadQueued = false;
@@ -114,7 +130,12 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   sub.on("change:targets", syncEditor);
   sub.on("change:top_k", syncEditor);
   sub.on("change:_static", () => view.setStatic(!!model.get("_static")));
-  sub.on("msg:custom", (msg: unknown) => {
+  sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
+    if (isDelta(msg)) {
+      const w = merger.apply(msg, buffers?.[0]);
+      if (w) showStage(w);
+      return;
+    }
     if (!edits.handle(msg)) details.handle(msg);
   });
 

@@ -435,8 +435,13 @@ class ResidWidget(anywidget.AnyWidget):
     def _send_details(self, content: dict) -> None:
         req = content.get("req")
         try:
-            reply = cell_details(self.analysis, int(content.get("pos", -1)))
-            reply.update(type="details", req=req, seq=self._meta.get("seq", 0))
+            # a view showing a streamed analysis asks about that one (its cells not read yet come back as -1)
+            seq, analysis = self._meta.get("seq", 0), self.analysis
+            live = self._sent_objects[-1] if self._sent_objects else None
+            if live is not None and content.get("seq") == self._sent.get(id(live)) and content.get("seq") != seq:
+                seq, analysis = content["seq"], live
+            reply = cell_details(analysis, int(content.get("pos", -1)))
+            reply.update(type="details", req=req, seq=seq)
         except (IndexError, TypeError, ValueError) as exc:
             reply = {"type": "details", "req": req, "error": str(exc)}
         self.send(reply)

@@ -203,6 +203,7 @@ async ({esm, css, state, meta, b64, offset, detached}) => {
     set: (k, v) => { state[k] = v; emit("change:" + k); },
     setPayload: (meta, b64) => { state._meta = meta; state._payload = toView(b64, 5); emit("change:_meta"); emit("change:_payload"); },
     reply: (msg) => emit("msg:custom", msg, []),
+    delta: (msg, b64) => emit("msg:custom", msg, [toView(b64, 7)]),  // a streamed stage and its buffer
   };
   window.model = model;
   window.log = log;
