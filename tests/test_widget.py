@@ -264,6 +264,8 @@ def test_targets_written_back_are_the_analysis_targets(widget):
 
 
 def test_duplicate_target_names_round_trip(widget):
+    """A browser edit with targets [" It", <id of " It">]: the second is reported as " It (#id)", the
+    targets field shows that, and every later edit accepts it back (issue 12 item 8)."""
     tid = int(widget.session.tokenizer.encode(" It", add_special_tokens=False)[0])
     _edit(widget, "v", 1, targets=[" It", tid])
     widget.wait()

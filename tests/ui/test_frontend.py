@@ -1018,3 +1018,27 @@ def test_two_views_of_one_model_keep_their_own_requests_and_edits(chromium_brows
         page.wait_for_selector("#app2 .rw-root:not(.rw-busy)")
     finally:
         page.close()
+
+
+def test_targets_field_shows_what_python_reports_and_parses_back(chromium_browser, frontend_bundle):
+    """Issue 12 item 8 (widget side): the names Python writes back (e.g. " the (#267)" for a target given
+    by id whose text is already taken) appear in the targets field as they are, parse back to the same
+    list, and cause no edit by themselves."""
+    page = open_widget(chromium_browser, frontend_bundle)
+    try:
+        names = [" the", " the (#267)", "#12"]
+        page.evaluate("t => window.py.set('targets', t)", names)
+        assert page.input_value(".rw-targets") == " the, the (#267),#12"
+        page.wait_for_timeout(700)
+        assert sends(page, "edit") == []
+        # editing another field sends only that field; the targets are not re-sent
+        page.fill(".rw-prompt", "A new prompt")
+        page.wait_for_function("window.log.sends.some(m => m.type === 'edit')", timeout=2000)
+        (edit,) = sends(page, "edit")
+        assert edit["changes"] == {"prompt": "A new prompt"}
+        # and the field's text parses back to exactly the names
+        page.fill(".rw-targets", page.input_value(".rw-targets") + ", Rome")
+        page.wait_for_function("window.log.sends.filter(m => m.type === 'edit').length === 2", timeout=2000)
+        assert sends(page, "edit")[1]["changes"] == {"targets": names + [" Rome"]}
+    finally:
+        page.close()
