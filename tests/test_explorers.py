@@ -442,6 +442,12 @@ def test_compare_widget(tiny_session):
                     "logit_diff": lambda: z[..., a_id] - z[..., c_id],
                     "target_rank": lambda: (z > z[..., a_id : a_id + 1]).sum(-1).float(),
                     "projection": lambda: torch.as_tensor(numpy_projection(tiny_session, PROMPTS[len(vals)], 0.9)[0]),
+                    "entropy": lambda: -(torch.log_softmax(z.double(), -1).exp() * torch.log_softmax(z.double(), -1)).sum(-1),
+                    "kl": lambda: (
+                        torch.log_softmax(z[-1:].double(), -1).exp()
+                        * (torch.log_softmax(z[-1:].double(), -1) - torch.log_softmax(z.double(), -1))
+                    ).sum(-1),
+                    "final_rank": lambda: (z > z.gather(-1, z[-1].argmax(-1).expand(z.shape[0], -1)[..., None])).sum(-1).float(),
                 }[metric]().double().numpy()
                 vals.append(v)
             va, vb = vals

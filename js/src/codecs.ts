@@ -20,6 +20,8 @@ export interface Meta {
   version: number;
   seq: number;
   client_seq: number;
+  /** which lens read the rows: "logit" | "jacobian" | "tuned" */
+  lens?: string;
   /** id of the view whose edit this payload answers ("" = Python or the initial view) */
   client_view?: string;
   /** positions that hold part of a multi-token UTF-8 character: {pos: runs} */
@@ -72,6 +74,12 @@ export interface LensData {
   targetRank: Int32Array | null; // [R,T,n]
   targetProb: Float32Array | null; // [R,T,n]
   logitDiff: Float32Array | null; // [R,T]
+  /** how the lens reads compared with the model's output (per cell): KL(output ‖ lens) and entropy in
+   *  nats, the rank of the model's own final top-1; the row from which that top-1 stays in the top-k */
+  kl: Float32Array | null; // [R,T]
+  entropy: Float32Array | null; // [R,T]
+  finalRank: Int32Array | null; // [R,T]
+  emergence: Int32Array | null; // [T] (-1: never)
   /** optional (static export): full top-k per cell */
   topIds: Int32Array | null; // [R,T,k]
   topProbs: Float32Array | null; // [R,T,k]
@@ -214,6 +222,10 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
   expectShape("attn_norm", A.attn_norm, [L, T]);
   expectShape("mlp_norm", A.mlp_norm, [L, T]);
   expectShape("logit_diff", A.logit_diff, [R, T]);
+  expectShape("kl", A.kl, [R, T]);
+  expectShape("entropy", A.entropy, [R, T]);
+  expectShape("final_rank", A.final_rank, [R, T]);
+  expectShape("emergence", A.emergence, [T]);
   if (A.target_rank) expectShape("target_rank", A.target_rank, [R, T, nTargets]);
   if (A.target_prob) expectShape("target_prob", A.target_prob, [R, T, nTargets]);
   const topK = A.top_ids ? A.top_ids.shape[2] ?? 0 : 0;
@@ -242,6 +254,10 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
     targetRank: nTargets ? i32(data, A.target_rank) : null,
     targetProb: nTargets ? f32(data, A.target_prob) : null,
     logitDiff: meta.logit_diff ? f32(data, A.logit_diff) : null,
+    kl: f32(data, A.kl),
+    entropy: f32(data, A.entropy),
+    finalRank: i32(data, A.final_rank),
+    emergence: A.emergence ? i32(data, A.emergence) : null,
     topIds: A.top_ids && A.top_probs ? i32(data, A.top_ids) : null,
     topProbs: A.top_ids && A.top_probs ? f32(data, A.top_probs) : null,
     topK: A.top_ids && A.top_probs ? topK : 0,

@@ -301,6 +301,28 @@ export class Heatmap {
       }
     }
 
+    // ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k
+    if (d.emergence && rowH >= 8 && cellW >= 4) {
+      const sz = Math.max(2, Math.min(4, rowH / 4, cellW / 3));
+      ctx.strokeStyle = bg;
+      ctx.lineWidth = 1;
+      ctx.fillStyle = fg;
+      for (let p = 0; p < d.T; p++) {
+        const r = d.emergence[p];
+        if (r < 0) continue;
+        const cx = (p + 1) * cellW - sz - 1.5; // top-right corner: clear of the centred text
+        const cy = r * rowH + sz + 1.5;
+        ctx.beginPath();
+        ctx.moveTo(cx, cy - sz);
+        ctx.lineTo(cx + sz, cy);
+        ctx.lineTo(cx, cy + sz);
+        ctx.lineTo(cx - sz, cy);
+        ctx.closePath();
+        ctx.fill();
+        ctx.stroke();
+      }
+    }
+
     // x axis: input tokens when wide, position numbers otherwise
     ctx.fillStyle = fg;
     ctx.font = this.font(10);

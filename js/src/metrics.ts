@@ -2,6 +2,11 @@
 
 import type { LensData } from "./codecs";
 import { RDBU, VIRIDIS, sample, type ColorMap } from "./colors";
+
+function lensName(d: LensData): string {
+  const l = d.meta.lens ?? "logit";
+  return l === "jacobian" ? "Jacobian lens" : l === "tuned" ? "tuned lens" : "logit lens";
+}
 import { GRID_SCALE, type MetricName } from "./protocol";
 import { tauChoice } from "./tau";
 import { visible } from "./text";
@@ -46,6 +51,12 @@ export function available(d: LensData, m: MetricName): boolean {
       return !!d.attnNorm;
     case "mlp_norm":
       return !!d.mlpNorm;
+    case "kl":
+      return !!d.kl;
+    case "entropy":
+      return !!d.entropy;
+    case "final_rank":
+      return !!d.finalRank;
   }
 }
 
@@ -82,6 +93,12 @@ export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o:
       return layerOut(d.attnNorm, d, row, pos);
     case "mlp_norm":
       return layerOut(d.mlpNorm, d, row, pos);
+    case "kl":
+      return d.kl ? d.kl[i] : NaN;
+    case "entropy":
+      return d.entropy ? d.entropy[i] : NaN;
+    case "final_rank":
+      return d.finalRank ? rankOrNaN(d.finalRank[i]) : NaN;
   }
 }
 
@@ -140,7 +157,8 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
         note: "",
         toT: lin(0, 1),
       };
-    case "target_rank": {
+    case "target_rank":
+    case "final_rank": {
       const V = Math.max(2, d.meta.d_vocab || 2);
       const lv = Math.log10(V);
       const toT = (r: number) => (Number.isFinite(r) ? clamp01(1 - Math.log10(r + 1) / lv) : NaN);
@@ -150,11 +168,33 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
       const tgt = d.meta.targets[Math.min(o.target, d.nTargets - 1)] ?? "";
       return {
         map: VIRIDIS,
-        title: `rank of target “${visible(tgt)}” (0 = top-1, log scale)`,
+        title:
+          m === "target_rank"
+            ? `rank of target “${visible(tgt)}” (0 = top-1, log scale)`
+            : `rank of the model's own final top-1 under the ${lensName(d)} (0 = top-1, log scale)`,
         unit: "rank",
         ticks: ticks.sort((a, b) => a.t - b.t),
-        note: "",
+        note: m === "final_rank" ? "◆ marks the row from which the final top-1 stays in the top-k" : "",
         toT,
+      };
+    }
+    case "kl":
+    case "entropy": {
+      const mx = robustMax(d, m, o, false);
+      return {
+        map: VIRIDIS,
+        title:
+          m === "kl"
+            ? `KL(model output ‖ ${lensName(d)}) per cell, nats (0 = the model's own distribution)`
+            : `entropy of the ${lensName(d)}'s distribution, nats`,
+        unit: "nats",
+        ticks: [
+          { t: 0, label: "0" },
+          { t: 0.5, label: fmt(mx / 2, 2) },
+          { t: 1, label: fmt(mx, 2) },
+        ],
+        note: bosNote,
+        toT: lin(0, mx),
       };
     }
     case "logit_diff": {

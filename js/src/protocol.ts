@@ -8,9 +8,12 @@ export const PROTOCOL_VERSION: number = spec.version;
 
 /** Metric names the view knows how to draw (the switch statements in metrics.ts). A metric the
  *  JSON adds without frontend support fails loudly at load time instead of drawing nothing. */
-export type MetricName = "projection" | "top1_prob" | "target_rank" | "logit_diff" | "resid_norm" | "attn_norm" | "mlp_norm";
+export type MetricName =
+  | "projection" | "top1_prob" | "target_rank" | "logit_diff" | "resid_norm" | "attn_norm" | "mlp_norm"
+  | "kl" | "entropy" | "final_rank";
 const DRAWABLE: ReadonlySet<string> = new Set<MetricName>([
   "projection", "top1_prob", "target_rank", "logit_diff", "resid_norm", "attn_norm", "mlp_norm",
+  "kl", "entropy", "final_rank",
 ]);
 
 export const METRICS: { name: MetricName; label: string }[] = spec.metrics.map((m) => {
@@ -18,6 +21,8 @@ export const METRICS: { name: MetricName; label: string }[] = spec.metrics.map((
   return { name: m.name as MetricName, label: m.label };
 });
 
+/** The lenses Python can read the rows with. */
+export const LENSES: readonly string[] = spec.lenses;
 export const TAU_GRID: readonly number[] = spec.tau_grid;
 /** proj_grid holds round(pct * GRID_SCALE) as uint8. */
 export const GRID_SCALE: number = spec.grid_scale;

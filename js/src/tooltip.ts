@@ -53,6 +53,14 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
   if (d.logitDiff && m.logit_diff) {
     kv(body, "logit diff", `${fmt(d.logitDiff[i], 3)} (`, tok(m.logit_diff.answer), " − ", tok(m.logit_diff.counterfactual), ")");
   }
+  const lens = m.lens ?? "logit";
+  if (d.kl) kv(body, "KL to output", `${fmt(d.kl[i], 3)} nats (${lens} lens)`);
+  if (d.entropy) kv(body, "entropy", `${fmt(d.entropy[i], 3)} nats`);
+  if (d.finalRank && d.finalRank[i] >= 0) kv(body, "final top-1", tok(tokenText(d, d.top1Id[(d.R - 1) * d.T + pos])), ` rank ${d.finalRank[i]} here`);
+  if (d.emergence) {
+    const e = d.emergence[pos];
+    kv(body, "emerges", e < 0 ? "not yet read" : `from row ${m.row_labels[e] ?? e} on (stays in the top-${m.top_k})`);
+  }
   if (d.residNorm) kv(body, "‖resid‖", fmt(d.residNorm[i], 4));
   if (row > 0 && d.attnNorm) kv(body, "‖attn out‖", fmt(d.attnNorm[(row - 1) * d.T + pos], 4));
   if (row > 0 && d.mlpNorm) kv(body, "‖MLP out‖", fmt(d.mlpNorm[(row - 1) * d.T + pos], 4));

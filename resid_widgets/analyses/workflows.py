@@ -235,6 +235,9 @@ METRIC_LABELS = {
     "resid_norm": "‖resid‖₂",
     "attn_norm": "‖attn_out‖₂",
     "mlp_norm": "‖mlp_out‖₂",
+    "kl": "KL(model output ‖ lens), nats",
+    "entropy": "lens entropy, nats",
+    "final_rank": "rank of the model's final top-1 under the lens",
 }
 
 
@@ -248,6 +251,12 @@ def metric_values(analysis: Any, metric: str, *, answer=None, counterfactual=Non
         v = analysis.top_probs[..., 0]
     elif metric == "resid_norm":
         v = analysis.resid_norm
+    elif metric == "kl":
+        v = analysis.kl_to_output
+    elif metric == "entropy":
+        v = analysis.entropy
+    elif metric == "final_rank":
+        v = analysis.final_top1_rank
     elif metric in ("attn_norm", "mlp_norm"):
         return np.arange(1, R), np.asarray(getattr(analysis, metric), dtype=np.float64)
     elif metric == "target_rank":

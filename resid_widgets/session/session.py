@@ -26,6 +26,7 @@ from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Len
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session.loading import load_model
+from resid_widgets.session.tokens import token_bytes
 
 Progress = Callable[[float, str], None]
 PromptLike = Any  # str, or a sequence / 1-D tensor of token ids
@@ -558,23 +559,11 @@ class _kv_cache_kwarg:
             h.remove()
 
 
-_BYTE_DECODER: dict[str, int] | None = None
-
-
 def _byte_fallback(tokenizer, token_id: int, text: str) -> str:
     """A byte-level BPE token that is only part of a UTF-8 character decodes to U+FFFD on its own;
     show its bytes instead (``\\xe2\\x80``), so different partial tokens stay distinguishable."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        # GPT-2's byte <-> printable-character table (transformers 5 no longer exports it): printable
-        # latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
-        keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        extra = [b for b in range(256) if b not in keep]
-        _BYTE_DECODER = {chr(b): b for b in keep} | {chr(256 + n): b for n, b in enumerate(extra)}
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if not isinstance(piece, str) or not piece or any(c not in _BYTE_DECODER for c in piece):
-        return text
-    return bytes(_BYTE_DECODER[c] for c in piece).decode("utf-8", errors="backslashreplace")
+    raw = token_bytes(tokenizer, token_id)
+    return text if raw is None else raw.decode("utf-8", errors="backslashreplace")
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:

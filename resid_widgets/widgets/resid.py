@@ -187,6 +187,8 @@ class ResidWidget(anywidget.AnyWidget):
             else:
                 base_seq = 0
             content, blob = encode_delta(update, seq=self._stream_seq, base_seq=base_seq, is_demo=self.session.is_demo)
+            if update.stage == "begin":
+                content["meta"].update(self._header_extras(update.analysis))
         try:
             self.send(content, buffers=[blob])
         except Exception:  # the widget was closed meanwhile
@@ -203,14 +205,19 @@ class ResidWidget(anywidget.AnyWidget):
         """The payload of `analysis`, with what the widget adds to the header: the characters that
         byte tokens belong to (``chars``) and target suggestions that are single tokens here."""
         meta, blob = encode_analysis(analysis, is_demo=self.session.is_demo, **kwargs)
+        meta.update(self._header_extras(analysis))
+        return meta, blob
+
+    def _header_extras(self, analysis: Analysis) -> dict:
         tokenizer = self.session.tokenizer
         try:
             runs = multibyte_chars(tokenizer, analysis.token_ids) if tokenizer is not None else {}
         except Exception:  # a tokenizer without byte-level pieces: nothing to show
             runs = {}
-        meta["chars"] = {str(p): [list(r) for r in v] for p, v in runs.items()}
-        meta["suggested_targets"] = self._suggest_targets(analysis)
-        return meta, blob
+        return {
+            "chars": {str(p): [list(r) for r in v] for p, v in runs.items()},
+            "suggested_targets": self._suggest_targets(analysis),
+        }
 
     def _suggest_targets(self, analysis: Analysis, n: int = 2) -> list[str]:
         """The last position's top predictions (final row) that are single tokens of this vocabulary

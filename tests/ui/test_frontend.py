@@ -444,14 +444,15 @@ def test_prompt_edit_sends_one_debounced_edit(chromium_browser, frontend_bundle)
         edits = sends(page, "edit")
         view = page.get_attribute(".rw-root", "data-view")
         assert view and len(view) >= 8
-        assert edits == [{"type": "edit", "view": view, "seq": 1, "changes": {"prompt": "Hello world"}}]
+        # the positions in view travel with the edit (Python reads them first): all 12 fit here
+        assert edits == [{"type": "edit", "view": view, "seq": 1, "changes": {"prompt": "Hello world"}, "window": [0, 12]}]
         assert page.is_visible(".rw-status")  # computing indicator while waiting
         page.evaluate("() => { window.py.set('status', 'computing'); window.py.set('progress', 0.42); }")
         assert "42%" in page.text_content(".rw-status")
         # targets go through the same edit message; leading spaces are kept
         page.fill(".rw-targets", " Paris, Rome")
         page.wait_for_function("window.log.sends.filter(m => m.type === 'edit').length === 2", timeout=2000)
-        assert sends(page, "edit")[1] == {"type": "edit", "view": view, "seq": 2, "changes": {"targets": [" Paris", " Rome"]}}
+        assert sends(page, "edit")[1] == {"type": "edit", "view": view, "seq": 2, "changes": {"targets": [" Paris", " Rome"]}, "window": [0, 12]}
         # another view's acknowledgement, or one for this view's older edit, does not end the wait
         page.evaluate("v => { window.py.set('status', 'idle'); window.py.reply({type: 'edit_done', view: 'other', seq: 2}); window.py.reply({type: 'edit_done', view: v, seq: 1}); }", view)
         page.wait_for_timeout(50)
