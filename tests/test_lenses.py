@@ -92,7 +92,10 @@ def test_identity_jacobian_lens_is_the_logit_lens_exactly(biased_model):
     assert torch.equal(logit.transform(resid), resid)
     assert torch.equal(ident.transform(resid), resid)
     with torch.inference_mode():
-        assert torch.equal(final_logits(s.model, ident.transform(resid)), final_logits(s.model, logit.transform(resid)))
+        ref = final_logits(s.model, logit.transform(resid))
+        assert torch.equal(final_logits(s.model, ident.transform(resid)), ref)
+        centred = final_logits(s.model, JacobianLens.identity(s, centre_input=True).transform(resid))
+    torch.testing.assert_close(centred, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_final_readout_matches_the_session_analysis_and_the_model(biased_model):
@@ -116,7 +119,8 @@ def test_final_readout_matches_the_session_analysis_and_the_model(biased_model):
 def test_every_lens_is_the_identity_at_the_last_row(demo_session):
     resid = _rows(demo_session, "Mr. and Mrs. Bennet had five daughters, and")
     with torch.inference_mode():
-        model_logits = demo_session.model(demo_session.to_token_ids("Mr. and Mrs. Bennet had five daughters, and")[0][None])[0]
+        ids, _ = demo_session.to_token_ids("Mr. and Mrs. Bennet had five daughters, and")
+        model_logits = demo_session.model(torch.as_tensor(ids)[None])[0]
     for kind in ("logit", "jacobian", "tuned"):
         lens = get_lens(kind, demo_session)
         assert lens.kind == kind
@@ -307,13 +311,15 @@ def test_tuned_lens_training_reduces_its_loss_and_is_deterministic(tiny_session)
     assert np.all(kl_t[:-1] < kl_l[:-1]) and kl_t[-1] == kl_l[-1] == 0.0
 
 
-def test_tuned_lens_ignores_a_rows_mean_on_layernorm_models(demo_session):
-    """Trained on centred rows; a row shifted along the all-ones vector (a raw, uncentred row) reads the same."""
-    lens = get_lens("tuned", demo_session)
+def test_lenses_ignore_a_rows_mean_on_layernorm_models(demo_session):
+    """Fitted on centred rows; a row shifted along the all-ones vector (a raw, uncentred row) reads the same."""
     resid = _rows(demo_session, "Lady Catherine de")
-    shifted = resid + torch.randn(resid.shape[:-1] + (1,)) * 3.0
-    torch.testing.assert_close(_logprobs(demo_session.model, lens.transform(shifted)),
-                               _logprobs(demo_session.model, lens.transform(resid)), rtol=0, atol=1e-4)
+    shifted = resid + torch.randn(resid.shape[:-1] + (1,), generator=torch.Generator().manual_seed(0)) * 3.0
+    for kind in ("jacobian", "tuned"):
+        lens = get_lens(kind, demo_session)
+        assert lens.centre_input
+        torch.testing.assert_close(_logprobs(demo_session.model, lens.transform(shifted)),
+                                   _logprobs(demo_session.model, lens.transform(resid)), rtol=0, atol=1e-4)
 
 
 # ---- held-out demo text --------------------------------------------------------------------------

@@ -11,10 +11,15 @@ model's own final residual (every lens is the identity there). Reading a row out
 The lenses here are per-row affine maps ``v = x @ M_r.T + c_r`` (the logit lens: M = I, c = 0; the
 Jacobian lens: M = J_r, c = 0; the tuned lens: M = I + A_r, c = b_r).
 
-Files: one ``.safetensors`` per lens, float16 by default. Tensors ``M.{row}`` (and ``c.{row}``) for
-the rows that are not the identity; the safetensors header's string metadata holds ``format``
-(``resid_widgets.lens/1``), ``kind``, ``n_rows``, ``d_model`` and ``info`` (a JSON object with the
-model it was made for and how it was made).
+For a LayerNorm model (``centre_input``) a lens first subtracts each row's mean: the final LayerNorm
+cannot see a row's mean, compatibility-mode rows have none, and so a lens reads a raw (uncentred) row
+exactly as the centred one, however its matrices were rounded.
+
+Files: one ``.safetensors`` per lens, float16 by default. Tensors ``D.{row}`` = ``M_r - I`` (stored
+as a difference from the identity so float16 rounds only the small part) and ``c.{row}``, for the
+rows that are not the identity; the safetensors header's string metadata holds ``format``
+(``resid_widgets.lens/1``), ``kind``, ``n_rows``, ``d_model``, ``centre_input`` ("0" or "1") and
+``info`` (a JSON object with the model it was made for and how it was made).
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class Lens:
         *,
         matrices: dict[int, torch.Tensor] | None = None,
         offsets: dict[int, torch.Tensor] | None = None,
+        centre_input: bool = False,
         info: dict[str, Any] | None = None,
     ):
         if n_rows < 1 or d_model < 1:
@@ -157,6 +163,7 @@ class Lens:
                 if not torch.isfinite(t).all():
                     raise ValueError(f"{self.kind} lens: the {name} of row {row} has non-finite values")
                 dst[row] = t
+        self.centre_input = bool(centre_input)
         self.info: dict[str, Any] = dict(info or {})
         self._on_device: dict[tuple, torch.Tensor] = {}
 
@@ -187,6 +194,10 @@ class Lens:
         return out
 
     def _apply(self, x: torch.Tensor, row: int) -> torch.Tensor:
+        if row not in self.matrices and row not in self.offsets:
+            return x  # the identity, exactly
+        if self.centre_input:
+            x = x - x.mean(dim=-1, keepdim=True)
         M = self._get("M", row, self.matrices, x.device)
         y = x if M is None else x @ M.T
         c = self._get("c", row, self.offsets, x.device)
@@ -207,7 +218,8 @@ class Lens:
         return sorted(set(self.matrices) | set(self.offsets))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(rows={self.n_rows}, d_model={self.d_model}, fitted rows={self.fitted_rows()})"
+        return (f"{type(self).__name__}(rows={self.n_rows}, d_model={self.d_model}, fitted rows={self.fitted_rows()}, "
+                f"centre_input={self.centre_input})")
 
     # -- checking against a model ----------------------------------------------------------------
     def check_model(self, session_or_model: Any) -> "Lens":
@@ -227,13 +239,15 @@ class Lens:
         """Write the lens to one ``.safetensors`` file (see the module docstring for the layout)."""
         from safetensors.torch import save_file
 
-        tensors = {f"M.{r}": m.to(dtype).contiguous() for r, m in self.matrices.items()}
+        eye = torch.eye(self.d_model)
+        tensors = {f"D.{r}": (m - eye).to(dtype).contiguous() for r, m in self.matrices.items()}
         tensors |= {f"c.{r}": c.to(dtype).contiguous() for r, c in self.offsets.items()}
         meta = {
             "format": FORMAT,
             "kind": self.kind,
             "n_rows": str(self.n_rows),
             "d_model": str(self.d_model),
+            "centre_input": "1" if self.centre_input else "0",
             "info": json.dumps(self.info, sort_keys=True),
         }
         path = Path(path)
@@ -266,11 +280,14 @@ class Lens:
             raise ValueError(f"{path}: unknown lens kind {kind!r}")
         if cls is not Lens and not issubclass(target, cls):
             raise ValueError(f"{path} holds a {kind} lens, not a {cls.kind} lens")
+        d = int(meta["d_model"])
+        eye = torch.eye(d)
         lens = target(
             int(meta["n_rows"]),
-            int(meta["d_model"]),
-            matrices={int(k[2:]): v for k, v in tensors.items() if k.startswith("M.")},
+            d,
+            matrices={int(k[2:]): eye + v.float() for k, v in tensors.items() if k.startswith("D.")},
             offsets={int(k[2:]): v for k, v in tensors.items() if k.startswith("c.")},
+            centre_input=meta.get("centre_input") == "1",
             info=json.loads(meta.get("info", "{}")),
         )
         if session_or_model is not None:

@@ -17,7 +17,8 @@ through J unchanged and is removed by the final LayerNorm: ``ln(J r_compat) = ln
 two estimates differ only by ``J_compat = P J_raw + 11^T/d`` (P the centring projector), which the
 final norm cannot see, so a matrix fitted on either basis reads the other's rows identically
 (tests/test_lenses.py checks the matrices and the readouts against TransformerLens on the same
-model). RMSNorm models: compatibility mode leaves the rows unchanged, so the matrices are the same.
+model). The lens also centres its input on LayerNorm models, so raw rows read exactly like centred
+ones. RMSNorm models: compatibility mode leaves the rows unchanged, so the matrices are the same.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from resid_widgets.lenses.base import (
     Progress,
     _model_name,
     frozen_parameters,
+    is_layernorm,
     model_of,
     register,
     report,
@@ -57,11 +59,13 @@ class JacobianLens(Lens):
         return self.matrices
 
     @classmethod
-    def identity(cls, session_or_model: Any) -> "JacobianLens":
-        """Identity matrices at every row but the last: reads exactly like the logit lens."""
+    def identity(cls, session_or_model: Any, *, centre_input: bool = False) -> "JacobianLens":
+        """Identity matrices at every row but the last: reads exactly like the logit lens (bit for bit when
+        ``centre_input`` is False; with it, up to rounding on a LayerNorm model)."""
         model = model_of(session_or_model)
         L, d = int(model.cfg.n_layers), int(model.W_U.shape[0])
-        return cls(L + 1, d, matrices={r: torch.eye(d) for r in range(L)}, info={"model_name": _model_name(session_or_model)})
+        return cls(L + 1, d, matrices={r: torch.eye(d) for r in range(L)}, centre_input=centre_input,
+                   info={"model_name": _model_name(session_or_model)})
 
     # -- TransformerLens artifacts ----------------------------------------------------------------
     @classmethod
@@ -80,7 +84,8 @@ class JacobianLens(Lens):
         info = {k: v for k, v in tl_lens.metadata.items() if isinstance(v, (str, int, float, bool, type(None)))}
         info.update(source="transformer_lens", n_prompts=int(tl_lens.n_prompts), basis="raw bridge hook_out",
                     model_name=info.get("model_name") or _model_name(session_or_model))
-        return cls(L + 1, d, matrices={l + 1: J for l, J in tl_lens.jacobians.items()}, info=info)
+        return cls(L + 1, d, matrices={l + 1: J for l, J in tl_lens.jacobians.items()}, centre_input=is_layernorm(model),
+                   info=info)
 
     def to_transformer_lens(self) -> Any:
         """A TransformerLens ``JacobianLens`` with rows 1..L-1 as its layers 0..L-2 (row 0 has no place there)."""
@@ -168,7 +173,8 @@ def fit_jacobian_lens(
         "corpus": corpus or "user prompts",
         "fit_seconds": round(time.perf_counter() - t0, 2),
     }
-    return JacobianLens(L + 1, d, matrices={r: (s / n_done).float() for r, s in sums.items()}, info=info)
+    return JacobianLens(L + 1, d, matrices={r: (s / n_done).float() for r, s in sums.items()},
+                        centre_input=is_layernorm(model), info=info)
 
 
 class _StopForward(Exception):

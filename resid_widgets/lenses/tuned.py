@@ -10,10 +10,9 @@ with torchdata 0.9, passes ``load_in_8bit`` to ``from_pretrained``, which transf
 So the translators are trained here, on the session's own residual rows, by a small loop: a fixed
 seed, Adam, minibatches of tokens drawn from a fixed set of residual rows computed once.
 
-LayerNorm models: the rows are trained in the compatibility-mode basis (each row minus its mean).
-After training ``A_r`` is multiplied on the right by the centring projector P, which changes nothing
-for centred rows and makes the translator ignore a row's mean, so it reads raw (uncentred) rows the
-same way; ``b_r``'s mean is removed by the final LayerNorm either way.
+LayerNorm models: the translators are trained on the compatibility-mode rows (each row minus its
+mean) and the lens centres its input (``centre_input``), so raw (uncentred) rows read the same way;
+``b_r``'s mean is removed by the final LayerNorm either way.
 """
 
 from __future__ import annotations
@@ -46,12 +45,13 @@ class TunedLens(Lens):
     kind = "tuned"
 
     @classmethod
-    def from_translators(cls, A: torch.Tensor, b: torch.Tensor, *, info: dict | None = None) -> "TunedLens":
+    def from_translators(cls, A: torch.Tensor, b: torch.Tensor, *, centre_input: bool = False,
+                         info: dict | None = None) -> "TunedLens":
         """``A`` [L, d, d] and ``b`` [L, d] for rows 0..L-1 (row L is the identity)."""
         L, d = int(A.shape[0]), int(A.shape[-1])
         eye = torch.eye(d)
         return cls(L + 1, d, matrices={r: eye + A[r].detach().float().cpu() for r in range(L)},
-                   offsets={r: b[r].detach().float().cpu() for r in range(L)}, info=info)
+                   offsets={r: b[r].detach().float().cpu() for r in range(L)}, centre_input=centre_input, info=info)
 
 
 def collect_rows(
@@ -135,10 +135,6 @@ def train_tuned_lens(
             if not math.isfinite(losses[-1]):
                 raise FloatingPointError(f"tuned-lens training diverged at step {step} (lr={lr})")
             report(progress, 0.1 + 0.9 * (step + 1) / steps, f"training the tuned lens: step {step + 1}/{steps}")
-    A_final = A.detach().cpu()
-    if is_layernorm(model):  # ignore each row's mean (see the module docstring)
-        P = torch.eye(d) - torch.full((d, d), 1.0 / d)
-        A_final = A_final @ P
     info = {
         "model_name": _model_name(session),
         "objective": "KL(model output || lens), mean over tokens, summed over rows (Belrose et al. 2023)",
@@ -153,6 +149,6 @@ def train_tuned_lens(
         "train_seconds": round(time.perf_counter() - t0, 2),
         "corpus": corpus or "user texts",
     }
-    lens = TunedLens.from_translators(A_final, b.detach().cpu(), info=info)
+    lens = TunedLens.from_translators(A.detach().cpu(), b.detach().cpu(), centre_input=is_layernorm(model), info=info)
     lens.losses = losses  # per-step mean KL (not saved)
     return lens
