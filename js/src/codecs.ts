@@ -13,10 +13,19 @@ export interface ArraySpec {
   shape: number[];
 }
 
+/** [character, first byte, last byte, bytes in the character] (bytes counted from 1) */
+export type CharRun = [string, number, number, number];
+
 export interface Meta {
   version: number;
   seq: number;
   client_seq: number;
+  /** id of the view whose edit this payload answers ("" = Python or the initial view) */
+  client_view?: string;
+  /** positions that hold part of a multi-token UTF-8 character: {pos: runs} */
+  chars?: Record<string, CharRun[]>;
+  /** single tokens of this vocabulary to suggest as targets (the targets field's placeholder) */
+  suggested_targets?: string[];
   model_name: string;
   is_demo: boolean;
   prompt: string;
@@ -171,10 +180,14 @@ function f32(data: PayloadInput, spec: ArraySpec | undefined): Float32Array | nu
   return a instanceof Float32Array ? a : Float32Array.from(a as ArrayLike<number>);
 }
 
+/** Ids and ranks; a lens cell not read yet (streaming) holds the dtype's largest value -> -1. */
 function i32(data: PayloadInput, spec: ArraySpec | undefined): Int32Array | null {
   if (!spec) return null;
   const a = readArray(data, spec);
-  return a instanceof Int32Array ? a : Int32Array.from(a as ArrayLike<number>);
+  if (a instanceof Int32Array) return a;
+  const out = Int32Array.from(a as ArrayLike<number>);
+  if (spec.dtype === "uint16") for (let i = 0; i < out.length; i++) if (out[i] === 0xffff) out[i] = -1;
+  return out;
 }
 
 /** True when meta looks like a lens payload header at all (not `{}` before the first compute). */
@@ -238,6 +251,7 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
 
 /** Token text for an id ("⟨id⟩" when the string table lacks it). */
 export function tokenText(d: LensData, id: number): string {
+  if (id < 0) return "…"; // a lens cell not read yet (streaming)
   const s = d.strings.get(id);
   return s === undefined ? `⟨${id}⟩` : s;
 }
