@@ -309,6 +309,10 @@ def test_tuned_lens_training_reduces_its_loss_and_is_deterministic(tiny_session)
     kl_t = kl_to_output(tiny_session, rows, a).mean(1)
     kl_l = kl_to_output(tiny_session, rows, LogitLens.for_model(tiny_session)).mean(1)
     assert np.all(kl_t[:-1] < kl_l[:-1]) and kl_t[-1] == kl_l[-1] == 0.0
+    with pytest.raises(ValueError, match="non-empty list of texts"):
+        train_tuned_lens(tiny_session, [], steps=1, seed=0)
+    with pytest.raises(ValueError, match="rows must be"):
+        train_tuned_lens(tiny_session, None, steps=1, seed=0, rows_cache=rows[:2])
 
 
 def test_lenses_ignore_a_rows_mean_on_layernorm_models(demo_session):

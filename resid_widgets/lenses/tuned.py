@@ -104,6 +104,8 @@ def train_tuned_lens(
         raise ValueError("steps and batch_tokens must be >= 1 and lr > 0")
     if L < 1:
         raise ValueError("the model has no layers to tune")
+    if rows_cache is None and (texts is None or isinstance(texts, str) or not len(texts)):
+        raise ValueError("train_tuned_lens needs a non-empty list of texts (or rows_cache from collect_rows)")
     t0 = time.perf_counter()
     rows = rows_cache if rows_cache is not None else collect_rows(
         session, texts, max_seq_len=max_seq_len, progress=None if progress is None else (lambda f, s: report(progress, 0.1 * f, s)))
