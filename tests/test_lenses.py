@@ -383,3 +383,52 @@ def test_emergence_rows_against_a_loop_on_a_real_analysis(demo_session):
             expect = next((r for r in range(R) if all(inside[r:])), NEVER)
             assert (rows[t] if j == 0 else targets[t, j - 1]) == expect
     assert np.all(rows >= 0)  # the final top-1 is always in the last row's top-k
+
+
+# ---- the lens inside Session.analyze (the staged pipeline) ------------------------------------------
+def test_session_identity_jacobian_lens_equals_the_logit_lens(biased_model):
+    from resid_widgets import Session
+
+    s = Session(biased_model)
+    ids = [3, 14, 15, 92, 65, 35]
+    plain = s.analyze(ids, top_k=5, targets=[7, 8])
+    ident = Session(biased_model).analyze(ids, top_k=5, targets=[7, 8], lens=JacobianLens.identity(biased_model))
+    assert ident.lens == "jacobian"
+    for f in ("top_ids", "top_probs", "log_norm", "target_ranks", "entropy", "kl_to_output", "final_top1_rank"):
+        np.testing.assert_array_equal(getattr(ident, f), getattr(plain, f), err_msg=f)
+
+
+@pytest.mark.parametrize("kind", ["logit", "jacobian", "tuned"])
+def test_session_lens_readout_against_the_lens_and_the_model(demo_session, kind):
+    """analyze(lens=kind): every row equals the lens's own transform read out by the model's final readout
+    (float64 here), KL to the output is 0 on the last row, and KL/entropy match their definitions."""
+    from resid_widgets import Session
+
+    s = Session(demo_session.model)
+    a = s.analyze("Mr. and Mrs. Bennet had five daughters", top_k=5, lens=kind)
+    lens = get_lens(kind, s)
+    with torch.no_grad():
+        logp = torch.log_softmax(final_logits(s.model, lens.transform(torch.from_numpy(a.resid))).double(), -1)  # [R, T, V]
+    q = logp[-1:]
+    np.testing.assert_allclose(np.log(a.top_probs), logp.topk(5, -1).values.numpy(), rtol=1e-4, atol=2e-4)
+    # float32 readout: KL is a difference of terms of the logits' size (hundreds at BOS), so 1e-3 nats
+    np.testing.assert_allclose(a.kl_to_output, (q.exp() * (q - logp)).sum(-1).numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(a.entropy, -(logp.exp() * logp).sum(-1).numpy(), rtol=1e-3, atol=2e-4)
+    assert np.abs(a.kl_to_output[-1]).max() == 0.0
+
+
+def test_switching_lenses_reuses_the_forward_pass(demo_session, monkeypatch):
+    from resid_widgets import Session
+
+    s = Session(demo_session.model)
+    p = "It is a truth universally acknowledged"
+    s.analyze(p, lens="logit")
+    s.analyze(p, lens="logit")  # the session's first prefix reuse is checked once against a full pass
+    calls = []
+    real = s._run
+    monkeypatch.setattr(s, "_run", lambda ids, past=None: calls.append(ids.shape[1]) or real(ids, past))
+    tuned = s.analyze(p, lens="tuned")
+    assert calls == [1]  # the same prompt: one position re-run on the cached prefix, every lens cell re-read
+    fresh = Session(demo_session.model).analyze(p, lens="tuned")
+    np.testing.assert_allclose(tuned.top_probs, fresh.top_probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(tuned.top_ids, fresh.top_ids)

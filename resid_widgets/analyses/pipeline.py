@@ -251,7 +251,7 @@ def run_stages(
         yield Update("lens", analysis, (p0, p1), fraction=0.1 + 0.88 * done / max(1, total))
 
     # ---- done --------------------------------------------------------------------------------
-    final_em, target_em = emergence_rows(lens_arrays["top_ids"], req.target_ids)
+    final_em, target_em = emergence_rows(lens_arrays["top_ids"], lens_arrays["top_ids"][-1, :, 0], req.target_ids)
     analysis.emergence_row[:] = final_em
     analysis.target_emergence[:] = target_em
     yield Update("done", analysis, (0, T), fraction=1.0)

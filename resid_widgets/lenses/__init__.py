@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resid_widgets.lenses.base import KINDS, Lens, LogitLens, final_logits, row_hook_names
-from resid_widgets.lenses.emergence import NEVER, emergence_rows
+from resid_widgets.analyses.emergence import NEVER, emergence_rows
 from resid_widgets.lenses.evaluate import kl_to_output, mean_kl_table
 from resid_widgets.lenses.jacobian import JacobianLens, fit_jacobian_lens
 from resid_widgets.lenses.tuned import TunedLens, collect_rows, train_tuned_lens
@@ -44,7 +44,7 @@ def get_lens(kind: str, session: Any, *, path: str | os.PathLike | None = None) 
         return LogitLens.for_model(session)
     cls = JacobianLens if kind == "jacobian" else TunedLens
     if path is None:
-        if not getattr(session, "is_demo", False):
+        if not _is_demo(session):
             how = "fit_jacobian_lens(session, prompts)" if kind == "jacobian" else "train_tuned_lens(session, texts, steps=..., seed=0)"
             raise ValueError(
                 f"no {kind} lens is known for {getattr(session, 'name', 'this model')!r}: pass path= to a saved lens "
@@ -55,6 +55,19 @@ def get_lens(kind: str, session: Any, *, path: str | os.PathLike | None = None) 
             raise FileNotFoundError(f"the demo model's {kind} lens is missing from {path}; "
                                     "rebuild it with `python scripts/fit_demo_lenses.py` or reinstall resid_widgets")
     return cls.load(path, session_or_model=session)
+
+
+def _is_demo(session: Any) -> bool:
+    """The embedded demo model, loaded by Session() or passed in as a model booted from its directory."""
+    if getattr(session, "is_demo", False):
+        return True
+    from resid_widgets.session.loading import DEMO_MODEL_DIR
+
+    name = str(getattr(session, "name", "") or "")
+    try:
+        return bool(name) and Path(name).resolve() == DEMO_MODEL_DIR
+    except OSError:
+        return False
 
 
 __all__ = [

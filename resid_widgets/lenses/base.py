@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from resid_widgets import hooks
+
 FORMAT = "resid_widgets.lens/1"
 KINDS = ("logit", "jacobian", "tuned")
 
@@ -47,7 +49,7 @@ def model_of(session_or_model: Any) -> Any:
 
 def row_hook_names(n_layers: int) -> list[str]:
     """The hooks of the R = n_layers + 1 residual rows, in row order."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    return hooks.residual_rows(n_layers)
 
 
 def is_layernorm(model: Any) -> bool:

@@ -69,6 +69,7 @@ class Session:
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
         self._last: _Last | None = None
+        self._lenses: dict[str, Lens] = {}  # "jacobian" / "tuned" -> the lens analyze(lens=kind) uses
         self._kv_enabled = True  # reuse the previous prompt's key/value cache for an edit
         self._kv_verified = False
         self._info: dict[str, Any] | None = None
@@ -398,12 +399,51 @@ class Session:
         )
 
     def _resolve_lens(self, lens: Any) -> Lens | None:
+        """None for the logit lens; a lens object for "jacobian" / "tuned" (loaded once per session: the
+        demo model's shipped lenses, or what ``fit_lens`` / ``load_lens`` gave) or a lens passed in."""
         if lens is None or lens == "logit":
             return None
         if isinstance(lens, str):
-            raise ValueError(f"unknown lens {lens!r}; choose 'logit'")
+            from resid_widgets.lenses import KINDS, get_lens
+
+            if lens not in KINDS:
+                raise ValueError(f"unknown lens {lens!r}; choose one of {', '.join(KINDS)}")
+            if lens not in self._lenses:
+                self._lenses[lens] = get_lens(lens, self)
+            return self._lenses[lens]
         if not callable(getattr(lens, "transform_rows", None)):
-            raise TypeError(f"lens must be 'logit' or a lens object, not {type(lens).__name__}")
+            raise TypeError(f"lens must be 'logit', 'jacobian', 'tuned' or a lens object, not {type(lens).__name__}")
+        check = getattr(lens, "check_model", None)
+        if callable(check):
+            check(self)
+        return lens
+
+    def load_lens(self, path, *, kind: str | None = None) -> Lens:
+        """Load a saved lens (ours, or a TransformerLens Jacobian-lens ``.pt`` file) for this session's model;
+        ``analyze(lens=kind)`` uses it from then on."""
+        from resid_widgets.lenses import JacobianLens, Lens as LensFile
+
+        cls = JacobianLens if (kind == "jacobian" or str(path).endswith(".pt")) else LensFile
+        lens = cls.load(path, session_or_model=self)
+        self._lenses[lens.kind] = lens
+        return lens
+
+    def fit_lens(self, kind: str, prompts: Sequence[Any], *, progress: Progress | None = None, **kwargs: Any) -> Lens:
+        """Fit a Jacobian lens (TransformerLens's estimator on this session's rows) or train a tuned lens
+        (per-row affine translators, KL to the model's output) on ``prompts``; ``analyze(lens=kind)``
+        uses it from then on, and ``lens.save(path)`` keeps it."""
+        from resid_widgets.lenses import fit_jacobian_lens, train_tuned_lens
+
+        if kind == "jacobian":
+            lens = fit_jacobian_lens(self, prompts, progress=progress, **kwargs)
+        elif kind == "tuned":
+            kwargs.setdefault("steps", 200)
+            kwargs.setdefault("seed", 0)
+            lens = train_tuned_lens(self, prompts, progress=progress, **kwargs)
+        else:
+            raise ValueError(f"fit_lens fits 'jacobian' or 'tuned' lenses, not {kind!r}")
+        with self._lock:
+            self._lenses[kind] = lens
         return lens
 
     def stream(
