@@ -38,6 +38,7 @@ NOTEBOOK = "explorers.ipynb"
 #: window width -> the output area's width it gives (about)
 WINDOWS = {"950": 1400, "1400": 1850}
 THEMES = ("light", "dark")
+HEIGHT = 1400  # tall enough that scrolling to an output's top and bottom shows each of its figures
 
 SETUP = '''
 from resid_widgets import Session, ProjectionExplorer, CompareWidget, LogitDiffExplorer, TaskVectorExplorer, ContributionExplorer
@@ -344,8 +345,13 @@ def _change_controls(page) -> None:
 
 
 def _measure(page, tag: str, results: dict) -> None:
+    page.mouse.move(0, 0)  # no tooltip left open in the screenshots
     for i, (name, _, n_figs) in enumerate(EXPLORERS):
         out = _output(page, i)
+        # as a reader scrolls to it: bqplot lays a figure out (to its new width) only once it is on screen
+        for block in ("end", "start"):
+            out.evaluate(f"e => e.scrollIntoView({{block: '{block}'}})")
+            page.wait_for_timeout(700)
         got = out.evaluate(MEASURE_JS)
         s = got["stats"]
         # the checks measured something real (no vacuous pass)
@@ -356,7 +362,7 @@ def _measure(page, tag: str, results: dict) -> None:
 
 def test_explorers_geometry(lab, chromium_browser):  # noqa: F811
     OUT.mkdir(parents=True, exist_ok=True)
-    context = chromium_browser.new_context(viewport={"width": WINDOWS["950"], "height": 1100})
+    context = chromium_browser.new_context(viewport={"width": WINDOWS["950"], "height": HEIGHT})
     page = context.new_page()
     results: dict = {}
     try:
@@ -366,7 +372,7 @@ def test_explorers_geometry(lab, chromium_browser):  # noqa: F811
         for theme in THEMES:
             _set_theme(page, theme)
             for width, window in WINDOWS.items():
-                page.set_viewport_size({"width": window, "height": 1100})
+                page.set_viewport_size({"width": window, "height": HEIGHT})
                 page.wait_for_timeout(1500)
                 _measure(page, f"{width}-{theme}", results)
         # the control-changed views stay measured (markers after an update)
