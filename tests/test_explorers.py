@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import reference
 from resid_widgets.analyses.task_vectors import cosine_matrix, pca
 from resid_widgets.analyses.workflows import marker_positions, token_char_spans
 from resid_widgets.widgets._charts import table_html
@@ -31,22 +32,15 @@ PROMPTS = [  # different lengths on purpose: right padding must not move the las
 
 def single_run(session, prompt):
     """Tokens, logits [T, V] and cache of one unpadded prompt: the independent reference."""
-    tokens = session.model.to_tokens(prompt)
-    with torch.no_grad():
-        logits, cache = session.model.run_with_cache(tokens)
-    return tokens[0], logits[0].float(), cache
+    return reference.single_run(session.model, prompt)
 
 
 def resid_rows(session, cache) -> torch.Tensor:
-    """[R, T, d]: blocks.0.hook_resid_pre then every blocks.l.hook_resid_post."""
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(session.n_layers)]
-    return torch.stack([cache[n][0].float() for n in names])
+    return reference.resid_rows(session.model, cache)
 
 
 def lens_logits(session, resid: torch.Tensor) -> torch.Tensor:
-    """``ln_final(r) @ W_U + b_U`` with each vector's own normalisation."""
-    with torch.no_grad():
-        return session.model.ln_final(resid) @ session.model.W_U.float() + session.model.b_U.float()
+    return reference.lens_logits(session.model, resid)
 
 
 def squeeze(a):
@@ -105,14 +99,9 @@ def projection(tiny_session):
 def numpy_projection(session, prompt, tau):
     """[R, T] projection % and the final-LN projection % from a numpy SVD of W_U and the cache."""
     W = session.model.W_U.detach().double().numpy()
-    U, S, _ = np.linalg.svd(W, full_matrices=False)
-    energy = np.cumsum(S**2) / np.sum(S**2)
-    k = int(np.argmax(energy >= tau - 1e-12)) + 1
     _, _, cache = single_run(session, prompt)
-    r = resid_rows(session, cache).double().numpy()
-    pct = 100 * np.sum((r @ U[:, :k]) ** 2, -1) / np.sum(r**2, -1)
-    f = cache["ln_final.hook_normalized"][0].double().numpy()
-    final = 100 * np.sum((f @ U[:, :k]) ** 2, -1) / np.sum(f**2, -1)
+    k, S, energy, pct = reference.svd_projection(W, resid_rows(session, cache).double().numpy(), tau)
+    final = reference.svd_projection(W, cache["ln_final.hook_normalized"][0].double().numpy(), tau)[3]
     return pct, final, k, S, energy
 
 
@@ -368,12 +357,7 @@ def contributions(tiny_session):
 
 
 def cache_norms(session, prompts, exclude_bos):
-    attn, mlp = [], []
-    for p in prompts:
-        _, _, cache = single_run(session, p)
-        s = 1 if exclude_bos else 0
-        attn.append(np.stack([cache[f"blocks.{l}.hook_attn_out"][0, s:].norm(dim=-1).numpy() for l in range(session.n_layers)]))
-        mlp.append(np.stack([cache[f"blocks.{l}.hook_mlp_out"][0, s:].norm(dim=-1).numpy() for l in range(session.n_layers)]))
+    attn, mlp = zip(*(reference.output_norms(session.model, single_run(session, p)[2], 1 if exclude_bos else 0) for p in prompts))
     return np.concatenate(attn, 1), np.concatenate(mlp, 1)
 
 

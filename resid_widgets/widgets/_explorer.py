@@ -84,8 +84,9 @@ def title_html(title: str) -> str:
 def int_ticks(axis: bq.Axis, values: Sequence[int], max_ticks: int = 12) -> None:
     """Whole-number ticks (layer rows, positions), thinned to at most ``max_ticks``."""
     values = np.asarray(values)
-    step = max(1, int(np.ceil(len(values) / max_ticks)))
-    axis.tick_values = values[::step]
+    need = max(1, int(np.ceil(len(values) / max_ticks)))
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, need) if s >= need)  # round steps
+    axis.tick_values = values[values % step == 0] if np.issubdtype(values.dtype, np.integer) else values[::step]
     axis.tick_format = "d"
 
 

@@ -183,6 +183,7 @@ class ContributionExplorer(Explorer):
         ]
         c.figure.marks = list(self._pos_bars)
         c.x_axis.tick_rotate = -45
+        c.x_axis.tick_style = {"text-anchor": "end"}  # rotated labels hang below their tick, never over the bars
         c.x_axis.label_offset = "96px"
         c.set_legend([("attention", ATTN_COLOR, "", "bar"), ("MLP", MLP_COLOR, "", "bar")])
         self.fig_layers, self.fig_hist, self.fig_positions = (ch[k].figure for k in ("layers", "histogram", "positions"))
@@ -203,14 +204,14 @@ class ContributionExplorer(Explorer):
         centres = (edges[:-1] + edges[1:]) / 2
         update(self._hist[0], x=centres, y=d["hist_attn"])
         update(self._hist[1], x=centres, y=d["hist_mlp"])
-        ch["histogram"].x_axis.num_ticks = 5
         names = [f"{p}: {t}" for p, t in zip(d["positions"], d["position_tokens"])]
+        short = {n: n if len(n) <= 14 else n[:13] + "…" for n in names}
         update(self._pos_bars[0], x=names, y=d["position_attn"])
         update(self._pos_bars[1], x=names, y=d["position_mlp"])
         # at most 40 tick labels (rotated, 13 characters at most) so neighbours never collide
         step = max(1, int(np.ceil(len(names) / 40)))
         ch["positions"].x_axis.tick_values = names[::step]
-        ch["positions"].x_axis.tick_format = None
+        ch["positions"].x_axis.tick_labels = {n: s for n, s in short.items() if s != n}
         ch["positions"].title = f"Update size per position: {d['labels'][d['prompt_index']]}, layer {d['layer']}"
         worst = max(max(a["attn"], a["mlp"]) for a in d["additivity"])
         ok = all(a["holds"] for a in d["additivity"])

@@ -170,6 +170,7 @@ class TaskVectorExplorer(Explorer):
                 x=["-"], y=["-"], text=[""], scales={"x": sx, "y": sy}, align="middle", default_size=11, colors=["#111111"],
             )
             hc.x_axis.tick_rotate = -40
+            hc.x_axis.tick_style = {"text-anchor": "end"}
             hc.x_axis.grid_lines = hc.y_axis.grid_lines = "none"
             cbar = bq.ColorAxis(
                 scale=sc, side="right", orientation="vertical", tick_values=np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
