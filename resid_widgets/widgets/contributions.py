@@ -212,6 +212,10 @@ class ContributionExplorer(Explorer):
         step = max(1, int(np.ceil(len(names) / 40)))
         ch["positions"].x_axis.tick_values = names[::step]
         ch["positions"].x_axis.tick_labels = {n: s for n, s in short.items() if s != n}
+        # the axis title just below the longest rotated label (about 6.5 px a character, times sin 45°)
+        drop = int(22 + 4.6 * max((len(short[n]) for n in names), default=4))
+        ch["positions"].x_axis.label_offset = f"{drop}px"
+        ch["positions"].figure.fig_margin = dict(ch["positions"].figure.fig_margin, bottom=drop + 14)
         ch["positions"].title = f"Update size per position: {d['labels'][d['prompt_index']]}, layer {d['layer']}"
         worst = max(max(a["attn"], a["mlp"]) for a in d["additivity"])
         ok = all(a["holds"] for a in d["additivity"])

@@ -10,6 +10,7 @@ control change in each explorer. A *defect* is what a reader would see as broken
 * ``text-outside``: a visible SVG text element extends outside its figure;
 * ``legend-covers``: a legend box (bqplot's, or an HTML legend) contains a plotted mark (a line's points,
   a dot, a bar);
+* ``text-over-marks``: an axis text (tick label, axis title) lies over plotted marks;
 * ``hscroll``: the output area or an element inside it scrolls horizontally;
 * ``truncated``: a dropdown or text field whose text does not fit it;
 * ``marker-colour``: a marker drawn on a line's vertex has another colour than every line through it;
@@ -202,6 +203,22 @@ MEASURE_JS = r"""
       for (let x = r.left + 1; x < r.right; x += 3) for (let y = r.top + 1; y < r.bottom; y += 3) marks.push([x, y]);
     });
     stats.marks += marks.length;
+    // axis text (ticks, axis titles) never lies over the plotted marks
+    const inQuad = (p, q) => {
+      let sign = 0;
+      for (let i = 0; i < 4; i++) {
+        const [x1, y1] = q[i], [x2, y2] = q[(i + 1) % 4];
+        const c = (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1);
+        if (Math.abs(c) < 1e-9) continue;
+        if (sign === 0) sign = Math.sign(c); else if (Math.sign(c) !== sign) return false;
+      }
+      return true;
+    };
+    texts.forEach((t, i) => {
+      if (!t.closest(".axis")) return;
+      const hit = marks.filter((p) => inQuad(p, quads[i])).length;
+      if (hit) add("text-over-marks", `${fname} ${label(t)} over ${hit} mark point(s)`);
+    });
     // legends: bqplot's own, and HTML legends next to the figure (same chart box)
     const boxes = [...svg.querySelectorAll(".g_legend")].filter((g) => shown(g) && g.querySelector(".legendtext"))
       .map((g) => g.getBoundingClientRect());
