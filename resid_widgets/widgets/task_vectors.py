@@ -173,7 +173,7 @@ class TaskVectorExplorer(Explorer):
             hc.x_axis.tick_style = {"text-anchor": "end"}
             hc.x_axis.grid_lines = hc.y_axis.grid_lines = "none"
             cbar = bq.ColorAxis(
-                scale=sc, side="right", orientation="vertical", tick_values=np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
+                scale=sc, side="right", tick_values=np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
                 tick_format=".1f",
             )
             hc.figure.axes = [hc.x_axis, hc.y_axis, cbar]

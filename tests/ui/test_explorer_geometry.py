@@ -39,7 +39,7 @@ NOTEBOOK = "explorers.ipynb"
 #: window width -> the output area's width it gives (about)
 WINDOWS = {"950": 1400, "1400": 1850}
 THEMES = ("light", "dark")
-HEIGHT = 1400  # tall enough that scrolling to an output's top and bottom shows each of its figures
+HEIGHT = 1700  # tall enough that each output fits the window (whole screenshots) and every figure gets laid out
 
 SETUP = '''
 from resid_widgets import Session, ProjectionExplorer, CompareWidget, LogitDiffExplorer, TaskVectorExplorer, ContributionExplorer
