@@ -158,7 +158,10 @@ def test_projection_charts_hold_the_data_and_update_in_place(projection):
         np.testing.assert_allclose(np.asarray(m.y), y)
 
     marks = {name: list(fig.marks) for name, fig in e.figures.items()}
+    before = [list(m.colors) for m in dots]
     e.tau = 0.5  # re-thresholds without a forward pass
+    # every redraw sends the dots' colours again (bqplot repaints markers only on a change of `colors`)
+    assert all(list(m.colors) != b and set(m.colors) == set(b) for m, b in zip(dots, before))
     d2 = e.data()
     assert d2["k"] < d["k"]
     assert {name: list(fig.marks) for name, fig in e.figures.items()} == marks  # same mark objects
