@@ -60,10 +60,13 @@ def format_summary(analysis, *, top_k: int) -> str:
     lines.append(f"ln_final.hook_normalized projection % at the last position: {analysis.projection_final_pct[last]:.2f}")
     add = analysis.additivity
     verdict = "holds" if add["holds"] else "DOES NOT HOLD: norms of attn/mlp outputs are not the residual updates"
-    lines.append(
-        f"resid_pre + attn_out = resid_mid, resid_mid + mlp_out = resid_post: {verdict} "
-        f"(max rel err {add['attn']:.1e} / {add['mlp']:.1e})"
-    )
+    if add.get("form") == "parallel":
+        lines.append(f"resid_pre + attn_out + mlp_out = resid_post (parallel blocks): {verdict} (max rel err {add['block']:.1e})")
+    else:
+        lines.append(
+            f"resid_pre + attn_out = resid_mid, resid_mid + mlp_out = resid_post: {verdict} "
+            f"(max rel err {add['attn']:.1e} / {add['mlp']:.1e})"
+        )
     lines.append("(means exclude the BOS position)" if analysis.is_bos.any() else "")
     return "\n".join(lines)
 

@@ -89,28 +89,53 @@ def test_lens_against_hf_hidden_states(tiny_session, tiny_hf_dir):
     np.testing.assert_allclose(np.log(a.top_probs[-1]), final.topk(4, -1).values.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_known_logits_path_equals_the_product():
-    from resid_widgets.analyses.lens import lens_readout
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_block_readout_against_numpy(softcap):
+    """Every per-cell statistic of read_block against a float64 numpy computation over the full logits."""
+    from resid_widgets.analyses.lens import FinalReadout, Reference, read_block
+    from resid_widgets.analyses.lens import softcap as softcap_transform
 
     g = torch.Generator().manual_seed(0)
-    W, b, x = torch.randn(16, 300, generator=g), torch.randn(300, generator=g), torch.randn(40, 16, generator=g)
-    plain = lens_readout(x, W, b, top_k=5, target_ids=[3, 7], chunk_elements=300 * 7)
-    known = lens_readout(x, W, b, top_k=5, target_ids=[3, 7], chunk_elements=300 * 7, known_logits=x[-13:] @ W + b)
-    for field in ("top_ids", "top_probs", "log_norm", "target_logits", "target_ranks"):
-        np.testing.assert_allclose(getattr(known, field), getattr(plain, field), rtol=1e-6, atol=1e-6)
+    P, rows, d, V = 7, 3, 16, 300
+    W, b, x = torch.randn(d, V, generator=g), torch.randn(V, generator=g), torch.randn(P, rows, d, generator=g)
+    out_logits = torch.randn(P, V, generator=g) * 3
+    readout = FinalReadout(lambda r: r, W, b, softcap_transform(softcap) if softcap else None)
+    got = read_block(x, readout, top_k=5, target_ids=[3, 7], reference=Reference.from_logits(out_logits), chunk_elements=V * rows * 2)
+
+    z = x.double().numpy() @ W.double().numpy() + b.double().numpy()  # [P, rows, V]
+    if softcap:
+        z = softcap * np.tanh(z / softcap)
+    lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    logp = z - lse[..., None]
+    q = torch.log_softmax(out_logits.double(), -1).numpy()[:, None, :]  # [P, 1, V]
+    order = np.argsort(-z, -1)[..., :5]
+    np.testing.assert_array_equal(got["top_ids"], order)
+    np.testing.assert_allclose(got["top_probs"], np.exp(np.take_along_axis(logp, order, -1)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["log_norm"], lse, rtol=1e-5)
+    np.testing.assert_allclose(got["entropy"], -(np.exp(logp) * logp).sum(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["kl_to_output"], (np.exp(q) * (q - logp)).sum(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got["target_ranks"], (z[..., None, :] > z[..., [3, 7]][..., None]).sum(-1))
+    q_top1 = q[:, 0].argmax(-1)
+    thr = np.take_along_axis(z, np.broadcast_to(q_top1[:, None, None], (P, rows, 1)), -1)
+    np.testing.assert_array_equal(got["final_top1_rank"], (z > thr).sum(-1))
+    known = read_block(x, readout, top_k=5, target_ids=[3, 7], known_logits=torch.from_numpy(z).float())
+    for field in ("top_ids", "top_probs", "log_norm", "target_logits", "target_ranks", "entropy"):
+        np.testing.assert_allclose(known[field], got[field], rtol=1e-5, atol=1e-6)
 
 
-def test_model_output_that_differs_from_the_formula_is_not_reused(biased_model, monkeypatch):
-    """If the model's own logits are not ln_final(r) @ W_U + b_U (e.g. soft-capped), every row uses the formula."""
+def test_model_output_that_differs_from_the_formula_is_reported(biased_model, monkeypatch):
+    """The last row is the model's own output; if the formula the other rows use differs from it, that is
+    reported (info) rather than hidden."""
     s = Session(biased_model)
     real_run = s._run
 
-    def soft_capped(ids):
-        logits, cache = real_run(ids)
+    def soft_capped(ids, past=None):
+        logits, cache = real_run(ids, past)
         return 5 * torch.tanh(logits / 5), cache
 
     monkeypatch.setattr(s, "_run", soft_capped)
     a = s.analyze(TOKENS, top_k=5)
-    _, lens = _independent_logits(biased_model, TOKENS)
-    np.testing.assert_allclose(a.top_probs[-1], torch.softmax(lens[-1].double(), -1).topk(5, -1).values.numpy(), rtol=REL_TOL, atol=1e-6)
-    assert a.info["lens_vs_model_max_abs"] > 1e-3  # and the difference is reported
+    with torch.no_grad():
+        model_out = torch.softmax(5 * torch.tanh(biased_model(torch.tensor([TOKENS])).double() / 5), -1)[0]
+    np.testing.assert_allclose(a.top_probs[-1], model_out.topk(5, -1).values.numpy(), rtol=REL_TOL, atol=1e-6)
+    assert a.info["lens_vs_model_max_abs"] > 1e-3 and not a.info["lens_formula_matches_model"]

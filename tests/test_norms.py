@@ -40,3 +40,21 @@ def test_additivity_failure_is_reported():
     bloom_like = dict(good, **{"blocks.0.hook_attn_out": pre + attn})
     errs = additivity_errors(bloom_like, 1)
     assert errs["attn"] > 0.1 and errs["mlp"] < 1e-6
+
+
+def test_parallel_blocks_are_checked_in_their_own_form():
+    """GPT-NeoX / Pythia blocks have no resid_mid: resid_post = resid_pre + attn_out + mlp_out."""
+    from resid_widgets.analyses.norms import additivity_report
+
+    g = torch.Generator().manual_seed(1)
+    pre, attn, mlp = (torch.randn(4, 8, generator=g) for _ in range(3))
+    parallel = {
+        "blocks.0.hook_resid_pre": pre,
+        "blocks.0.hook_attn_out": attn,
+        "blocks.0.hook_mlp_out": mlp,
+        "blocks.0.hook_resid_post": pre + attn + mlp,
+    }
+    report = additivity_report(parallel, 1, parallel=True)
+    assert report["holds"] and report["form"] == "parallel" and report["block"] < 1e-6
+    broken = dict(parallel, **{"blocks.0.hook_resid_post": pre + attn})  # the MLP's update is missing
+    assert not additivity_report(broken, 1, parallel=True)["holds"]

@@ -41,16 +41,22 @@ def test_batch_equals_single(tiny_session):
 
 
 def test_edit_reuses_prefix_and_matches_fresh(tiny_session, monkeypatch):
-    import resid_widgets.session.session as session_module
+    """An edit runs the forward pass and the lens only from the first changed token on, and equals a fresh run."""
+    import resid_widgets.analyses.pipeline as pipeline
 
-    cells = []
-    real = session_module.lens_readout
-    monkeypatch.setattr(session_module, "lens_readout", lambda normed, *a, **k: cells.append(len(normed)) or real(normed, *a, **k))
+    cells, forwards = [], []
+    real_read = pipeline.read_block
+    monkeypatch.setattr(pipeline, "read_block", lambda normed, *a, **k: cells.append(normed.shape[0] * normed.shape[1]) or real_read(normed, *a, **k))
     s = Session(tiny_session.model)
+    real_run = s._run
+    monkeypatch.setattr(s, "_run", lambda ids, past=None: forwards.append(ids.shape[1]) or real_run(ids, past))
     first = s.analyze("This is a sentence. This is another sentence.", targets=[" It"])
+    cells.clear(), forwards.clear()
     edited = s.analyze("This is a sentence. This is another daughter.", targets=[" It"])
     same = next(i for i, (x, y) in enumerate(zip(first.token_ids, edited.token_ids)) if x != y)
-    assert cells == [first.n_rows * first.n_tokens, edited.n_rows * (edited.n_tokens - same)]  # only the changed tail
+    new = edited.n_tokens - same
+    assert forwards[0] == new  # the forward pass ran on the new suffix only (then once in full, to check the cache)
+    assert sum(cells) == edited.n_rows * new  # the final row + the other rows, new positions only
     fresh = Session(tiny_session.model).analyze("This is a sentence. This is another daughter.", targets=[" It"])
     _assert_same(edited, fresh)
 
@@ -145,3 +151,77 @@ def test_partial_utf8_tokens_show_their_bytes(demo_session):
 def test_id_targets_with_the_same_text_stay_distinct(demo_session):
     names, ids = demo_session.resolve_targets([1, 1])
     assert len(set(names)) == 2 and ids == [1, 1]
+
+
+def test_unembedding_edited_in_place_is_not_served_stale():
+    """analyze(P); W_U[:, 17] *= 50; analyze(P) must equal a fresh session (lens memo, SVD, facts rebuilt)."""
+    model = native_bridge("LN", seed=13)
+    s = Session(model)
+    before = s.analyze([3, 4, 5, 6, 7])
+    svd_before = s.subspace.singular_values.copy()
+    with torch.no_grad():
+        model.W_U[:, 17] *= 50
+    after = s.analyze([3, 4, 5, 6, 7])
+    fresh = Session(model).analyze([3, 4, 5, 6, 7])
+    _assert_same(after, fresh)
+    assert (after.top_ids != before.top_ids).any()  # the edit matters for the lens ...
+    assert not np.allclose(s.subspace.singular_values, svd_before)  # ... and for the token subspace
+    np.testing.assert_allclose(after.singular_values, fresh.singular_values, rtol=1e-5)
+
+
+def test_nan_in_readout_weights_is_a_clear_error():
+    model = native_bridge("LN", seed=14)
+    s = Session(model)
+    s.analyze([1, 2, 3])  # the SVD and facts are cached now
+    with torch.no_grad():
+        model.W_U[:, 999] = float("nan")  # a token the prompt never uses
+    with pytest.raises(ValueError, match=r"non-finite .* W_U \(token ids \[999\]\)"):
+        s.analyze([1, 2, 3])
+    with pytest.raises(ValueError, match="non-finite"):
+        s.subspace
+    fresh = native_bridge("LN", seed=15)
+    with torch.no_grad():
+        next(p for n, p in fresh.ln_final.named_parameters() if n.endswith("weight")).fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"non-finite .* ln_final\.weight"):
+        Session(fresh).analyze([1, 2, 3])
+
+
+def test_nan_weights_exit_2_in_the_cli(capsys, monkeypatch):
+    import resid_widgets.session as session_pkg
+    from resid_widgets.cli import main
+
+    model = native_bridge("LN", seed=16)
+    with torch.no_grad():
+        model.W_U[:, 3] = float("inf")
+    monkeypatch.setattr(session_pkg, "Session", lambda *a, **k: Session(model))
+    assert main(["analyze", "x", "--top-k", "2"]) == 2
+    assert "non-finite" in capsys.readouterr().err
+
+
+def test_reported_targets_round_trip(demo_session):
+    """What an Analysis reports as its targets is accepted back as input and means the same ids."""
+    enc = lambda text: demo_session.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    (the,) = enc(" the")
+    other = next(i for i in range(demo_session.d_vocab) if enc(demo_session.token_strings([i])[i]) != [i])  # text is ambiguous
+    names, ids = demo_session.resolve_targets([" the", the, other])
+    assert ids == [the, the, other]
+    assert len(set(names)) == 3
+    assert demo_session.resolve_targets(names) == (names, ids)
+    a = demo_session.analyze("Mr. and Mrs.", targets=[" the", 267])
+    assert demo_session.analyze("Mr. and Mrs. Bennet", targets=a.targets).target_ids == a.target_ids
+
+
+def test_every_multi_token_target_is_named(demo_session):
+    tok = demo_session.tokenizer
+    bad = [t for t in (" Paris", "zzzz qqq") if len(tok.encode(t, add_special_tokens=False)) != 1]
+    assert len(bad) == 2
+    with pytest.raises(ValueError) as err:
+        demo_session.resolve_targets([" the", *bad])
+    msg = str(err.value)
+    assert "' Paris' is" in msg and "'zzzz qqq' is" in msg and "' the' is" not in msg
+
+
+@pytest.mark.parametrize("tau", ["0.5", None, True])
+def test_tau_must_be_a_number(ln_model, tau):
+    with pytest.raises(TypeError, match="tau must be a number"):
+        Session(ln_model).analyze([1, 2], tau=tau)

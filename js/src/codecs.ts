@@ -13,10 +13,19 @@ export interface ArraySpec {
   shape: number[];
 }
 
+/** [character, first byte, last byte, bytes in the character] (bytes counted from 1) */
+export type CharRun = [string, number, number, number];
+
 export interface Meta {
   version: number;
   seq: number;
   client_seq: number;
+  /** id of the view whose edit this payload answers ("" = Python or the initial view) */
+  client_view?: string;
+  /** positions that hold part of a multi-token UTF-8 character: {pos: runs} */
+  chars?: Record<string, CharRun[]>;
+  /** single tokens of this vocabulary to suggest as targets (the targets field's placeholder) */
+  suggested_targets?: string[];
   model_name: string;
   is_demo: boolean;
   prompt: string;

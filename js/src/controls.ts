@@ -4,6 +4,7 @@
 import type { LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
+import { tauChoice } from "./tau";
 import { visible } from "./text";
 
 let uid = 0;
@@ -41,7 +42,7 @@ export class Editor {
       id: tid,
       type: "text",
       spellcheck: "false",
-      placeholder: " Paris, London",
+      placeholder: "single tokens, comma-separated",
       title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
     });
     this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
@@ -82,6 +83,14 @@ export class Editor {
       if (!same) this.targets.value = formatTargets(v.targets);
     }
     if (v.top_k !== undefined && Number(this.topk.value) !== v.top_k) this.topk.value = String(v.top_k);
+  }
+
+  /** Suggest targets in the empty field: tokens of the loaded vocabulary (e.g. the last position's
+   *  top predictions), written as the field parses them (comma-separated, spaces kept). */
+  suggest(tokens: string[]): void {
+    const ok = tokens.filter((t) => t !== "" && !t.includes(","));
+    this.targets.placeholder = ok.length ? `e.g. ${formatTargets(ok)}` : "single tokens, comma-separated";
+    this.targets.dataset.suggested = JSON.stringify(ok);
   }
 
   setStatic(on: boolean): void {
@@ -167,18 +176,9 @@ export class Toolbar {
 
   /** idx = grid index shown (null: the payload's exact τ). */
   showTau(d: LensData, idx: number | null): void {
-    const m = d.meta;
-    const grid = m.tau_grid ?? [];
-    const tau = idx !== null ? grid[idx] : m.tau;
-    const k = idx !== null ? m.k_grid[idx] : m.k;
-    if (idx === null) {
-      let best = 0;
-      grid.forEach((g, i) => {
-        if (Math.abs(g - m.tau) < Math.abs(grid[best] - m.tau)) best = i;
-      });
-      this.tau.value = String(best);
-    } else this.tau.value = String(idx);
-    const text = `${fmt(tau, 3)} → k = ${k} / ${m.d_model}`;
+    const c = tauChoice(d.meta, idx);
+    this.tau.value = String(c.idx);
+    const text = `${fmt(c.tau, 3)} → k = ${c.k} / ${d.meta.d_model}`;
     this.tauOut.textContent = text;
     this.tau.setAttribute("aria-valuetext", text);
   }

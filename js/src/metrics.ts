@@ -2,30 +2,11 @@
 
 import type { LensData } from "./codecs";
 import { RDBU, VIRIDIS, sample, type ColorMap } from "./colors";
+import { GRID_SCALE, type MetricName } from "./protocol";
+import { tauChoice } from "./tau";
 import { visible } from "./text";
 
-export type MetricName =
-  | "projection"
-  | "top1_prob"
-  | "target_rank"
-  | "logit_diff"
-  | "resid_norm"
-  | "attn_norm"
-  | "mlp_norm";
-
-export const METRICS: { name: MetricName; label: string }[] = [
-  { name: "projection", label: "projection %" },
-  { name: "top1_prob", label: "top-1 probability" },
-  { name: "target_rank", label: "target rank" },
-  { name: "logit_diff", label: "logit difference" },
-  { name: "resid_norm", label: "residual norm" },
-  { name: "attn_norm", label: "attention-out norm" },
-  { name: "mlp_norm", label: "MLP-out norm" },
-];
-
-export function isMetric(x: unknown): x is MetricName {
-  return METRICS.some((m) => m.name === x);
-}
+export { METRICS, isMetric, type MetricName } from "./protocol";
 
 /** View-local settings that change what is drawn without a round trip to Python. */
 export interface ViewOpts {
@@ -71,7 +52,7 @@ export function available(d: LensData, m: MetricName): boolean {
 /** Projection % of residual row `row` at `pos`, at the view's τ. */
 export function projAt(d: LensData, row: number, pos: number, tauIdx: number | null): number {
   const i = row * d.T + pos;
-  if (tauIdx !== null && d.projGrid) return d.projGrid[tauIdx * d.R * d.T + i] / 2.55;
+  if (tauIdx !== null && d.projGrid) return d.projGrid[tauIdx * d.R * d.T + i] / GRID_SCALE;
   return d.projPct[i];
 }
 
@@ -137,8 +118,7 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
   const bosNote = d.meta.has_bos && d.T > 1 ? "BOS column excluded from the scale range" : "";
   switch (m) {
     case "projection": {
-      const tau = o.tauIdx !== null ? d.meta.tau_grid[o.tauIdx] : d.meta.tau;
-      const k = o.tauIdx !== null ? d.meta.k_grid[o.tauIdx] : d.meta.k;
+      const { tau, k } = tauChoice(d.meta, o.tauIdx);
       return {
         map: VIRIDIS,
         title: `projection onto the top-${k} subspace of W_U (τ = ${fmt(tau, 3)})`,

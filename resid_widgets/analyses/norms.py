@@ -1,9 +1,11 @@
 """Residual-stream norms and the additivity check (seed 004).
 
 For each layer l and position t: ``||resid||_2`` of every residual row, ``||attn_out_l||_2`` and
-``||mlp_out_l||_2``. The decomposition ``resid_mid = resid_pre + attn_out`` and
-``resid_post = resid_mid + mlp_out`` is *checked* on the model's own cache, not assumed (some
-architectures fold the residual into the attention output).
+``||mlp_out_l||_2``. The decomposition is *checked* on the model's own cache, not assumed (some
+architectures fold the residual into the attention output), in the form that holds for the block:
+
+* sequential blocks: ``resid_mid = resid_pre + attn_out`` and ``resid_post = resid_mid + mlp_out``;
+* parallel blocks (GPT-NeoX / Pythia): ``resid_post = resid_pre + attn_out + mlp_out``.
 """
 
 from __future__ import annotations
@@ -13,29 +15,81 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from resid_widgets import hooks
+
+#: relative error below which the residual decomposition is reported as holding.
+ADDITIVITY_TOLERANCE = 1e-4
+
 
 def l2_norms(x: torch.Tensor) -> np.ndarray:
     return torch.linalg.vector_norm(x.to(torch.float32), dim=-1).numpy(force=True)
 
 
-def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int) -> dict[str, float]:
-    """Largest relative error of the two residual identities over all layers and positions.
+def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool = False) -> dict[str, float]:
+    """Largest relative error of the block's residual identities over all layers and positions.
 
-    ``rel = max |lhs - rhs| / max |rhs|`` per layer; the worst layer is reported.
+    ``rel = max |lhs - rhs| / max |rhs|`` per layer; the worst layer is reported. Keys: ``attn`` and
+    ``mlp`` for sequential blocks, ``block`` for parallel ones.
     """
     if n_layers == 0:
-        return {"attn": 0.0, "mlp": 0.0}
+        return {"block": 0.0} if parallel else {"attn": 0.0, "mlp": 0.0}
 
-    def stack(kind: str) -> torch.Tensor:
-        return torch.stack([cache[f"blocks.{l}.hook_{kind}"].float() for l in range(n_layers)])
+    def stack(name) -> torch.Tensor:
+        return torch.stack([cache[name(l)].float() for l in range(n_layers)])
 
-    pre, mid, post = stack("resid_pre"), stack("resid_mid"), stack("resid_post")
+    pre, post, attn, mlp = stack(hooks.resid_pre), stack(hooks.resid_post), stack(hooks.attn_out), stack(hooks.mlp_out)
+    if parallel:
+        identities = (("block", pre + attn + mlp, post),)
+    else:
+        mid = stack(hooks.resid_mid)
+        identities = (("attn", pre + attn, mid), ("mlp", mid + mlp, post))
     worst = {}
-    for key, lhs, rhs in (("attn", pre + stack("attn_out"), mid), ("mlp", mid + stack("mlp_out"), post)):
+    for key, lhs, rhs in identities:
         per_layer = (lhs - rhs).abs().flatten(1).amax(1) / rhs.abs().flatten(1).amax(1).clamp_min(1e-12)
         worst[key] = float(per_layer.max())
     return worst
 
 
-#: relative error below which the residual decomposition is reported as holding.
-ADDITIVITY_TOLERANCE = 1e-4
+def additivity_parts(
+    cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Per identity, layer and position: ``max_d |lhs - rhs|`` and ``max_d |rhs|`` ([K, L, T] each), so the
+    check of a prompt whose prefix was computed earlier is assembled exactly from the two parts.
+    Tensors are [T, d] (one prompt)."""
+    if n_layers == 0:
+        keys = ("block",) if parallel else ("attn", "mlp")
+        return keys, np.zeros((len(keys), 0, 0), np.float32), np.zeros((len(keys), 0, 0), np.float32)
+
+    def stack(name) -> torch.Tensor:
+        return torch.stack([cache[name(l)].float() for l in range(n_layers)])
+
+    pre, post, attn, mlp = stack(hooks.resid_pre), stack(hooks.resid_post), stack(hooks.attn_out), stack(hooks.mlp_out)
+    if parallel:
+        identities = (("block", pre + attn + mlp, post),)
+    else:
+        mid = stack(hooks.resid_mid)
+        identities = (("attn", pre + attn, mid), ("mlp", mid + mlp, post))
+    keys = tuple(k for k, _, _ in identities)
+    diff = torch.stack([(lhs - rhs).abs().amax(-1) for _, lhs, rhs in identities]).numpy(force=True)
+    scale = torch.stack([rhs.abs().amax(-1) for _, _, rhs in identities]).numpy(force=True)
+    return keys, diff, scale
+
+
+def additivity_from_parts(keys: tuple[str, ...], diff: np.ndarray, scale: np.ndarray) -> dict:
+    """The report of ``additivity_report`` from per-position parts ([K, L, T])."""
+    if diff.size == 0:
+        errors = {k: 0.0 for k in keys}
+    else:
+        per_layer = diff.max(-1) / np.maximum(scale.max(-1), 1e-12)  # [K, L]
+        errors = {k: float(per_layer[i].max()) for i, k in enumerate(keys)}
+    return {
+        **errors,
+        "form": "parallel" if keys == ("block",) else "sequential",
+        "tolerance": ADDITIVITY_TOLERANCE,
+        "holds": bool(max(errors.values()) <= ADDITIVITY_TOLERANCE),
+    }
+
+
+def additivity_report(cache: Mapping[str, torch.Tensor], n_layers: int, *, parallel: bool) -> dict:
+    """``additivity_errors`` plus the block form, the tolerance and whether it holds."""
+    return additivity_from_parts(*additivity_parts(cache, n_layers, parallel=parallel))

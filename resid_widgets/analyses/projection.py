@@ -41,6 +41,8 @@ class TokenSubspace:
 
 
 def check_tau(tau: float) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.integer, np.floating)):
+        raise TypeError(f"tau must be a number in (0, 1], got {type(tau).__name__} {tau!r}")
     tau = float(tau)
     if not (0.0 < tau <= 1.0) or np.isnan(tau):
         raise ValueError(f"tau must be in (0, 1], got {tau}")

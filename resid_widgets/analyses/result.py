@@ -32,6 +32,12 @@ class Analysis:
     target_logits: np.ndarray  # [R, T, n]
     target_probs: np.ndarray  # [R, T, n]
     target_ranks: np.ndarray  # [R, T, n] int32, 0 = top
+    # how the lens reads compared with the model's own output (per cell, nats)
+    entropy: np.ndarray  # [R, T] entropy of the lens distribution
+    kl_to_output: np.ndarray  # [R, T] KL(model output at that position || lens)
+    final_top1_rank: np.ndarray  # [R, T] int32: rank under the lens of the model's own top-1 token
+    emergence_row: np.ndarray  # [T] int32: first row from which the final top-1 stays in the lens's top-k (-1: never)
+    target_emergence: np.ndarray  # [T, n] int32: the same for each target
     # projection onto the token subspace
     tau: float
     k: int
@@ -43,8 +49,9 @@ class Analysis:
     resid_norm: np.ndarray  # [R, T]
     attn_norm: np.ndarray  # [L, T]
     mlp_norm: np.ndarray  # [L, T]
-    additivity: dict[str, Any]  # {"attn": rel err, "mlp": rel err, "holds": bool, "tolerance": float}
+    additivity: dict[str, Any]  # {"attn"/"mlp" or "block": rel err, "form", "holds": bool, "tolerance": float}
     strings: dict[int, str]  # token text for every id referenced above
+    lens: str = "logit"  # which lens read the rows: "logit" | "jacobian" | "tuned"
     info: dict[str, Any] = field(default_factory=dict)  # model facts: d_model, d_vocab, unembed_centred...
     # cumulative projection fractions, kept so any tau can be re-thresholded without a forward pass
     _proj_cum: np.ndarray = field(default=None, repr=False)  # [R, T, m] float32
@@ -77,6 +84,11 @@ class Analysis:
         """[R, T, k] token strings of ``top_ids``."""
         lookup = np.vectorize(self.strings.__getitem__, otypes=[object])
         return lookup(self.top_ids)
+
+    @property
+    def complete(self) -> bool:
+        """False while a streamed analysis still has lens cells to read (they hold -1 / NaN)."""
+        return bool((self.top_ids[..., 0] >= 0).all())
 
     @property
     def resid(self) -> np.ndarray:
@@ -147,6 +159,9 @@ class Analysis:
             "top1_prob": self.top_probs[..., 0].reshape(-1),
             "projection_pct": self.projection_pct.reshape(-1),
             "resid_norm": self.resid_norm.reshape(-1),
+            "entropy": self.entropy.reshape(-1),
+            "kl_to_output": self.kl_to_output.reshape(-1),
+            "final_top1_rank": self.final_top1_rank.reshape(-1),
         }
         pad = np.full((1, T), np.nan, dtype=np.float32)
         data["attn_norm"] = np.concatenate([pad, self.attn_norm]).reshape(-1)
@@ -175,11 +190,16 @@ class Analysis:
             "resid_norm": self.resid_norm,
             "attn_norm": self.attn_norm,
             "mlp_norm": self.mlp_norm,
+            "entropy": self.entropy,
+            "kl_to_output": self.kl_to_output,
+            "final_top1_rank": self.final_top1_rank,
+            "emergence_row": self.emergence_row,
+            "target_emergence": self.target_emergence,
         }
         return out
 
     def __repr__(self) -> str:
         return (
             f"Analysis(model={self.model_name!r}, rows={self.n_rows}, tokens={self.n_tokens}, "
-            f"top_k={self.top_k}, targets={self.targets}, tau={self.tau}, k={self.k})"
+            f"top_k={self.top_k}, targets={self.targets}, tau={self.tau}, k={self.k}, lens={self.lens!r})"
         )

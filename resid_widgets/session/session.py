@@ -1,23 +1,29 @@
 """``Session``: one loaded model, reused by every analysis and widget.
 
-A session tokenises, validates input, runs *one* forward pass per prompt (or batch) caching only
-the hooks the analyses need, and hands the activations to the analysis functions. It also keeps
-the lens readout of the previous prompt so that an edit at the end of a prompt only reads out the
-positions that changed (a causal model's activations before the edit are unchanged).
+A session keeps the model, what is computed once per model (the SVD of W_U, token strings) and the
+locking. It tokenises, validates input, runs *one* forward pass per prompt (or batch) caching only
+the hooks the analyses need, and hands the activations to the staged pipeline
+(``resid_widgets.analyses.pipeline``). It keeps the previous prompt's run, so an edit runs the
+forward pass only from the first changed token on (on the earlier pass's key/value cache) and reads
+out only the changed positions (a causal model's activations before the edit are unchanged).
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from resid_widgets.analyses.lens import LensReadout, lens_readout
-from resid_widgets.analyses.norms import ADDITIVITY_TOLERANCE, additivity_errors, l2_norms
-from resid_widgets.analyses.projection import TokenSubspace, check_tau, cumulative_fraction, pct_at_k
+from resid_widgets import hooks
+from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, FinalReadout, softcap
+from resid_widgets.analyses.norms import additivity_parts, l2_norms
+from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
+from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session.loading import load_model
 
@@ -26,13 +32,15 @@ PromptLike = Any  # str, or a sequence / 1-D tensor of token ids
 
 
 @dataclass
-class _LensMemo:
-    """The last prompt's lens readout, reused for an edited prompt with the same prefix."""
+class _Last:
+    """The previous prompt's run, which an edit of it reuses up to the first changed token."""
 
-    key: tuple
-    token_ids: np.ndarray  # [T]
-    resid: torch.Tensor  # [R, T, d] the residual rows it was read from (to prove the prefix unchanged)
-    readout: dict[str, np.ndarray]  # name -> [R, T, ...]
+    ids: np.ndarray
+    acts: Activations  # without logits
+    analysis: Analysis
+    readout_key: tuple | None  # set once every lens cell was read (a cancelled run reuses only its forward pass)
+    params_key: tuple  # the model's parameters (storage, version) when it ran
+    kv: Any  # the Hugging Face key/value cache of its forward pass, or None
 
 
 class Session:
@@ -52,10 +60,20 @@ class Session:
         self.n_ctx: int = int(cfg.n_ctx)
         self.d_model: int = int(self.model.W_U.shape[0])
         self.d_vocab: int = int(self.model.W_U.shape[1])
+        #: attention and MLP read the same residual (GPT-NeoX / Pythia): no resid_mid hook
+        self.parallel: bool = hooks.is_parallel(self.model)
+        cap = float(getattr(cfg, "output_logits_soft_cap", 0.0) or 0.0)
+        #: the model's output soft-cap c (logits = c * tanh(z / c)), or None
+        self.softcap: float | None = cap if cap > 0 else None
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
-        self._memo: _LensMemo | None = None
+        self._last: _Last | None = None
+        self._kv_enabled = True  # reuse the previous prompt's key/value cache for an edit
+        self._kv_verified = False
         self._info: dict[str, Any] | None = None
+        self._weights_key: tuple | None = None
+        #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
+        self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
 
     # ---- model facts ----------------------------------------------------------------------------
@@ -69,20 +87,54 @@ class Session:
 
     @property
     def subspace(self) -> TokenSubspace:
-        """SVD of W_U, computed once per session and reused for every tau."""
-        if self._subspace is None:
-            self._subspace = TokenSubspace.from_unembed(self.model.W_U.detach().cpu())
-        return self._subspace
+        """SVD of W_U, computed once per set of weights and reused for every tau."""
+        with self._lock:
+            self._check_weights()
+            if self._subspace is None:
+                self._subspace = TokenSubspace.from_unembed(self.model.W_U.detach().cpu())
+            return self._subspace
+
+    def _readout_weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor the lens readout, the SVD and the model facts depend on."""
+        W_U, b_U = self._unembed()
+        out = {"W_U": W_U}
+        if b_U is not None:
+            out["b_U"] = b_U
+        for name, p in self.model.ln_final.named_parameters():
+            out[f"ln_final.{name.removeprefix('_original_component.')}"] = p.detach()
+        return out
+
+    def _check_weights(self) -> None:
+        """Forget what was computed from the readout weights when any of them changed in place (tensor
+        version counters and storage), and refuse non-finite weights with a clear error."""
+        weights = self._readout_weights()
+        key = tuple((n, t.data_ptr(), t._version, tuple(t.shape)) for n, t in weights.items())
+        if key == self._weights_key:
+            return
+        self._subspace, self._info, self._last = None, None, None
+        self._weights_key = None
+        for name, t in weights.items():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                where = ""
+                if name == "W_U":
+                    bad = torch.nonzero(~finite.all(0)).flatten()[:5].tolist()
+                    where = f" (token ids {bad}{'...' if int((~finite.all(0)).sum()) > 5 else ''})"
+                folded = " (in compatibility mode the final norm's weight is folded into W_U)" if name == "W_U" else ""
+                raise ValueError(f"non-finite values (NaN or inf) in the model's {name}{where}{folded}; fix the weights")
+        self._weights_key = key
 
     def _unembed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         b_U = getattr(self.model, "b_U", None)
         return self.model.W_U.detach(), None if b_U is None else b_U.detach()
 
     def info(self) -> dict[str, Any]:
-        """Model facts recorded with every analysis (computed once: it scans W_U)."""
-        if self._info is None:
-            self._info = self._model_facts()
-        return dict(self._info)
+        """Model facts recorded with every analysis (computed once per set of weights: it scans W_U)."""
+        with self._lock:
+            self._check_weights()
+            if self._info is None:
+                self._info = self._model_facts()
+            return dict(self._info)
 
     def _model_facts(self) -> dict[str, Any]:
         W_U, b_U = self._unembed()
@@ -97,6 +149,8 @@ class Session:
             "normalization": str(getattr(self.model.cfg, "normalization_type", None)),
             "unembed_centred": centred,
             "has_b_U": b_U is not None,
+            "block": "parallel" if self.parallel else "sequential",
+            "softcap": self.softcap,
         }
 
     # ---- tokens ---------------------------------------------------------------------------------
@@ -153,66 +207,85 @@ class Session:
         return {i: self._strings[i] for i in wanted}
 
     def resolve_targets(self, targets: Sequence[str | int] | str | None) -> tuple[list[str], list[int]]:
-        """Target strings -> single token ids (each must be exactly one token)."""
+        """Target strings or ids -> (unique display names, single token ids).
+
+        A string must be exactly one token. An id is named by its text when that text encodes back to
+        the same single id and is not taken yet, else ``"<text> (#id)"``; both forms are accepted back,
+        so the names an ``Analysis`` reports always round-trip. Every bad target is named in one error.
+        """
         if targets is None:
             return [], []
         if isinstance(targets, (str, int, np.integer)):
             targets = [targets]
         names: list[str] = []
         ids: list[int] = []
+        problems: list[str] = []
         for t in targets:
-            if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+            if isinstance(t, bool) or not isinstance(t, (str, int, np.integer)):
+                raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
+            if not isinstance(t, str):
                 if not 0 <= int(t) < self.d_vocab:
                     raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
                 ids.append(int(t))
-                name = self.token_strings([int(t)])[int(t)]
-                names.append(name if name not in names else f"{name} (#{int(t)})")  # names stay unique
+                names.append(self._id_target_name(int(t), names))
                 continue
-            if not isinstance(t, str):
-                raise TypeError(f"targets must be strings or token ids, got {type(t).__name__}")
             if t == "":
-                raise ValueError("a target is empty; give a token such as ' Paris' (note the leading space)")
+                raise ValueError("a target is empty; give one token of the vocabulary, or a token id")
+            tagged = _ID_TAG.fullmatch(t)
+            if tagged is not None and 0 <= int(tagged.group(2)) < self.d_vocab:
+                ids.append(int(tagged.group(2)))
+                names.append(t)
+                continue
             if self.tokenizer is None:
                 raise ValueError(f"the model {self.name!r} has no tokenizer; give targets as token ids, not {t!r}")
             enc = self.tokenizer.encode(t, add_special_tokens=False)
             if len(enc) != 1:
-                pieces = [self.tokenizer.decode([i]) for i in enc]
-                raise ValueError(
-                    f"target {t!r} is {len(enc)} tokens {pieces}, not one; targets must be single tokens "
-                    "(GPT-2-style tokenizers usually want a leading space, e.g. ' Paris')"
-                )
+                pieces = [self.token_strings([i])[int(i)] for i in enc]
+                problems.append(f"{t!r} is {len(enc)} tokens {pieces}, not one" if enc else f"{t!r} encodes to no token")
+                continue
             ids.append(int(enc[0]))
             names.append(t)
+        if problems:
+            raise ValueError(
+                "targets must be single tokens of this model's vocabulary: " + "; ".join(problems)
+                + ". Pick one token (for example a first piece above) or pass a token id"
+            )
         return names, ids
 
-    # ---- analysis -------------------------------------------------------------------------------
-    def _hook_names(self) -> list[str]:
-        return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(self.n_layers)]
+    def _id_target_name(self, token_id: int, taken: Sequence[str]) -> str:
+        text = self.token_strings([token_id])[token_id]
+        if self.tokenizer is not None and text not in taken and not _ID_TAG.fullmatch(text):
+            if self.tokenizer.encode(text, add_special_tokens=False) == [token_id]:
+                return text
+        return f"{text} (#{token_id})"
 
+    # ---- analysis -------------------------------------------------------------------------------
     def _needed_hooks(self) -> list[str]:
         """The hooks the analyses read, in the order the forward pass computes them."""
-        names = []
-        for l in range(self.n_layers):
-            names += [
-                f"blocks.{l}.hook_resid_pre",
-                f"blocks.{l}.hook_attn_out",
-                f"blocks.{l}.hook_resid_mid",
-                f"blocks.{l}.hook_mlp_out",
-                f"blocks.{l}.hook_resid_post",
-            ]
-        return names + ["ln_final.hook_normalized"]
+        return hooks.needed_hooks(self.n_layers, parallel=self.parallel) + [hooks.FINAL_NORM]
 
-    def _run(self, batch_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, batch_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward pass caching only the needed hooks; ``past`` is a Hugging Face KV cache that the
+        pass extends (its positions are not recomputed)."""
         order = self._needed_hooks()
         needed = set(order)
-        with torch.inference_mode():
-            logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
+        kwargs = {} if past is None else {"past_key_values": past}
+        with torch.inference_mode(), _kv_cache_kwarg(self.model, past is not None), warnings.catch_warnings():
+            # transformers 5 renames GPT-2's past_key_values to cache; the bridge still reads the old name
+            warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
+            logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed, **kwargs)
+            if needed - cache.keys() and callable(getattr(self.model, "setup", None)) and hasattr(self.model, "mod_dict"):
+                # TransformerLens <= 3: process_weights_() swaps the LayerNorm modules but leaves the hook
+                # table pointing at the old ones until setup() runs again.
+                self.model.setup()
+                logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed)
         cache = {k: cache[k] for k in order if k in cache}  # forward order: the first non-finite hook is named
-        missing = sorted(set(self._hook_names()) - cache.keys())
+        missing = [k for k in order if k not in cache]
         if missing:
             raise RuntimeError(
-                f"the model's cache lacks {missing[:3]}...; TransformerBridge models need enable_compatibility_mode() "
-                "(Session does this for models it loads by name)"
+                f"the model's cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}: TransformerBridge models need "
+                "enable_compatibility_mode() (Session does this for models it loads by name); a HookedTransformer whose "
+                "weights were processed after loading needs model.setup()"
             )
         # one reduction per batch of hooks; name the first non-finite hook only when there is one
         if not all(bool(torch.isfinite(torch.stack(group)).all()) for group in _groups(cache)):
@@ -221,6 +294,151 @@ class Session:
                     raise ValueError(f"non-finite values (NaN or inf) in the activations at hook {name!r}")
         return logits, cache
 
+    def _activations(self, ids: np.ndarray, cache: dict[str, torch.Tensor], logits: torch.Tensor) -> Activations:
+        """One prompt's cache ([T, d] tensors) reduced to what the analyses read."""
+        L = self.n_layers
+        keys, diff, scale = additivity_parts(cache, L, parallel=self.parallel)
+        return Activations(
+            ids=np.asarray(ids, dtype=np.int64),
+            resid=torch.stack([cache[h].float() for h in hooks.residual_rows(L)]),
+            final_norm=cache[hooks.FINAL_NORM].float(),
+            attn_norm=l2_norms(torch.stack([cache[hooks.attn_out(l)] for l in range(L)])),
+            mlp_norm=l2_norms(torch.stack([cache[hooks.mlp_out(l)] for l in range(L)])),
+            add_keys=keys,
+            add_diff=diff,
+            add_scale=scale,
+            logits=logits.float(),
+        )
+
+    def _params_key(self) -> tuple:
+        """Changes when any parameter of the model is replaced or edited in place."""
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    def _new_kv(self) -> Any:
+        if not self._kv_enabled:
+            return None
+        try:
+            from transformers import DynamicCache
+
+            return DynamicCache(config=self.model.original_model.config)
+        except Exception:  # not a Hugging Face model under the bridge (native or TL <= 3): no prefix reuse
+            self._kv_enabled = False
+            return None
+
+    def _forward(self, ids: np.ndarray, last: "_Last | None", params_key: tuple) -> tuple[Activations, Any]:
+        """The activations of ``ids``; with an earlier prompt sharing a prefix (``last``), only the new
+        suffix runs, on the earlier run's key/value cache."""
+        n = 0
+        if last is not None and last.params_key == params_key:
+            n = min(_common_prefix(last.ids, ids), len(ids) - 1)
+        if n > 0 and last.kv is not None:
+            kv = last.kv
+            kv.crop(n - kv.get_seq_length())  # keep the first n positions
+            logits, cache = self._run(torch.as_tensor(ids[n:])[None], past=kv)
+            acts = self._activations(ids[n:], {k: v[0] for k, v in cache.items()}, logits[0]).with_prefix(last.acts, n)
+            if kv.get_seq_length() != len(ids) or not self._kv_checked(acts):
+                self._kv_enabled = False  # the model does not extend the cache: never reuse it again
+                return self._forward(ids, None, params_key)
+            return acts, kv
+        kv = self._new_kv()
+        logits, cache = self._run(torch.as_tensor(ids)[None], past=kv)
+        if kv is not None and (kv.get_seq_length() != len(ids) or not all(type(l).__name__ == "DynamicLayer" for l in kv.layers)):
+            kv = None  # a cache the bridge did not fill, or sliding-window layers that cannot be cropped back
+        acts = self._activations(ids, {k: v[0] for k, v in cache.items()}, logits[0])
+        if n > 0:  # recomputed in full, but the first n positions are the previous prompt's: mark them reusable
+            acts = replace(acts, logits=acts.logits[n:], start=n)
+        return acts, kv
+
+    def _kv_checked(self, acts: Activations) -> bool:
+        """The first prefix reuse of a session is compared with a full forward pass (once)."""
+        if self._kv_verified:
+            return True
+        _, cache = self._run(torch.as_tensor(acts.ids)[None])
+        full = torch.stack([cache[h][0].float() for h in hooks.residual_rows(self.n_layers)])
+        err = float((full - acts.resid).abs().max() / full.abs().max().clamp_min(1e-12))
+        self._kv_verified = err <= 1e-4
+        return self._kv_verified
+
+    def _context(self, cancelled: Callable[[], bool] | None) -> Context:
+        W_U, b_U = self._unembed()
+        return Context(
+            model_name=self.name,
+            readout=FinalReadout(self.model.ln_final, W_U, b_U, self._output_transform()),
+            subspace=self.subspace,
+            strings=self.token_strings,
+            info=self.info(),
+            chunk_elements=self.chunk_elements,
+            cancelled=cancelled or (lambda: False),
+        )
+
+    def _output_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What the model does to its logits after the unembedding: the bridge's architecture adapter
+        says (soft-cap, logit scaling); TransformerLens <= 3 models only have the config's soft-cap."""
+        adapter = getattr(self.model, "adapter", None)
+        method = getattr(type(adapter), "apply_output_logits_transform", None)
+        if method is not None:
+            from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
+
+            if method is not ArchitectureAdapter.apply_output_logits_transform:  # the adapter overrides it
+                return adapter.apply_output_logits_transform
+        return softcap(self.softcap) if self.softcap else None
+
+    def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens) -> Request:
+        names, target_ids = self.resolve_targets(targets)
+        return Request(
+            prompt=prompt if isinstance(prompt, str) else None,
+            ids=ids,
+            added_bos=added_bos,
+            top_k=top_k,
+            target_names=names,
+            target_ids=target_ids,
+            tau=tau,
+            lens=self._resolve_lens(lens),
+        )
+
+    def _resolve_lens(self, lens: Any) -> Lens | None:
+        if lens is None or lens == "logit":
+            return None
+        if isinstance(lens, str):
+            raise ValueError(f"unknown lens {lens!r}; choose 'logit'")
+        if not callable(getattr(lens, "transform_rows", None)):
+            raise TypeError(f"lens must be 'logit' or a lens object, not {type(lens).__name__}")
+        return lens
+
+    def stream(
+        self,
+        prompt: PromptLike,
+        *,
+        top_k: int = 10,
+        targets: Sequence[str | int] | str | None = None,
+        tau: float = 0.9,
+        lens: Any = None,
+        prepend_bos: bool | None = None,
+        view: tuple[int, int] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[Update]:
+        """The staged analysis of one prompt (``begin``, ``lens`` blocks, ``done``; see
+        ``resid_widgets.analyses.pipeline``). An edit of the previous prompt recomputes only the
+        positions from the first changed token on. ``cancelled()`` is polled between blocks."""
+        with self._lock:
+            self._check_weights()
+            top_k, tau = self._check_settings(top_k, tau)
+            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
+            req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
+            ctx = self._context(cancelled)
+            if ctx.cancelled():
+                raise Cancelled("superseded by a newer request")
+            params_key = self._params_key()
+            last, self._last = self._last, None  # its key/value cache is about to be extended
+            acts, kv = self._forward(ids, last, params_key)
+            base = last.analysis if acts.start else None
+            for update in run_stages(acts, req, ctx, base=base, base_key=last.readout_key if base is not None else None, view=view):
+                if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
+                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv)
+                elif update.stage == "done":
+                    self._last.readout_key = req.readout_key()
+                yield update
+
     def analyze(
         self,
         prompt: PromptLike,
@@ -228,29 +446,14 @@ class Session:
         top_k: int = 10,
         targets: Sequence[str | int] | str | None = None,
         tau: float = 0.9,
+        lens: Any = None,
         prepend_bos: bool | None = None,
         progress: Progress | None = None,
     ) -> Analysis:
         """Logit lens, target ranks, projection % and norms at every layer row x position."""
-        with self._lock:
-            top_k, tau = self._check_settings(top_k, tau)
-            target_names, target_ids = self.resolve_targets(targets)
-            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
-            _report(progress, 0.0, "forward pass")
-            logits, cache = self._run(torch.as_tensor(ids)[None])
-            return self._build(
-                prompt if isinstance(prompt, str) else None,
-                ids,
-                added_bos,
-                {k: v[0] for k, v in cache.items()},
-                logits[0],
-                top_k=top_k,
-                target_names=target_names,
-                target_ids=target_ids,
-                tau=tau,
-                progress=progress,
-                reuse=True,
-            )
+        _report(progress, 0.0, "forward pass")
+        updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos)
+        return drain(_reporting(updates, progress))
 
     def analyze_batch(
         self,
@@ -259,6 +462,7 @@ class Session:
         top_k: int = 10,
         targets: Sequence[str | int] | str | None = None,
         tau: float = 0.9,
+        lens: Any = None,
         prepend_bos: bool | None = None,
         progress: Progress | None = None,
     ) -> list[Analysis]:
@@ -274,9 +478,10 @@ class Session:
         if len(prompts) == 0:
             raise ValueError("analyze_batch got no prompts")
         with self._lock:
+            self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
-            target_names, target_ids = self.resolve_targets(targets)
             tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
+            reqs = [self._request(p, ids, bos, top_k=top_k, targets=targets, tau=tau, lens=lens) for p, (ids, bos) in zip(prompts, tokenised)]
             lengths = [len(ids) for ids, _ in tokenised]
             pad_id = _pad_id(self.tokenizer)
             batch = torch.full((len(prompts), max(lengths)), pad_id, dtype=torch.long)
@@ -284,25 +489,13 @@ class Session:
                 batch[i, : len(ids)] = torch.as_tensor(ids)
             _report(progress, 0.0, "forward pass")
             logits, cache = self._run(batch)
+            ctx = self._context(None)
             out = []
-            for i, (p, (ids, added_bos)) in enumerate(zip(prompts, tokenised)):
+            for i, req in enumerate(reqs):
                 n = lengths[i]
+                acts = self._activations(req.ids, {k: v[i, :n] for k, v in cache.items()}, logits[i, :n])
                 sub = None if progress is None else _sub_progress(progress, i, len(prompts))
-                out.append(
-                    self._build(
-                        p if isinstance(p, str) else None,
-                        ids,
-                        added_bos,
-                        {k: v[i, :n] for k, v in cache.items()},
-                        logits[i, :n],
-                        top_k=top_k,
-                        target_names=target_names,
-                        target_ids=target_ids,
-                        tau=tau,
-                        progress=sub,
-                        reuse=False,
-                    )
-                )
+                out.append(drain(_reporting(run_stages(acts, req, ctx), sub)))
             return out
 
     def _check_settings(self, top_k: int, tau: float) -> tuple[int, float]:
@@ -312,124 +505,12 @@ class Session:
             raise ValueError(f"top_k must be between 1 and the vocabulary size {self.d_vocab}, got {top_k}")
         return int(top_k), check_tau(tau)
 
-    def _build(
-        self,
-        prompt: str | None,
-        ids: np.ndarray,
-        added_bos: bool,
-        cache: dict[str, torch.Tensor],  # one prompt, [T, d]
-        logits: torch.Tensor,  # [T, d_vocab]
-        *,
-        top_k: int,
-        target_names: list[str],
-        target_ids: list[int],
-        tau: float,
-        progress: Progress | None,
-        reuse: bool,
-    ) -> Analysis:
-        L, T = self.n_layers, len(ids)
-        hook_names = self._hook_names()
-        resid = torch.stack([cache[h].float() for h in hook_names])  # [R, T, d]
-        R = resid.shape[0]
-
-        # Logit lens (the expensive part): reuse positions before an edit.
-        key = (id(self.model), top_k, tuple(target_ids))
-        start = 0
-        memo = self._memo if reuse else None
-        if memo is not None and memo.key == key:
-            start = _common_prefix(memo.token_ids, ids)
-            if start == T:  # identical prompt: recompute the last position anyway (cheap)
-                start = T - 1
-            # Same tokens are not enough (weights may have been edited in place): the prefix's
-            # residual rows must be the ones the memo was read from.
-            if start and not torch.allclose(resid[:, :start].cpu(), memo.resid[:, :start], rtol=1e-5, atol=1e-5):
-                start = 0
-        W_U, b_U = self._unembed()
-        with torch.inference_mode():
-            normed = self.model.ln_final(resid[:, start:].to(W_U.dtype)).float()  # each row's own LN
-            # The final row's readout is the model's own output: reuse the forward pass's logits when
-            # they agree with ln_final(r) @ W_U + b_U (checked at the last position; a model whose
-            # output differs, e.g. soft-capped logits, gets the formula like every other row).
-            final = logits[start:].float()
-            ref = normed[-1, -1] @ W_U.float() + (0 if b_U is None else b_U.float())
-            lens_vs_model = float((ref - final[-1]).abs().max())
-            reuse_final = lens_vs_model <= 1e-4 * max(1.0, float(ref.abs().max()))
-        lens_progress = None if progress is None else (lambda f: _report(progress, 0.1 + 0.8 * f, "logit lens"))
-        fresh = lens_readout(
-            normed.reshape(-1, normed.shape[-1]),
-            W_U,
-            b_U,
-            top_k=top_k,
-            target_ids=target_ids,
-            known_logits=final if reuse_final else None,
-            progress=lens_progress,
-        )
-        part = _reshape_readout(fresh, R, T - start)
-        if start > 0:
-            readout = {k: np.concatenate([memo.readout[k][:, :start], v], axis=1) for k, v in part.items()}
-        else:
-            readout = part
-        if reuse:
-            self._memo = _LensMemo(key=key, token_ids=ids.copy(), resid=resid.cpu(), readout=readout)
-
-        # Projection onto the token subspace.
-        _report(progress, 0.92, "projection")
-        sub = self.subspace
-        k = sub.k_for_tau(tau)
-        proj_cum = cumulative_fraction(resid, sub.U).numpy(force=True)
-        final_cum = cumulative_fraction(cache["ln_final.hook_normalized"].float(), sub.U).numpy(force=True)
-
-        # Norms and the residual decomposition check.
-        attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)])
-        mlp = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(L)])
-        errors = additivity_errors(cache, L)
-        additivity = {
-            **errors,
-            "tolerance": ADDITIVITY_TOLERANCE,
-            "holds": bool(max(errors.values()) <= ADDITIVITY_TOLERANCE),
-        }
-
-        info = self.info()
-        info["lens_vs_model_max_abs"] = lens_vs_model  # formula vs the model's logits, last position
-
-        ids_needed = np.concatenate([ids, readout["top_ids"].reshape(-1), np.asarray(target_ids, dtype=np.int64)])
-        strings = self.token_strings(ids_needed)
-        _report(progress, 1.0, "done")
-        return Analysis(
-            prompt=prompt,
-            model_name=self.name,
-            hook_names=hook_names,
-            tokens=[strings[int(i)] for i in ids],
-            token_ids=ids,
-            is_bos=np.array([added_bos and i == 0 for i in range(T)]),
-            top_ids=readout["top_ids"],
-            top_probs=readout["top_probs"],
-            top_logits=readout["top_logits"],
-            log_norm=readout["log_norm"],
-            targets=list(target_names),
-            target_ids=list(target_ids),
-            target_logits=readout["target_logits"],
-            target_probs=readout["target_probs"],
-            target_ranks=readout["target_ranks"],
-            tau=tau,
-            k=k,
-            singular_values=sub.singular_values,
-            cumulative_energy=sub.cumulative_energy,
-            projection_pct=pct_at_k(proj_cum, k),
-            projection_final_pct=pct_at_k(final_cum, k),
-            resid_norm=l2_norms(resid),
-            attn_norm=l2_norms(attn),
-            mlp_norm=l2_norms(mlp),
-            additivity=additivity,
-            strings=strings,
-            info=info,
-            _proj_cum=proj_cum,
-            _proj_final_cum=final_cum,
-            _resid=resid.numpy(force=True),  # force: GPU tensors come back to the host
-        )
-
     def __repr__(self) -> str:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
+
+
+#: how a target given as an id is named when its text alone is ambiguous: "<text> (#id)".
+_ID_TAG = re.compile(r"(.*) \(#(\d+)\)", re.DOTALL)
 
 
 def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -440,16 +521,41 @@ def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
     return list(by_shape.values())
 
 
-def _reshape_readout(r: LensReadout, R: int, T: int) -> dict[str, np.ndarray]:
-    return {
-        "top_ids": r.top_ids.reshape(R, T, -1),
-        "top_probs": r.top_probs.reshape(R, T, -1),
-        "top_logits": r.top_logits.reshape(R, T, -1),
-        "log_norm": r.log_norm.reshape(R, T),
-        "target_logits": r.target_logits.reshape(R, T, -1),
-        "target_probs": r.target_probs.reshape(R, T, -1),
-        "target_ranks": r.target_ranks.reshape(R, T, -1),
-    }
+def _without_logits(acts: Activations) -> Activations:
+    return replace(acts, logits=acts.logits[:0])
+
+
+def _reporting(updates: Iterator[Update], progress: Progress | None) -> Iterator[Update]:
+    for u in updates:
+        _report(progress, u.fraction, {"begin": "norms and projection", "lens": "lens", "done": "done"}[u.stage])
+        yield u
+
+
+class _kv_cache_kwarg:
+    """transformers 5 hands GPT-2's attention its key/value cache as ``cache=``, which the bridge's attention
+    (TransformerLens 4.3) does not read (it reads ``past_key_values`` / ``layer_past``), so the cache would
+    stay empty. While a prefix-reusing pass runs, pass it under the name the bridge reads."""
+
+    def __init__(self, model: Any, active: bool):
+        self.blocks = getattr(model, "blocks", None) if active else None
+        self.handles: list = []
+
+    @staticmethod
+    def _rename(module, args, kwargs):
+        cache = kwargs.get("cache")
+        if kwargs.get("past_key_values") is None and cache is not None and hasattr(cache, "update"):
+            kwargs["past_key_values"] = cache
+        return args, kwargs
+
+    def __enter__(self):
+        for block in self.blocks or ():
+            attn = getattr(block, "attn", None)
+            if attn is not None:
+                self.handles.append(attn.register_forward_pre_hook(self._rename, with_kwargs=True))
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
 
 
 _BYTE_DECODER: dict[str, int] | None = None
