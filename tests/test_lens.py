@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import ABS_TOL, REL_TOL
+from reference import lens_logits, resid_rows, single_run
 from resid_widgets import Session
 
 TOKENS = [3, 17, 256, 999, 42, 7, 7, 500, 1, 64, 300]
@@ -12,13 +13,8 @@ TOKENS = [3, 17, 256, 999, 42, 7, 7, 500, 1, 64, 300]
 
 def _independent_logits(model, tokens):
     """[R, T, V] logits of every residual row, computed here from TransformerLens's own cache."""
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(torch.tensor([tokens]))
-        rows = [cache["blocks.0.hook_resid_pre"][0]] + [
-            cache[f"blocks.{l}.hook_resid_post"][0] for l in range(model.cfg.n_layers)
-        ]
-        out = torch.stack([model.ln_final(r) @ model.W_U + model.b_U for r in rows])
-    return logits[0], out
+    _, logits, cache = single_run(model, tokens)
+    return logits, lens_logits(model, resid_rows(model, cache))
 
 
 @pytest.mark.parametrize("fixture", ["ln_model", "rms_model", "biased_model"])

@@ -8,15 +8,16 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from resid_widgets.analyses.workflows import METRIC_LABELS, METRICS, compare_metric
-from resid_widgets.widgets._charts import figure, guarded, row_ticks, show_error, status_line, tooltip, update
+from resid_widgets.analyses.workflows import METRIC_AXIS_LABELS, METRIC_LABELS, METRICS, compare_metric
+from resid_widgets.widgets._charts import prompt_labels
+from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown, int_ticks, flow_row, show_error, status_line, update
 from resid_widgets.widgets.resid import as_session
 
-A_COLOR, B_COLOR, DIFF_COLOR = "#4e79a7", "#f28e2b", "#59a14f"
+A_COLOR, B_COLOR, DIFF_COLOR, DIFF_MEAN_COLOR = "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"
 DEFAULT_A, DEFAULT_B = "Mr. and Mrs.", "It was a fine morning."
 
 
-class CompareWidget(W.VBox):
+class CompareWidget(Explorer):
     """Prompt A vs prompt B, per residual row, for one metric.
 
     ``CompareWidget(session, "prompt A", "prompt B", metric="projection", targets=[answer, counterfactual])``.
@@ -46,27 +47,26 @@ class CompareWidget(W.VBox):
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
         self._targets = list(targets) if targets else []
         self._kw = dict(top_k=int(top_k), tau=float(tau), targets=self._targets or None)
-        self.text_a = W.Text(value=prompt_a, description="A", continuous_update=False, layout=W.Layout(width="100%"))
-        self.text_b = W.Text(value=prompt_b, description="B", continuous_update=False, layout=W.Layout(width="100%"))
-        self.metric_dropdown = W.Dropdown(options=[(f"{m} — {METRIC_LABELS[m]}", m) for m in METRICS], value=metric, description="metric")
+        wide = W.Layout(width="auto")
+        self.text_a = W.Text(value=prompt_a, description="A", continuous_update=False, layout=wide)
+        self.text_b = W.Text(value=prompt_b, description="B", continuous_update=False, layout=wide)
+        self.metric_dropdown = dropdown([(f"{m} — {METRIC_LABELS[m]}", m) for m in METRICS], metric, "metric")
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS from means", indent=False)
         self.status = status_line()
         self.a, self.b = self.session.analyze_batch([prompt_a, prompt_b], **self._kw)
         self._compute()
         self._build()
         self._draw()
-        self.text_a.observe(lambda c: c["new"] != self.a.prompt and guarded(self.status, lambda: self.set_prompts(a=c["new"])), "value")
-        self.text_b.observe(lambda c: c["new"] != self.b.prompt and guarded(self.status, lambda: self.set_prompts(b=c["new"])), "value")
+        self.text_a.observe(lambda c: c["new"] != self.a.prompt and self._guard(lambda: self.set_prompts(a=c["new"]))(), "value")
+        self.text_b.observe(lambda c: c["new"] != self.b.prompt and self._guard(lambda: self.set_prompts(b=c["new"]))(), "value")
         self.metric_dropdown.observe(self._on_metric, "value")
-        self.bos_toggle.observe(lambda _: guarded(self.status, self._refresh), "value")
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
-        super().__init__(
-            children=[
+        self.bos_toggle.observe(self._guard(self._refresh), "value")
+        self._init_layout(
+            [
                 self.text_a,
                 self.text_b,
-                W.HBox([self.metric_dropdown, self.bos_toggle], layout=wrap),
-                W.HBox([self.fig_last, self.fig_mean, self.fig_diff], layout=wrap),
-                self.status,
+                flow_row(self.metric_dropdown, self.bos_toggle),
+                flow_row(*(c.widget for c in self._charts.values())),
             ]
         )
 
@@ -84,7 +84,19 @@ class CompareWidget(W.VBox):
 
     @property
     def figures(self) -> dict[str, bq.Figure]:
-        return {"last": self.fig_last, "mean": self.fig_mean, "diff": self.fig_diff}
+        return {name: c.figure for name, c in self._charts.items()}
+
+    @property
+    def fig_last(self) -> bq.Figure:
+        return self._charts["last"].figure
+
+    @property
+    def fig_mean(self) -> bq.Figure:
+        return self._charts["mean"].figure
+
+    @property
+    def fig_diff(self) -> bq.Figure:
+        return self._charts["diff"].figure
 
     def set_prompts(self, a: str | None = None, b: str | None = None) -> None:
         """Recompute for new prompts (either or both); the charts update in place."""
@@ -139,50 +151,40 @@ class CompareWidget(W.VBox):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        tip = tooltip(["name", "x", "y"], ["", "row", "value"], ["", "", ".4g"])
-        self.fig_last, s = figure("Last position", "row (0 = embeddings, l+1 = after layer l)", "value", legend=True)
-        self._last = bq.Lines(x=[0], y=[0], scales=s, colors=[A_COLOR, B_COLOR], labels=["A", "B"], display_legend=True, marker="circle", marker_size=16)
-        self._last_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_last.marks = [self._last, self._last_pts]
-        self.fig_mean, s = figure("Mean over positions", "row", "value", legend=True)
-        self._mean = bq.Lines(x=[0], y=[0], scales=s, colors=[A_COLOR, B_COLOR], labels=["A", "B"], display_legend=True, marker="circle", marker_size=16)
-        self._mean_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_mean.marks = [self._mean, self._mean_pts]
-        self.fig_diff, s = figure("B − A", "row", "difference", legend=True)
-        self._diff = bq.Lines(
-            x=[0], y=[0], scales=s, colors=[DIFF_COLOR, "#b07aa1"], labels=["last position", "mean over positions"],
-            display_legend=True, marker="circle", marker_size=16,
-        )
-        self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=s, colors=["#888888"], line_style="dotted")
-        self._diff_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_diff.marks = [self._diff, self._zero, self._diff_pts]
+        self._charts = {
+            "last": Chart("Last position", ROW_LABEL, "value", tooltip_fields=("row", "value")),
+            "mean": Chart("Mean over positions", ROW_LABEL, "value", tooltip_fields=("row", "value")),
+            "diff": Chart("B − A", ROW_LABEL, "difference", tooltip_fields=("row", "B − A")),
+        }
+        for name, cols in (("last", [A_COLOR, B_COLOR]), ("mean", [A_COLOR, B_COLOR]), ("diff", [DIFF_COLOR, DIFF_MEAN_COLOR])):
+            c = self._charts[name]
+            lines = bq.Lines(x=[0], y=[0], scales=c.scales, colors=cols, stroke_width=2.5)
+            c.figure.marks = [lines]
+            if name == "diff":
+                self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=c.scales, colors=["#888888"], line_style="dotted")
+                c.figure.marks = [lines, self._zero]
 
     def _draw(self) -> None:
         d = self._data
         x = d["row"]
-        for fig in (self.fig_last, self.fig_mean, self.fig_diff):
-            row_ticks(fig, x)
-        n = len(x)
-        for lines, pts, ya, yb, names, cols in (
-            (self._last, self._last_pts, d["a_last"], d["b_last"], ("A", "B"), (A_COLOR, B_COLOR)),
-            (self._mean, self._mean_pts, d["a_mean"], d["b_mean"], ("A", "B"), (A_COLOR, B_COLOR)),
-            (self._diff, self._diff_pts, d["diff_last"], d["diff_mean"], ("B − A, last", "B − A, mean"), (DIFF_COLOR, "#b07aa1")),
+        la, lb = prompt_labels([d["prompt_a"], d["prompt_b"]])[0]
+        for key, ya, yb, names, cols in (
+            ("last", d["a_last"], d["b_last"], (f"A: {la}", f"B: {lb}"), (A_COLOR, B_COLOR)),
+            ("mean", d["a_mean"], d["b_mean"], (f"A: {la}", f"B: {lb}"), (A_COLOR, B_COLOR)),
+            ("diff", d["diff_last"], d["diff_mean"], ("B − A, last position", "B − A, mean over positions"), (DIFF_COLOR, DIFF_MEAN_COLOR)),
         ):
-            update(lines, x=x, y=np.stack([ya, yb]))
-            update(
-                pts,
-                x=np.tile(x, 2),
-                y=np.concatenate([ya, yb]),
-                names=[names[0]] * n + [names[1]] * n,
-                colors=[cols[0]] * n + [cols[1]] * n,
-                display_names=False,
-            )
+            c = self._charts[key]
+            int_ticks(c.x_axis, x)
+            update(c.figure.marks[0], x=x, y=np.stack([ya, yb]), colors=list(cols))
+            c.set_dots(x, [ya, yb], list(names), list(cols))
+            c.set_legend((n, col, "solid", "line") for n, col in zip(names, cols))
         update(self._zero, x=[int(x[0]), int(x[-1])])
-        label = METRIC_LABELS[d["metric"]]
-        for fig in (self.fig_last, self.fig_mean):
-            fig.axes[1].label = label
-        self.fig_last.title = f"Last position: {label}"
-        self.fig_mean.title = f"Mean over positions: {label}"
+        label, axis = METRIC_LABELS[d["metric"]], METRIC_AXIS_LABELS[d["metric"]]
+        for key in ("last", "mean", "diff"):
+            self._charts[key].y_axis.label = axis if key != "diff" else f"Δ {axis}"
+        self._charts["last"].title = f"Last position: {label}"
+        self._charts["mean"].title = f"Mean over positions: {label}"
+        self._charts["diff"].title = f"B − A: {label}"
 
 
 __all__ = ["CompareWidget"]
