@@ -424,6 +424,7 @@ def test_compare_widget(tiny_session):
         runs = [single_run(tiny_session, p) for p in PROMPTS[:2]]
         for metric in METRICS:
             w.metric = metric
+            assert w.status.value == "" and w.metric == metric  # every metric draws (axis label included)
             d = w.data()
             vals = []
             for tokens, logits, cache in runs:
@@ -473,5 +474,85 @@ def test_compare_widget(tiny_session):
             w.metric = "logit_diff"
         w.metric_dropdown.value = "target_rank"  # from the UI: reported, and the dropdown goes back
         assert "targets" in w.status.value and w.metric == "projection"
+    finally:
+        w.close()
+
+
+def test_compare_widget_two_lenses_on_one_prompt(demo_session):
+    """``lenses=("logit", "tuned")``: A and B are one prompt read with two lenses; the numbers against the lenses'
+    readout of TransformerLens's own residual rows, the legends and titles name the lenses."""
+    from resid_widgets import CompareWidget
+    from resid_widgets.lenses import LogitLens, final_logits, get_lens
+    from resid_widgets.widgets.lens_kl import LENS_COLORS
+
+    prompt = "Mr. and Mrs. Bennet had five daughters."
+    w = CompareWidget(demo_session, prompt, lenses=("logit", "tuned"))
+    try:
+        assert w.metric == "kl" and w.lenses == ("logit", "tuned") and w.status.value == ""
+        assert w.a.prompt == w.b.prompt == prompt and w.text_b.layout.display == "none"
+        _, _, cache = reference.single_run(demo_session.model, prompt)
+        resid = reference.resid_rows(demo_session.model, cache)
+        with torch.no_grad():
+            logp = {
+                name: torch.log_softmax(final_logits(demo_session.model, lens.transform(resid)).double(), -1)
+                for name, lens in (("logit", LogitLens.for_model(demo_session)), ("tuned", get_lens("tuned", demo_session)))
+            }
+        top1 = logp["logit"][-1].argmax(-1)  # the model's own output row (every lens is the identity there)
+        ref = {
+            "kl": lambda lp: (lp[-1:].exp() * (lp[-1:] - lp)).sum(-1),
+            "entropy": lambda lp: -(lp.exp() * lp).sum(-1),
+            "final_rank": lambda lp: (lp > lp.gather(-1, top1.expand(lp.shape[0], -1)[..., None])).sum(-1).double(),
+            "resid_norm": lambda lp: resid.double().norm(dim=-1),
+        }
+        lines_last, lines_diff = w.figures["last"].marks[0], w.figures["diff"].marks[0]
+        for metric, fn in ref.items():
+            w.metric = metric
+            assert w.status.value == "" and w.metric == metric
+            d = w.data()
+            va, vb = fn(logp["logit"]).numpy(), fn(logp["tuned"]).numpy()
+            tol = dict(rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(d["a_last"], va[:, -1], **tol)
+            np.testing.assert_allclose(d["b_last"], vb[:, -1], **tol)
+            np.testing.assert_allclose(d["a_mean"], va[:, 1:].mean(1), **tol)  # BOS excluded
+            np.testing.assert_allclose(d["b_mean"], vb[:, 1:].mean(1), **tol)
+            np.testing.assert_allclose(d["diff_mean"], d["b_mean"] - d["a_mean"])
+            # ... and against the analyses the session gives for each lens
+            field = {"kl": "kl_to_output", "entropy": "entropy", "final_rank": "final_top1_rank", "resid_norm": "resid_norm"}[metric]
+            for key, lens in (("a_last", "logit"), ("b_last", "tuned")):
+                again = np.asarray(getattr(demo_session.analyze(prompt, lens=lens), field), np.float64)[:, -1]
+                np.testing.assert_allclose(d[key], again, rtol=1e-4, atol=1e-3)  # a re-run reuses the cached pass: float32 noise
+            np.testing.assert_allclose(squeeze(lines_last.y), np.stack([d["a_last"], d["b_last"]]))
+            np.testing.assert_allclose(squeeze(lines_diff.y), np.stack([d["diff_last"], d["diff_mean"]]))
+        np.testing.assert_allclose(d["diff_mean"], 0, atol=1e-5)  # a lens-free metric: both lenses read the same rows
+        w.metric = "kl"
+        d = w.data()
+        assert d["a_mean"][0] > d["b_mean"][0] > 0 and d["a_last"][-1] == d["b_last"][-1] == 0
+        # the legends and titles say which lens is which, in the lenses' colours
+        legend = w._charts["last"].legend.value
+        assert "A: logit lens" in legend and "B: tuned lens" in legend
+        assert LENS_COLORS["logit"] in legend and LENS_COLORS["tuned"] in legend
+        assert list(lines_last.colors) == [LENS_COLORS["logit"], LENS_COLORS["tuned"]]
+        assert "logit lens vs tuned lens" in w._charts["mean"].title and "tuned lens − logit lens" in w._charts["diff"].title
+        assert "tuned lens − logit lens, mean over positions" in w._charts["diff"].legend.value
+        # editing the prompt recomputes both lenses on the new prompt; B cannot get a prompt of its own
+        w.text_a.value = "It was a fine morning."
+        assert w.status.value == "" and w.a.prompt == w.b.prompt == "It was a fine morning." and w.lenses == ("logit", "tuned")
+        np.testing.assert_allclose(
+            w.data()["b_last"], demo_session.analyze("It was a fine morning.", lens="tuned").kl_to_output[:, -1], rtol=0, atol=1e-3
+        )
+        with pytest.raises(ValueError, match="one prompt"):
+            w.set_prompts(b="Another prompt.")
+        assert w.b.prompt == "It was a fine morning."
+    finally:
+        w.close()
+    with pytest.raises(ValueError, match="leave prompt_b out"):
+        CompareWidget(demo_session, "A prompt.", "B prompt.", lenses=("logit", "tuned"))
+    with pytest.raises(ValueError, match="give two"):
+        CompareWidget(demo_session, "A prompt.", lenses=("logit",))
+    # the two-prompt mode reads both prompts with one lens (lens=), and says so
+    w = CompareWidget(demo_session, "Mr. and Mrs.", "It was a fine morning.", lens="jacobian", metric="kl")
+    try:
+        assert w.lenses == ("jacobian", "jacobian") and "(jacobian lens)" in w._charts["last"].legend.value
+        np.testing.assert_allclose(w.data()["a_mean"], demo_session.analyze("Mr. and Mrs.", lens="jacobian").kl_to_output[:, 1:].mean(1), rtol=0, atol=1e-3)
     finally:
         w.close()

@@ -353,6 +353,9 @@ METRIC_AXIS_LABELS = {
     "resid_norm": "‖resid‖₂",
     "attn_norm": "‖attn_out‖₂",
     "mlp_norm": "‖mlp_out‖₂",
+    "kl": "KL, nats",
+    "entropy": "entropy, nats",
+    "final_rank": "rank (0 = top)",
 }
 
 
