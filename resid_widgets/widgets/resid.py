@@ -236,13 +236,18 @@ class ResidWidget(anywidget.AnyWidget):
             "suggested_targets": self._suggest_targets(analysis),
         }
 
-    def _suggest_targets(self, analysis: Analysis, n: int = 2) -> list[str]:
-        """The last position's top predictions (final row) that are single tokens of this vocabulary
-        and read back as themselves: what the targets field suggests when empty."""
+    def _suggest_targets(self, analysis: Analysis, n: int = 4) -> list[str]:
+        """What the empty targets field suggests, the way a researcher picks targets: the distinct tokens
+        that were top-1 at any row of the last position (the model's own answer first, then the earlier
+        rows' guesses), then the final row's runners-up; only single tokens of this vocabulary that read
+        back as themselves."""
         out: list[str] = []
         if self.session.tokenizer is None:
             return out
-        for tid in analysis.top_ids[-1, -1].tolist():
+        last = analysis.n_tokens - 1
+        candidates = [analysis.top_ids[r, last, 0] for r in range(analysis.n_rows - 1, -1, -1)]
+        candidates += list(analysis.top_ids[-1, last, 1:])
+        for tid in [int(i) for i in dict.fromkeys(int(c) for c in candidates) if i >= 0]:
             text = analysis.strings.get(int(tid))
             if not text or not text.strip() or "," in text or text in out:
                 continue
