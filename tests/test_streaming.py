@@ -114,3 +114,24 @@ def test_wait_false_shows_the_first_stage_then_completes(tiny_session, monkeypat
 def test_wait_false_bad_input_raises(tiny_session):
     with pytest.raises(ValueError, match="empty"):
         ResidWidget(tiny_session, "   ", wait=False)
+
+
+def test_lens_switch_is_one_edit_and_switching_back_is_instant(demo_session, monkeypatch):
+    w = ResidWidget(Session(demo_session.model), "Mr. and Mrs. Bennet had five")
+    try:
+        logit = w.analysis
+        _edit(w, "v", 1, lens="tuned")
+        w.wait()
+        assert w.lens == "tuned" and w.analysis.lens == "tuned" and w._meta["lens"] == "tuned"
+        assert (w.analysis.kl_to_output[:-1].mean() < logit.kl_to_output[:-1].mean())  # the tuned lens reads closer
+        runs = []
+        real = w.session.stream
+        monkeypatch.setattr(w.session, "stream", lambda *a, **k: runs.append(k.get("lens")) or real(*a, **k))
+        seq = w._meta["seq"]
+        w.lens = "logit"  # from Python: the cached analysis, no computation
+        assert runs == [] and w.analysis is logit and w._meta["seq"] > seq and w._meta["lens"] == "logit"
+        with pytest.raises(Exception):
+            w.lens = "bogus"
+        assert "bogus" in w.error and w.lens == "logit"
+    finally:
+        w.close()

@@ -4,6 +4,7 @@
 import type { LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
+import { LENSES } from "./protocol";
 import { tauChoice } from "./tau";
 import { visible } from "./text";
 
@@ -23,13 +24,18 @@ export interface EditValues {
   prompt: string;
   targets: string[];
   top_k: number;
+  /** which lens reads the rows (protocol.json `lenses`) */
+  lens: string;
 }
+
+const LENS_LABELS: Record<string, string> = { logit: "logit lens", jacobian: "Jacobian lens", tuned: "tuned lens" };
 
 export class Editor {
   readonly el: HTMLDivElement;
   readonly prompt: HTMLTextAreaElement;
   readonly targets: HTMLInputElement;
   readonly topk: HTMLInputElement;
+  readonly lens: HTMLSelectElement;
   private readonly note: HTMLParagraphElement;
 
   constructor(onInput: () => void) {
@@ -46,6 +52,13 @@ export class Editor {
       title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
     });
     this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
+    const lid = nextId("lens");
+    this.lens = h("select", {
+      class: "rw-lens",
+      id: lid,
+      title: "How each residual row is read out: the logit lens (as is), the Jacobian lens (transported by the average Jacobian to the last layer) or the tuned lens (a trained affine translator per row)",
+    });
+    for (const l of LENSES) this.lens.append(h("option", { value: l, text: LENS_LABELS[l] ?? l }));
     this.note = h("p", { class: "rw-static-note", hidden: true, text: "Static export: editing is disabled (hover, layer and τ still work)." });
     this.el = h(
       "div",
@@ -59,10 +72,13 @@ export class Editor {
         this.targets,
         h("label", { class: "rw-label", for: kid, text: "top-k" }),
         this.topk,
+        h("label", { class: "rw-label", for: lid, text: "lens" }),
+        this.lens,
       ),
       this.note,
     );
     for (const e of [this.prompt, this.targets, this.topk]) e.addEventListener("input", onInput);
+    this.lens.addEventListener("change", onInput);
   }
 
   values(): EditValues {
@@ -71,6 +87,7 @@ export class Editor {
       prompt: this.prompt.value,
       targets: parseTargets(this.targets.value),
       top_k: Number.isFinite(k) && k >= 1 ? k : 1,
+      lens: this.lens.value,
     };
   }
 
@@ -83,6 +100,7 @@ export class Editor {
       if (!same) this.targets.value = formatTargets(v.targets);
     }
     if (v.top_k !== undefined && Number(this.topk.value) !== v.top_k) this.topk.value = String(v.top_k);
+    if (v.lens !== undefined && this.lens.value !== v.lens) this.lens.value = v.lens;
   }
 
   /** Suggest targets in the empty field: tokens of the loaded vocabulary (e.g. the last position's
@@ -94,7 +112,7 @@ export class Editor {
   }
 
   setStatic(on: boolean): void {
-    for (const e of [this.prompt, this.targets, this.topk]) e.disabled = on;
+    for (const e of [this.prompt, this.targets, this.topk, this.lens]) e.disabled = on;
     this.note.hidden = !on;
   }
 }

@@ -40,6 +40,7 @@ export class PendingEdits {
       prompt: String(this.model.get("prompt") ?? ""),
       targets: ((this.model.get("targets") as string[]) ?? []).map(String),
       top_k: Number(this.model.get("top_k")) || 10,
+      lens: String(this.model.get("lens") ?? "logit"),
     };
   }
 
@@ -73,6 +74,7 @@ export class PendingEdits {
     if (v.prompt !== r.prompt) changes.prompt = v.prompt;
     if (v.targets.length !== r.targets.length || v.targets.some((t, i) => t !== r.targets[i])) changes.targets = v.targets;
     if (v.top_k !== r.top_k) changes.top_k = v.top_k;
+    if (v.lens !== r.lens) changes.lens = v.lens;
     if (!Object.keys(changes).length) return;
     this.requested = { ...r, ...changes };
     this.seq += 1;

@@ -302,7 +302,7 @@ export class Heatmap {
     }
 
     // ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k
-    if (d.emergence && rowH >= 8 && cellW >= 4) {
+    if (d.emergence && rowH >= 8 && cellW >= 14) { // narrower cells: the tooltip says it (a mark would hide the colour)
       const sz = Math.max(2, Math.min(4, rowH / 4, cellW / 3));
       ctx.strokeStyle = bg;
       ctx.lineWidth = 1;

@@ -129,6 +129,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   sub.on("change:prompt", syncEditor);
   sub.on("change:targets", syncEditor);
   sub.on("change:top_k", syncEditor);
+  sub.on("change:lens", syncEditor);
   sub.on("change:_static", () => view.setStatic(!!model.get("_static")));
   sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
     if (isDelta(msg)) {

@@ -32,7 +32,7 @@ import traitlets as t
 from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
-from resid_widgets.payload.protocol import METRICS
+from resid_widgets.payload.protocol import LENSES, METRICS
 from resid_widgets.session import Session
 from resid_widgets.session.tokens import multibyte_chars
 
@@ -43,7 +43,9 @@ DEFAULT_PROMPT = "The capital of France is"
 #: the largest top-k the widget asks for (the editor's limit; the session allows up to d_vocab)
 MAX_TOP_K = 100
 #: traits a user sets from Python; a TraitError on them is also shown in the widget's error banner
-_USER_TRAITS = frozenset({"prompt", "targets", "top_k", "tau", "metric", "layer", "selected"})
+_USER_TRAITS = frozenset({"prompt", "targets", "top_k", "lens", "tau", "metric", "layer", "selected"})
+#: analyses kept per (prompt, targets, top-k, lens): switching lens back and forth is instant
+_CACHE_SIZE = 6
 
 
 def _bundle_file(name: str) -> Path:
@@ -69,6 +71,7 @@ class ResidWidget(anywidget.AnyWidget):
     prompt = t.Unicode("").tag(sync=True)
     targets = t.List(t.Unicode()).tag(sync=True)
     top_k = t.Int(10).tag(sync=True)
+    lens = t.Enum(LENSES, default_value="logit").tag(sync=True)
     tau = t.Float(0.9).tag(sync=True)
     metric = t.Enum(METRICS, default_value="projection").tag(sync=True)
     layer = t.Int(0).tag(sync=True)
@@ -91,6 +94,7 @@ class ResidWidget(anywidget.AnyWidget):
         metric: str = "projection",
         device: str | None = None,
         wait: bool = True,
+        lens: str = "logit",
         **kwargs: Any,
     ):
         """``wait=False`` returns as soon as the first stage is shown (norms, projection, the final row)
@@ -110,11 +114,13 @@ class ResidWidget(anywidget.AnyWidget):
         self._sent: dict[int, int] = {}  # id(analysis) -> the payload seq it was sent as
         self._sent_objects: list[Analysis] = []
         self._stream_seq = 0  # the seq of the analysis being streamed (0: none)
+        self._cache: dict[tuple, Analysis] = {}
+        self._lens = lens
         if wait:
             self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
         self._applying = True
         try:
-            super().__init__(prompt=prompt, targets=list(targets or []), top_k=top_k, tau=tau, metric=metric, **kwargs)
+            super().__init__(prompt=prompt, targets=list(targets or []), top_k=top_k, tau=tau, metric=metric, lens=lens, **kwargs)
         finally:
             self._applying = False
         self.on_msg(self._on_frontend_msg)
@@ -156,11 +162,19 @@ class ResidWidget(anywidget.AnyWidget):
             raise failure[0]
 
     # ---- computing ------------------------------------------------------------------------------
-    def _compute(self, prompt, targets, top_k, tau, progress=None, cancelled=None, window=None, on_begin=None) -> Analysis:
+    def _compute(
+        self, prompt, targets, top_k, tau, progress=None, cancelled=None, window=None, on_begin=None, lens=None
+    ) -> Analysis:
         """Run the staged analysis; once the widget exists, every stage goes to its views as a
-        ``delta`` message while the rest is computed (the browser paints as they arrive)."""
+        ``delta`` message while the rest is computed (the browser paints as they arrive). An analysis of
+        the same prompt, targets, top-k and lens computed before (a lens switched back) is reused."""
+        lens = self._lens if lens is None else lens
+        key = (prompt, tuple(targets or ()), int(top_k), lens, self.session._params_key())
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached if cached.tau == tau else cached.with_tau(tau)
         updates = self.session.stream(
-            prompt, top_k=top_k, targets=targets or None, tau=tau, view=window, cancelled=cancelled
+            prompt, top_k=top_k, targets=targets or None, tau=tau, lens=lens, view=window, cancelled=cancelled
         )
         streaming = getattr(self, "comm", None) is not None
         update = None
@@ -171,6 +185,9 @@ class ResidWidget(anywidget.AnyWidget):
                 self._send_delta(update)
             if on_begin is not None and update.stage == "begin":
                 on_begin(update.analysis)
+        self._cache[key] = update.analysis
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
         return update.analysis
 
     def _send_delta(self, update) -> None:
@@ -219,13 +236,18 @@ class ResidWidget(anywidget.AnyWidget):
             "suggested_targets": self._suggest_targets(analysis),
         }
 
-    def _suggest_targets(self, analysis: Analysis, n: int = 2) -> list[str]:
-        """The last position's top predictions (final row) that are single tokens of this vocabulary
-        and read back as themselves: what the targets field suggests when empty."""
+    def _suggest_targets(self, analysis: Analysis, n: int = 4) -> list[str]:
+        """What the empty targets field suggests, the way a researcher picks targets: the distinct tokens
+        that were top-1 at any row of the last position (the model's own answer first, then the earlier
+        rows' guesses), then the final row's runners-up; only single tokens of this vocabulary that read
+        back as themselves."""
         out: list[str] = []
         if self.session.tokenizer is None:
             return out
-        for tid in analysis.top_ids[-1, -1].tolist():
+        last = analysis.n_tokens - 1
+        candidates = [analysis.top_ids[r, last, 0] for r in range(analysis.n_rows - 1, -1, -1)]
+        candidates += list(analysis.top_ids[-1, last, 1:])
+        for tid in [int(i) for i in dict.fromkeys(int(c) for c in candidates) if i >= 0]:
             text = analysis.strings.get(int(tid))
             if not text or not text.strip() or "," in text or text in out:
                 continue
@@ -241,8 +263,8 @@ class ResidWidget(anywidget.AnyWidget):
 
     def _publish(self, analysis: Analysis, *, client_seq: int, client_view: str = "") -> None:
         with self._state_lock:
-            seq = self._sent.get(id(analysis), 0)  # a streamed analysis keeps the seq its deltas had
-            if not seq:
+            seq = self._sent.get(id(analysis), 0)  # the analysis being streamed keeps the seq its deltas had
+            if not seq or seq != self._stream_seq:  # anything else (a cached one shown again) gets a new seq
                 self._seq += 1
                 seq = self._seq
                 self._remember(analysis, seq)
@@ -307,25 +329,27 @@ class ResidWidget(anywidget.AnyWidget):
         a = self.__dict__.get("analysis")
         return a.n_tokens if a is not None else 0
 
-    @t.validate("prompt", "targets", "top_k")
+    @t.validate("prompt", "targets", "top_k", "lens")
     def _validate_inputs(self, proposal):
         value = proposal["value"]
         if proposal["trait"].name == "top_k" and not 1 <= value <= MAX_TOP_K:
             raise t.TraitError(f"top_k must be between 1 and {MAX_TOP_K}, got {value}")
         if self._applying:
             return value
-        params = {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k}
+        params = {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
         params[proposal["trait"].name] = value
         try:
-            self._pending = self._compute(params["prompt"], params["targets"], params["top_k"], self.tau)
+            self._pending = self._compute(params["prompt"], params["targets"], params["top_k"], self.tau, lens=params["lens"])
         except (ValueError, TypeError) as exc:
             self._trait_error = False
             self.error = str(exc)
             raise
         return value
 
-    @t.observe("prompt", "targets", "top_k")
+    @t.observe("prompt", "targets", "top_k", "lens")
     def _inputs_changed(self, change) -> None:
+        if change["name"] == "lens":
+            self._lens = change["new"]
         if self._applying or self._pending is None:
             return
         analysis, self._pending = self._pending, None
@@ -366,7 +390,7 @@ class ResidWidget(anywidget.AnyWidget):
             no = self._edit_no
             self.status = "computing"
             self.progress = 0.0
-            base = self._requested or {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k}
+            base = self._requested or {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
             unknown = sorted(set(changes) - base.keys())
             params = {**base, **{k: v for k, v in changes.items() if k in base}}
             if not unknown:
@@ -399,6 +423,7 @@ class ResidWidget(anywidget.AnyWidget):
                 progress=self._progress_for(no),
                 cancelled=lambda: not self._is_latest(no),  # a newer edit stops this one between blocks
                 window=window,
+                lens=params["lens"],
             )
         except Cancelled:
             return
@@ -418,6 +443,7 @@ class ResidWidget(anywidget.AnyWidget):
                     self.prompt = params["prompt"]
                     self.targets = list(analysis.targets)  # exactly what the analysis reports
                     self.top_k = analysis.top_k
+                    self.lens = analysis.lens
             finally:
                 self._applying = False
             self._requested = None
@@ -474,6 +500,7 @@ class ResidWidget(anywidget.AnyWidget):
             "prompt": self.prompt,
             "targets": list(self.targets),
             "top_k": self.top_k,
+            "lens": self.lens,
             "tau": self.tau,
             "metric": self.metric,
             "layer": self.layer,

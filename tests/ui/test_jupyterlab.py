@@ -56,6 +56,14 @@ def _notebook(path: Path) -> None:
             "w_long = ResidWidget(w.session, long_text)\n"
             "w_long"
         ),
+        nbformat.v4.new_code_cell(  # streamed: shown after the first stage, filled in block by block
+            "from resid_widgets import Session\n"
+            "s_stream = Session(device='cpu')\n"
+            "s_stream.chunk_elements = 200_000  # ~12 positions per lens block on the demo model\n"
+            "long_text = s_stream.tokenizer.decode(s_stream.tokenizer.encode(' '.join(['It is a truth universally acknowledged.'] * 120))[:1023])\n"
+            "w_stream = ResidWidget(s_stream, long_text, wait=False)\n"
+            "w_stream"
+        ),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -560,3 +568,47 @@ def _exported_file_paints(browser, html: Path, kernel) -> None:
     _check_painted(app, kernel, "w", cells, "export: dark")
     page.screenshot(path=str(OUT / "export-dark.png"), full_page=True)
     context.close()
+
+
+def test_streamed_first_paint_in_jupyterlab(lab, chromium_browser):
+    """Issue 14: ResidWidget(..., wait=False) on a 1,024-token prompt appears after the first stage and
+    fills in as the lens blocks arrive. Records the time from running the cell to the first painted cells
+    and to the complete view (test-output/first_paint.json; reported, not asserted) and checks the
+    final pixels against the kernel's numbers."""
+    OUT.mkdir(exist_ok=True)
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    _run_first_cell(page, f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}", "jupyterlab-stream")
+    kernel = Kernel(lab)
+    try:
+        out = page.locator(".jp-Cell").nth(4).locator(".jp-OutputArea-output")
+        t0 = time.perf_counter()
+        _run_cell(page, 4)
+        canvas = out.locator(".rw-heatmap-canvas[data-cols]")
+        canvas.wait_for(timeout=120_000)
+        first_paint = time.perf_counter() - t0
+        grey = """c => { const s = c.width / parseFloat(c.style.width); const ctx = c.getContext('2d');
+            const w = +c.dataset.cellWidth, h = +c.dataset.rowHeight, T = +c.dataset.cols; let n = 0;
+            for (let p = 0; p < T; p += 7) { const d = ctx.getImageData(Math.floor((p * w + 2) * s), Math.floor(2 * s), 1, 1).data;
+              if (Math.max(d[0], d[1], d[2]) - Math.min(d[0], d[1], d[2]) <= 6) n++; } return n; }"""
+        at_first = canvas.evaluate(grey)
+        _wait(lambda: canvas.evaluate(grey) == 0, timeout=120, every=0.05, what="every lens block painted")
+        complete = time.perf_counter() - t0
+        assert kernel.eval("[w_stream.wait().analysis.complete, w_stream.status]") == [True, "idle"]
+        R, T = kernel.eval("[w_stream.analysis.n_rows, w_stream.analysis.n_tokens]")
+        assert T == 1024
+        page.wait_for_timeout(300)
+        _check_painted(out, kernel, "w_stream", [(0, 5), (R - 1, T - 1), (R // 2, 700), (1, 1000)], "streamed, complete")
+        out.screenshot(path=str(OUT / "jupyterlab-streamed.png"))
+        result = {
+            "tokens": T,
+            "first_paint_s": round(first_paint, 3),
+            "complete_s": round(complete, 3),
+            "grey_row0_samples_at_first_paint": at_first,
+            "load_average": list(os.getloadavg()),
+        }
+        (OUT / "first_paint.json").write_text(json.dumps(result, indent=2))
+        print("streamed first paint in JupyterLab:", json.dumps(result))
+    finally:
+        kernel.close()
+        context.close()

@@ -93,3 +93,27 @@ def test_delta_for_another_base_waits_for_the_payload(tiny_session, chromium_bro
         assert page.page_errors == []
     finally:
         page.close()
+
+
+def test_lens_menu_sends_one_edit_and_kl_metric_paints(demo_session, chromium_browser, frontend_bundle):
+    """Choosing a lens is one edit message; a payload read with the tuned lens shows its KL per cell."""
+    from resid_widgets import Session
+    from test_frontend import sends
+
+    a = Session(demo_session.model).analyze("Mr. and Mrs. Bennet had five daughters", top_k=5, lens="tuned")
+    meta, blob = encode_analysis(a, seq=1)
+    page = open_widget(chromium_browser, frontend_bundle, state=base_state(metric="kl", layer=1, targets=[], lens="tuned"), meta=meta, blob=blob, width=1000)
+    try:
+        assert page.input_value(".rw-lens") == "tuned"
+        assert page.input_value(".rw-metric") == "kl"
+        assert "KL(model output ‖ tuned lens)" in page.text_content(".rw-legend")
+        px = cells(page)
+        assert not any(is_grey(c) for c in px[:-1].reshape(-1, 3))  # every non-final row painted
+        page.select_option(".rw-lens", "jacobian")
+        page.wait_for_function("window.log.sends.some(m => m.type === 'edit')", timeout=3000)
+        page.wait_for_timeout(600)
+        edits = sends(page, "edit")
+        assert len(edits) == 1 and edits[0]["changes"] == {"lens": "jacobian"}
+        page.screenshot(path=str(OUT_DIR / "lens_kl.png"))
+    finally:
+        page.close()
