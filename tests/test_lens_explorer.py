@@ -167,6 +167,8 @@ def test_explorer_charts_hold_the_numbers_and_update_in_place(explorer):
         for k in KINDS:
             assert len(lines[k].x) == 4 and (squeeze(lines[k].y) > 0).all()
             np.testing.assert_allclose(squeeze(lines[k].y), d["kl"][k]["mean"][:-1])
+        # ... on the same row range as before, so the last row's tick stays inside the figure
+        assert (kl.axes[0].scale.min, kl.axes[0].scale.max) == (0, 4) and 4 in list(kl.axes[0].tick_values)
         ticks = np.asarray(kl.axes[1].tick_values)
         lo_data = min(min(d["kl"][k]["q25"][:-1].min(), d["kl"][k]["mean"][:-1].min()) for k in KINDS)
         hi_data = max(max(d["kl"][k]["q75"][:-1].max(), d["kl"][k]["mean"][:-1].max()) for k in KINDS)

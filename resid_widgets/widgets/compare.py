@@ -16,6 +16,7 @@ from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown
 from resid_widgets.widgets.resid import as_session
 
 A_COLOR, B_COLOR, DIFF_COLOR, DIFF_MEAN_COLOR = "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"
+LENS_DIFF_COLOR = "#e15759"  # in lens mode green is the tuned lens's colour: the differences take others
 DEFAULT_A, DEFAULT_B = "Mr. and Mrs.", "It was a fine morning."
 
 
@@ -222,7 +223,8 @@ class CompareWidget(Explorer):
         for key, ya, yb, names, cols in (
             ("last", d["a_last"], d["b_last"], (f"A: {la}", f"B: {lb}"), ab),
             ("mean", d["a_mean"], d["b_mean"], (f"A: {la}", f"B: {lb}"), ab),
-            ("diff", d["diff_last"], d["diff_mean"], (f"{diff}, last position", f"{diff}, mean over positions"), (DIFF_COLOR, DIFF_MEAN_COLOR)),
+            ("diff", d["diff_last"], d["diff_mean"], (f"{diff}, last position", f"{diff}, mean over positions"),
+             (LENS_DIFF_COLOR if self.lens_mode else DIFF_COLOR, DIFF_MEAN_COLOR)),
         ):
             c = self._charts[key]
             int_ticks(c.x_axis, x)

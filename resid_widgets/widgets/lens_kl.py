@@ -106,8 +106,9 @@ class LensKLExplorer(Explorer):
             layout=W.Layout(width="auto", height="8em"),
         )
         self.recompute_button = W.Button(description="recompute", icon="refresh", tooltip="run the prompts above with every lens")
-        self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS", indent=False, layout=W.Layout(width="auto"))
-        self.log_toggle = W.Checkbox(value=log, description="log KL axis", indent=False, layout=W.Layout(width="auto"))
+        gap = dict(width="auto", margin="2px 16px 2px 4px")
+        self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS", indent=False, layout=W.Layout(**gap))
+        self.log_toggle = W.Checkbox(value=log, description="log KL axis", indent=False, layout=W.Layout(**gap))
         self.spread_dropdown = dropdown([(v, k) for k, v in SPREADS.items()], spread, "band")
         self.second_dropdown = dropdown([(v, k) for k, v in SECOND.items()], second, "right chart")
         self.availability = W.HTML(layout=W.Layout(min_height="0"))
@@ -250,39 +251,43 @@ class LensKLExplorer(Explorer):
         n = d["kl"][shown[0]]["n"]
         P = len(d["prompts"])
         ticks = {int(r): lab for r, lab in zip(rows, d["row_labels"])}
-        for c in self._charts.values():
+        for c in self._charts.values():  # a fixed row range: the log axis leaves the last row out, the ticks stay inside
+            update(c.scales["x"], min=float(rows[0]), max=float(rows[-1]))
             c.x_axis.tick_values = rows
             c.x_axis.tick_format = "d"
             c.x_axis.tick_labels = ticks
 
         # KL: on a log axis the last row (KL 0 by definition) is left out
         kl = self._charts["kl"]
-        self._set_y_scale(kl, self._log if log else self._linear)
         keep = rows < rows[-1] if log else np.ones(len(rows), dtype=bool)
-        x_dots, y_dots, lows, highs = [], [], [], []
-        for name in self._names:
-            visible = name in shown
-            band, line = self._bands["kl"][name], self._lines["kl"][name]
-            if not visible:
-                update(band, visible=False)
-                update(line, visible=False)
-                continue
+        series = {}
+        for name in shown:
             s = d["kl"][name]
             lo, hi = self._band(s)
             lo = np.maximum(lo, LOG_FLOOR) if log else lo
-            update(band, x=rows[keep], y=np.stack([lo[keep], hi[keep]]), visible=True)
-            update(line, x=rows[keep], y=s["mean"][keep], visible=True)
-            x_dots.append(rows[keep])
-            y_dots.append(s["mean"][keep])
-            lows.append(min(lo[keep].min(), s["mean"][keep].min()))
-            highs.append(max(hi[keep].max(), s["mean"][keep].max()))
-        kl.set_dots(x_dots, y_dots, shown, [self._colors[k] for k in shown])
+            series[name] = (lo[keep], hi[keep], s["mean"][keep])
+        # bqplot draws a swapped scale's axis with the tick format it has at that moment, and a log scale must never
+        # see a 0: the ticks first, then (to log) the positive data before the scale, or (to linear) the scale first
         if log:
-            kl.y_axis.tick_values = log_ticks(min(lows), max(highs))
+            kl.y_axis.tick_values = log_ticks(min(v.min() for t in series.values() for v in t),
+                                              max(v.max() for t in series.values() for v in t))
             kl.y_axis.tick_format = ",~g"
         else:
             kl.y_axis.tick_values = None
             kl.y_axis.tick_format = None
+            self._set_y_scale(kl, self._linear)
+        for name in self._names:
+            band, line = self._bands["kl"][name], self._lines["kl"][name]
+            if name not in series:
+                update(band, visible=False)
+                update(line, visible=False)
+                continue
+            lo, hi, mean = series[name]
+            update(band, x=rows[keep], y=np.stack([lo, hi]), visible=True)
+            update(line, x=rows[keep], y=mean, visible=True)
+        kl.set_dots([rows[keep]] * len(shown), [series[k][2] for k in shown], shown, [self._colors[k] for k in shown])
+        if log:
+            self._set_y_scale(kl, self._log)
         kl.y_axis.label = "KL, nats (log)" if log else "KL, nats"
         kl.title = (
             f"KL(model output ‖ lens) by layer: mean over {n} positions of {P} prompt(s), {bos}"

@@ -1,8 +1,8 @@
 """Geometry of every explorer in JupyterLab 4 (Debian's Chromium), as the example notebooks build them.
 
 One JupyterLab server (the ``lab`` fixture of ``test_jupyterlab.py``), one notebook that builds
-ProjectionExplorer + CompareWidget (000), two LogitDiffExplorers (001), two TaskVectorExplorers (003) and a
-ContributionExplorer (004) on the embedded demo model. The page is then measured at output widths of about
+ProjectionExplorer + CompareWidget (000), two LogitDiffExplorers (001), two TaskVectorExplorers (003), a
+ContributionExplorer (004), and a LensKLExplorer + a two-lens CompareWidget (005) on the embedded demo model. The page is then measured at output widths of about
 950 px and 1,400 px (browser windows of 1,400 and 1,850 px), in the light and the dark theme, after a
 control change in each explorer. A *defect* is what a reader would see as broken:
 
@@ -42,7 +42,7 @@ THEMES = ("light", "dark")
 HEIGHT = 1700  # tall enough that each output fits the window (whole screenshots) and every figure gets laid out
 
 SETUP = '''
-from resid_widgets import Session, ProjectionExplorer, CompareWidget, LogitDiffExplorer, TaskVectorExplorer, ContributionExplorer
+from resid_widgets import Session, ProjectionExplorer, CompareWidget, LogitDiffExplorer, TaskVectorExplorer, ContributionExplorer, LensKLExplorer
 session = Session()
 reasoning_chain = """Problem: If a shirt costs $15 and is on sale for 20% off, what is the sale price?
 
@@ -96,6 +96,8 @@ EXPLORERS = [
     ("003-task-vectors-5", 'tv5 = TaskVectorExplorer(session, [f"Answer minimally: Given the numbers 25 and 9 calculate the {t}" '
      "for t in tasks], tasks)\ntv5", 3),
     ("004-contributions", "ce = ContributionExplorer(session, sentences)\nce", 3),
+    ("005-lens-kl", "lx = LensKLExplorer(session)\nlx", 2),
+    ("005-compare-lenses", 'cl = CompareWidget(session, "Mr. and Mrs. Bennet had five daughters, and", lenses=("logit", "tuned"))\ncl', 3),
 ]
 
 MEASURE_JS = r"""
@@ -358,6 +360,10 @@ def _change_controls(page) -> None:
     for name in ("001-logit-diff-one", "001-logit-diff"):
         _output(page, names.index(name)).locator("button", has_text="per prompt").click()
     _select(_output(page, names.index("004-contributions")), "2:")
+    lens_kl = _output(page, names.index("005-lens-kl"))
+    lens_kl.locator("label", has_text="log KL axis").click()  # the KL chart's marks move to a log scale in place
+    _select(lens_kl, "top-1 agreement")
+    _select(_output(page, names.index("005-compare-lenses")), "entropy")
     page.wait_for_timeout(3000)
 
 
