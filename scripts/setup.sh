@@ -40,3 +40,9 @@ fi
 # bundle into resid_widgets/static/ when it is missing.
 echo "[setup] installing resid_widgets[${extras}] into $("$PY" -c 'import sys; print(sys.prefix)')"
 "$PY" -m pip install --quiet -e ".[${extras}]"
+# An editable install builds the bundle once; rebuild it when a TypeScript source or the protocol is newer
+# (after a `git pull`, say), so the widget never runs old JavaScript against new Python.
+if [ ! -f resid_widgets/static/widget.js ] || [ -n "$(find js/src js/package.json resid_widgets/payload/protocol.json -newer resid_widgets/static/widget.js -print -quit 2>/dev/null)" ]; then
+  echo "[setup] building the frontend bundle"
+  npm --prefix js install --no-audit --no-fund --silent && npm --prefix js run build --silent
+fi
