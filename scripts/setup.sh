@@ -21,6 +21,13 @@ if ! "$PY" -c "import sys; sys.exit(0)" >/dev/null 2>&1; then
   source scripts/env.sh
 fi
 
+# The frontend bundle is built with npm (by the package's build hook); Debian's nodejs/npm when missing.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "[setup] installing Debian's nodejs and npm to build the frontend"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 # torch first, pinned to the CPU wheel this workplace provides; elsewhere any torch >= 2.1 works.
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing torch"
