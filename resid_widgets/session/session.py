@@ -250,7 +250,7 @@ class Session:
         if problems:
             raise ValueError(
                 "targets must be single tokens of this model's vocabulary: " + "; ".join(problems)
-                + ". Pick one token (for example a first piece above) or pass a token id"
+                + ". Pick one token (for example one of the pieces listed) or pass a token id"
             )
         return names, ids
 
