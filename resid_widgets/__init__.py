@@ -30,6 +30,7 @@ _LAZY = {
     "TaskVectorExplorer": "resid_widgets.widgets",
     "ContributionExplorer": "resid_widgets.widgets",
     "CompareWidget": "resid_widgets.widgets",
+    "LensKLExplorer": "resid_widgets.widgets",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from resid_widgets.widgets import (
         CompareWidget,
         ContributionExplorer,
+        LensKLExplorer,
         LogitDiffExplorer,
         ProjectionExplorer,
         ResidWidget,

@@ -39,7 +39,7 @@ def format_summary(analysis, *, top_k: int) -> str:
     keep = ~analysis.is_bos
     lines = []
     last = analysis.n_tokens - 1
-    lines.append(f"model: {analysis.model_name}    tokens: {analysis.n_tokens}    rows: {analysis.n_rows}")
+    lines.append(f"model: {analysis.model_name}    tokens: {analysis.n_tokens}    rows: {analysis.n_rows}    lens: {analysis.lens}")
     probs = analysis.top_probs[-1, last]
     toks = analysis.top_tokens[-1, last]
     lines.append("next token (final layer): " + ", ".join(f"{t!r} {p:.1%}" for t, p in zip(toks[:top_k], probs[:top_k])))
@@ -47,14 +47,15 @@ def format_summary(analysis, *, top_k: int) -> str:
     lines.append(
         f"projection onto the token subspace: tau={analysis.tau:g}, k={analysis.k} of {len(analysis.singular_values)} dims"
     )
-    header = f"{'layer':>6} {'proj% mean':>11} {'proj% last':>11} {'|resid|':>9} {'|attn|':>9} {'|mlp|':>9}"
+    header = f"{'layer':>6} {'proj% mean':>11} {'proj% last':>11} {'|resid|':>9} {'|attn|':>9} {'|mlp|':>9} {'KL nats':>8}"
     lines.append(header + "".join(f" {('rank ' + t)[:14]:>14}" for t in analysis.targets))
     for r, label in enumerate(analysis.row_labels):
         pct = analysis.projection_pct[r]
         mean = float(pct[keep].mean()) if keep.any() else float(pct.mean())
         attn = "" if r == 0 else f"{analysis.attn_norm[r - 1][keep].mean():9.2f}"
         mlp = "" if r == 0 else f"{analysis.mlp_norm[r - 1][keep].mean():9.2f}"
-        row = f"{label:>6} {mean:11.2f} {pct[last]:11.2f} {analysis.resid_norm[r][keep].mean():9.2f} {attn:>9} {mlp:>9}"
+        kl = analysis.kl_to_output[r][keep].mean() if keep.any() else analysis.kl_to_output[r].mean()
+        row = f"{label:>6} {mean:11.2f} {pct[last]:11.2f} {analysis.resid_norm[r][keep].mean():9.2f} {attn:>9} {mlp:>9} {kl:8.3f}"
         row += "".join(f" {int(analysis.target_ranks[r, last, j]):14d}" for j in range(len(analysis.targets)))
         lines.append(row)
     lines.append(f"ln_final.hook_normalized projection % at the last position: {analysis.projection_final_pct[last]:.2f}")
@@ -111,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--top-k", type=int, default=5)
     a.add_argument("--targets", nargs="*", default=None, help="single-token targets, e.g. ' Paris' ' London'")
     a.add_argument("--tau", type=float, default=0.9, help="energy threshold of the token subspace, in (0, 1]")
+    a.add_argument(
+        "--lens",
+        default="logit",
+        help="logit | jacobian | tuned (the demo model ships both; other models: a saved lens file's path with --lens-file)",
+    )
+    a.add_argument("--lens-file", default=None, help="a saved Jacobian or tuned lens for --model (resid_widgets or TransformerLens .pt)")
     a.add_argument("--positions", type=int, default=12, help="how many final positions the table shows")
     a.add_argument("--device", default=None)
     a.add_argument("--json", dest="json_path", default=None, help="write all arrays to this JSON file")
@@ -120,9 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         session = Session(args.model, device=args.device)
+        if args.lens_file:
+            session.load_lens(args.lens_file, kind=None if args.lens == "logit" else args.lens)
         bar, update = _progress_bar()
         try:
-            analysis = session.analyze(args.prompt, top_k=args.top_k, targets=args.targets, tau=args.tau, progress=update)
+            analysis = session.analyze(
+                args.prompt, top_k=args.top_k, targets=args.targets, tau=args.tau, lens=args.lens, progress=update
+            )
         finally:
             bar.close()
     except (ValueError, TypeError, FileNotFoundError) as exc:

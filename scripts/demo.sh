@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source scripts/env.sh   # PY: the checkout's .venv unless an environment is active
 extra=()
 [ "$(id -u)" = "0" ] && extra+=(--allow-root)  # JupyterLab refuses root without it (containers, CI boxes)
-exec "${PYTHON:-python3}" -m jupyterlab examples/quickstart.ipynb "${extra[@]}" "$@"
+exec "$PY" -m jupyterlab examples/quickstart.ipynb "${extra[@]}" "$@"

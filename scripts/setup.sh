@@ -21,6 +21,13 @@ if ! "$PY" -c "import sys; sys.exit(0)" >/dev/null 2>&1; then
   source scripts/env.sh
 fi
 
+# The frontend bundle is built with npm (by the package's build hook); Debian's nodejs/npm when missing.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "[setup] installing Debian's nodejs and npm to build the frontend"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 # torch first, pinned to the CPU wheel this workplace provides; elsewhere any torch >= 2.1 works.
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing torch"
@@ -40,3 +47,9 @@ fi
 # bundle into resid_widgets/static/ when it is missing.
 echo "[setup] installing resid_widgets[${extras}] into $("$PY" -c 'import sys; print(sys.prefix)')"
 "$PY" -m pip install --quiet -e ".[${extras}]"
+# An editable install builds the bundle once; rebuild it when a TypeScript source or the protocol is newer
+# (after a `git pull`, say), so the widget never runs old JavaScript against new Python.
+if [ ! -f resid_widgets/static/widget.js ] || [ -n "$(find js/src js/package.json resid_widgets/payload/protocol.json -newer resid_widgets/static/widget.js -print -quit 2>/dev/null)" ]; then
+  echo "[setup] building the frontend bundle"
+  npm --prefix js install --no-audit --no-fund --silent && npm --prefix js run build --silent
+fi

@@ -30,3 +30,16 @@ def test_bad_input_exits_2_with_a_message(capsys):
     assert "not one" in capsys.readouterr().err
     assert main(["analyze", "Hi", "--tau", "2"]) == 2
     assert "tau" in capsys.readouterr().err
+
+
+def test_lens_option(tmp_path, capsys, demo_session):
+    out = tmp_path / "tuned.json"
+    assert main(["analyze", "Mr. and Mrs.", "--top-k", "3", "--lens", "tuned", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "lens: tuned" in text and "KL nats" in text
+    a = demo_session.analyze("Mr. and Mrs.", top_k=3, lens="tuned")
+    data = json.loads(out.read_text())
+    np.testing.assert_allclose(data["kl_to_output"], a.kl_to_output, rtol=1e-4, atol=1e-4)  # float32, two runs
+    np.testing.assert_array_equal(data["emergence_row"], a.emergence_row)
+    assert main(["analyze", "Mr. and Mrs.", "--lens", "sideways"]) == 2
+    assert "unknown lens" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import reference
 from resid_widgets.analyses.task_vectors import cosine_matrix, pca
 from resid_widgets.analyses.workflows import marker_positions, token_char_spans
 from resid_widgets.widgets._charts import table_html
@@ -31,22 +32,15 @@ PROMPTS = [  # different lengths on purpose: right padding must not move the las
 
 def single_run(session, prompt):
     """Tokens, logits [T, V] and cache of one unpadded prompt: the independent reference."""
-    tokens = session.model.to_tokens(prompt)
-    with torch.no_grad():
-        logits, cache = session.model.run_with_cache(tokens)
-    return tokens[0], logits[0].float(), cache
+    return reference.single_run(session.model, prompt)
 
 
 def resid_rows(session, cache) -> torch.Tensor:
-    """[R, T, d]: blocks.0.hook_resid_pre then every blocks.l.hook_resid_post."""
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(session.n_layers)]
-    return torch.stack([cache[n][0].float() for n in names])
+    return reference.resid_rows(session.model, cache)
 
 
 def lens_logits(session, resid: torch.Tensor) -> torch.Tensor:
-    """``ln_final(r) @ W_U + b_U`` with each vector's own normalisation."""
-    with torch.no_grad():
-        return session.model.ln_final(resid) @ session.model.W_U.float() + session.model.b_U.float()
+    return reference.lens_logits(session.model, resid)
 
 
 def squeeze(a):
@@ -105,14 +99,9 @@ def projection(tiny_session):
 def numpy_projection(session, prompt, tau):
     """[R, T] projection % and the final-LN projection % from a numpy SVD of W_U and the cache."""
     W = session.model.W_U.detach().double().numpy()
-    U, S, _ = np.linalg.svd(W, full_matrices=False)
-    energy = np.cumsum(S**2) / np.sum(S**2)
-    k = int(np.argmax(energy >= tau - 1e-12)) + 1
     _, _, cache = single_run(session, prompt)
-    r = resid_rows(session, cache).double().numpy()
-    pct = 100 * np.sum((r @ U[:, :k]) ** 2, -1) / np.sum(r**2, -1)
-    f = cache["ln_final.hook_normalized"][0].double().numpy()
-    final = 100 * np.sum((f @ U[:, :k]) ** 2, -1) / np.sum(f**2, -1)
+    k, S, energy, pct = reference.svd_projection(W, resid_rows(session, cache).double().numpy(), tau)
+    final = reference.svd_projection(W, cache["ln_final.hook_normalized"][0].double().numpy(), tau)[3]
     return pct, final, k, S, energy
 
 
@@ -155,21 +144,30 @@ def test_projection_charts_hold_the_data_and_update_in_place(projection):
     np.testing.assert_allclose(squeeze(e.fig_concentration.marks[0].y), d["concentration_mean"])
     np.testing.assert_allclose(squeeze(e.fig_spectrum.marks[0].y), d["singular_values"], rtol=1e-6)
     np.testing.assert_allclose(squeeze(e.fig_energy.marks[0].y), d["cumulative_energy"])
-    assert squeeze(e.fig_energy.marks[3].x) == d["k"]
+    np.testing.assert_array_equal(squeeze(e.fig_energy.marks[2].x), [d["k"], d["k"]])  # the k(tau) line
     np.testing.assert_allclose(squeeze(e.fig_positions.marks[0].y), d["position_pct"])
     np.testing.assert_allclose(squeeze(e.fig_positions.marks[2].x)[:, 0], d["markers"]["pos"])
     assert list(e.fig_positions.marks[3].text) == ["Step 1", "Step 2", "This"]
     np.testing.assert_allclose(squeeze(e.fig_groups.marks[0].y), d["group_mean"])
     assert e.fig_layers.marks[2].tooltip is not None and e.fig_groups.marks[0].tooltip is not None
+    # one hover Scatter per series, each with its series' single colour (markers keep it through updates)
+    dots = [m for m in e.fig_layers.marks[2:] if m.visible]
+    assert len(dots) == 2 * len(d["labels"]) and all(len(set(m.colors)) == 1 for m in dots)
+    assert [m.colors[0] for m in dots] == list(e.fig_layers.marks[0].colors) * 2
+    for m, y in zip(dots, list(d["layer_mean"]) + list(d["layer_last"])):
+        np.testing.assert_allclose(np.asarray(m.y), y)
 
     marks = {name: list(fig.marks) for name, fig in e.figures.items()}
+    before = [list(m.colors) for m in dots]
     e.tau = 0.5  # re-thresholds without a forward pass
+    # every redraw sends the dots' colours again (bqplot repaints markers only on a change of `colors`)
+    assert all(list(m.colors) != b and set(m.colors) == set(b) for m, b in zip(dots, before))
     d2 = e.data()
     assert d2["k"] < d["k"]
     assert {name: list(fig.marks) for name, fig in e.figures.items()} == marks  # same mark objects
     assert all(a is b for name in marks for a, b in zip(marks[name], e.figures[name].marks))
     np.testing.assert_allclose(squeeze(e.fig_layers.marks[0].y), d2["layer_mean"])
-    assert squeeze(e.fig_energy.marks[3].x) == d2["k"]
+    np.testing.assert_array_equal(squeeze(e.fig_energy.marks[2].x), [d2["k"], d2["k"]])
     assert not np.allclose(d2["layer_mean"], d["layer_mean"])
 
     e.bos_toggle.value = False  # BOS back in the means
@@ -235,15 +233,17 @@ def test_logit_diff_against_the_models_logits(logit_diff, tiny_session):
 
 def test_logit_diff_charts_and_table(logit_diff):
     e, d = logit_diff, logit_diff.data()
-    lines, band, mean = e.fig_diff.marks[:3]
-    np.testing.assert_allclose(squeeze(lines.y), d["logit_diff"], rtol=1e-6)
+    lines, (band, mean) = e.fig_diff.marks[:4], e.fig_diff.marks[4:6]
+    np.testing.assert_allclose(e.series_lines("logit_diff"), d["logit_diff"], rtol=1e-6)
+    np.testing.assert_allclose(e.series_lines("rank"), d["answer_rank"] + 1)
     np.testing.assert_allclose(squeeze(mean.y), d["mean"], rtol=1e-6)
     np.testing.assert_allclose(squeeze(band.y), np.stack([d["mean"] - d["std"], d["mean"] + d["std"]]), rtol=1e-6)
-    np.testing.assert_allclose(squeeze(e.fig_rank.marks[0].y), d["answer_rank"] + 1)
     assert isinstance(e.fig_rank.marks[0].scales["y"], __import__("bqplot").LogScale)
-    assert mean.visible and not lines.visible
+    assert mean.visible and not any(m.visible for m in lines)
     e.mode_toggle.value = "lines"
-    assert lines.visible and not mean.visible and e.fig_diff.marks[0] is lines
+    # four prompts: two solid lines, two dashed (colour and line style tell them apart)
+    assert [m.visible for m in lines] == [True, True, False, False] and not mean.visible and e.fig_diff.marks[0] is lines[0]
+    assert [list(m.colors) for m in lines[:2]] == [["#4e79a7", "#f28e2b"], ["#e15759", "#76b7b2"]]
 
     # the table shows every top-k token escaped
     for token in e.ranking(0)["token"]:
@@ -252,8 +252,8 @@ def test_logit_diff_charts_and_table(logit_diff):
     assert html.escape(e.data()["labels"][1]) in e.table.value
 
     e.set_prompts(["This is a sentence.", "Step 1: add."], answers=" It", counterfactuals=" This")
-    assert e.fig_diff.marks[0] is lines and e.data()["logit_diff"].shape[0] == 2
-    np.testing.assert_allclose(squeeze(lines.y), e.data()["logit_diff"], rtol=1e-6)
+    assert e.fig_diff.marks[0] is lines[0] and e.data()["logit_diff"].shape[0] == 2
+    np.testing.assert_allclose(e.series_lines(), e.data()["logit_diff"], rtol=1e-6)
     e.set_prompts(PROMPTS, answers=" It", counterfactuals=[" This", " The", " This", " The"])
     e.mode_toggle.value = "mean"
 
@@ -360,12 +360,7 @@ def contributions(tiny_session):
 
 
 def cache_norms(session, prompts, exclude_bos):
-    attn, mlp = [], []
-    for p in prompts:
-        _, _, cache = single_run(session, p)
-        s = 1 if exclude_bos else 0
-        attn.append(np.stack([cache[f"blocks.{l}.hook_attn_out"][0, s:].norm(dim=-1).numpy() for l in range(session.n_layers)]))
-        mlp.append(np.stack([cache[f"blocks.{l}.hook_mlp_out"][0, s:].norm(dim=-1).numpy() for l in range(session.n_layers)]))
+    attn, mlp = zip(*(reference.output_norms(session.model, single_run(session, p)[2], 1 if exclude_bos else 0) for p in prompts))
     return np.concatenate(attn, 1), np.concatenate(mlp, 1)
 
 
@@ -429,6 +424,7 @@ def test_compare_widget(tiny_session):
         runs = [single_run(tiny_session, p) for p in PROMPTS[:2]]
         for metric in METRICS:
             w.metric = metric
+            assert w.status.value == "" and w.metric == metric  # every metric draws (axis label included)
             d = w.data()
             vals = []
             for tokens, logits, cache in runs:
@@ -442,6 +438,12 @@ def test_compare_widget(tiny_session):
                     "logit_diff": lambda: z[..., a_id] - z[..., c_id],
                     "target_rank": lambda: (z > z[..., a_id : a_id + 1]).sum(-1).float(),
                     "projection": lambda: torch.as_tensor(numpy_projection(tiny_session, PROMPTS[len(vals)], 0.9)[0]),
+                    "entropy": lambda: -(torch.log_softmax(z.double(), -1).exp() * torch.log_softmax(z.double(), -1)).sum(-1),
+                    "kl": lambda: (
+                        torch.log_softmax(z[-1:].double(), -1).exp()
+                        * (torch.log_softmax(z[-1:].double(), -1) - torch.log_softmax(z.double(), -1))
+                    ).sum(-1),
+                    "final_rank": lambda: (z > z.gather(-1, z[-1].argmax(-1).expand(z.shape[0], -1)[..., None])).sum(-1).float(),
                 }[metric]().double().numpy()
                 vals.append(v)
             va, vb = vals
@@ -472,5 +474,85 @@ def test_compare_widget(tiny_session):
             w.metric = "logit_diff"
         w.metric_dropdown.value = "target_rank"  # from the UI: reported, and the dropdown goes back
         assert "targets" in w.status.value and w.metric == "projection"
+    finally:
+        w.close()
+
+
+def test_compare_widget_two_lenses_on_one_prompt(demo_session):
+    """``lenses=("logit", "tuned")``: A and B are one prompt read with two lenses; the numbers against the lenses'
+    readout of TransformerLens's own residual rows, the legends and titles name the lenses."""
+    from resid_widgets import CompareWidget
+    from resid_widgets.lenses import LogitLens, final_logits, get_lens
+    from resid_widgets.widgets.lens_kl import LENS_COLORS
+
+    prompt = "Mr. and Mrs. Bennet had five daughters."
+    w = CompareWidget(demo_session, prompt, lenses=("logit", "tuned"))
+    try:
+        assert w.metric == "kl" and w.lenses == ("logit", "tuned") and w.status.value == ""
+        assert w.a.prompt == w.b.prompt == prompt and w.text_b.layout.display == "none"
+        _, _, cache = reference.single_run(demo_session.model, prompt)
+        resid = reference.resid_rows(demo_session.model, cache)
+        with torch.no_grad():
+            logp = {
+                name: torch.log_softmax(final_logits(demo_session.model, lens.transform(resid)).double(), -1)
+                for name, lens in (("logit", LogitLens.for_model(demo_session)), ("tuned", get_lens("tuned", demo_session)))
+            }
+        top1 = logp["logit"][-1].argmax(-1)  # the model's own output row (every lens is the identity there)
+        ref = {
+            "kl": lambda lp: (lp[-1:].exp() * (lp[-1:] - lp)).sum(-1),
+            "entropy": lambda lp: -(lp.exp() * lp).sum(-1),
+            "final_rank": lambda lp: (lp > lp.gather(-1, top1.expand(lp.shape[0], -1)[..., None])).sum(-1).double(),
+            "resid_norm": lambda lp: resid.double().norm(dim=-1),
+        }
+        lines_last, lines_diff = w.figures["last"].marks[0], w.figures["diff"].marks[0]
+        for metric, fn in ref.items():
+            w.metric = metric
+            assert w.status.value == "" and w.metric == metric
+            d = w.data()
+            va, vb = fn(logp["logit"]).numpy(), fn(logp["tuned"]).numpy()
+            tol = dict(rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(d["a_last"], va[:, -1], **tol)
+            np.testing.assert_allclose(d["b_last"], vb[:, -1], **tol)
+            np.testing.assert_allclose(d["a_mean"], va[:, 1:].mean(1), **tol)  # BOS excluded
+            np.testing.assert_allclose(d["b_mean"], vb[:, 1:].mean(1), **tol)
+            np.testing.assert_allclose(d["diff_mean"], d["b_mean"] - d["a_mean"])
+            # ... and against the analyses the session gives for each lens
+            field = {"kl": "kl_to_output", "entropy": "entropy", "final_rank": "final_top1_rank", "resid_norm": "resid_norm"}[metric]
+            for key, lens in (("a_last", "logit"), ("b_last", "tuned")):
+                again = np.asarray(getattr(demo_session.analyze(prompt, lens=lens), field), np.float64)[:, -1]
+                np.testing.assert_allclose(d[key], again, rtol=1e-4, atol=1e-3)  # a re-run reuses the cached pass: float32 noise
+            np.testing.assert_allclose(squeeze(lines_last.y), np.stack([d["a_last"], d["b_last"]]))
+            np.testing.assert_allclose(squeeze(lines_diff.y), np.stack([d["diff_last"], d["diff_mean"]]))
+        np.testing.assert_allclose(d["diff_mean"], 0, atol=1e-5)  # a lens-free metric: both lenses read the same rows
+        w.metric = "kl"
+        d = w.data()
+        assert d["a_mean"][0] > d["b_mean"][0] > 0 and d["a_last"][-1] == d["b_last"][-1] == 0
+        # the legends and titles say which lens is which, in the lenses' colours
+        legend = w._charts["last"].legend.value
+        assert "A: logit lens" in legend and "B: tuned lens" in legend
+        assert LENS_COLORS["logit"] in legend and LENS_COLORS["tuned"] in legend
+        assert list(lines_last.colors) == [LENS_COLORS["logit"], LENS_COLORS["tuned"]]
+        assert "logit lens vs tuned lens" in w._charts["mean"].title and "tuned lens − logit lens" in w._charts["diff"].title
+        assert "tuned lens − logit lens, mean over positions" in w._charts["diff"].legend.value
+        # editing the prompt recomputes both lenses on the new prompt; B cannot get a prompt of its own
+        w.text_a.value = "It was a fine morning."
+        assert w.status.value == "" and w.a.prompt == w.b.prompt == "It was a fine morning." and w.lenses == ("logit", "tuned")
+        np.testing.assert_allclose(
+            w.data()["b_last"], demo_session.analyze("It was a fine morning.", lens="tuned").kl_to_output[:, -1], rtol=0, atol=1e-3
+        )
+        with pytest.raises(ValueError, match="one prompt"):
+            w.set_prompts(b="Another prompt.")
+        assert w.b.prompt == "It was a fine morning."
+    finally:
+        w.close()
+    with pytest.raises(ValueError, match="leave prompt_b out"):
+        CompareWidget(demo_session, "A prompt.", "B prompt.", lenses=("logit", "tuned"))
+    with pytest.raises(ValueError, match="give two"):
+        CompareWidget(demo_session, "A prompt.", lenses=("logit",))
+    # the two-prompt mode reads both prompts with one lens (lens=), and says so
+    w = CompareWidget(demo_session, "Mr. and Mrs.", "It was a fine morning.", lens="jacobian", metric="kl")
+    try:
+        assert w.lenses == ("jacobian", "jacobian") and "(jacobian lens)" in w._charts["last"].legend.value
+        np.testing.assert_allclose(w.data()["a_mean"], demo_session.analyze("Mr. and Mrs.", lens="jacobian").kl_to_output[:, 1:].mean(1), rtol=0, atol=1e-3)
     finally:
         w.close()

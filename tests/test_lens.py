@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import ABS_TOL, REL_TOL
+from reference import lens_logits, resid_rows, single_run
 from resid_widgets import Session
 
 TOKENS = [3, 17, 256, 999, 42, 7, 7, 500, 1, 64, 300]
@@ -12,13 +13,8 @@ TOKENS = [3, 17, 256, 999, 42, 7, 7, 500, 1, 64, 300]
 
 def _independent_logits(model, tokens):
     """[R, T, V] logits of every residual row, computed here from TransformerLens's own cache."""
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(torch.tensor([tokens]))
-        rows = [cache["blocks.0.hook_resid_pre"][0]] + [
-            cache[f"blocks.{l}.hook_resid_post"][0] for l in range(model.cfg.n_layers)
-        ]
-        out = torch.stack([model.ln_final(r) @ model.W_U + model.b_U for r in rows])
-    return logits[0], out
+    _, logits, cache = single_run(model, tokens)
+    return logits, lens_logits(model, resid_rows(model, cache))
 
 
 @pytest.mark.parametrize("fixture", ["ln_model", "rms_model", "biased_model"])
@@ -97,12 +93,13 @@ def test_lens_against_hf_hidden_states(tiny_session, tiny_hf_dir):
 def test_block_readout_against_numpy(softcap):
     """Every per-cell statistic of read_block against a float64 numpy computation over the full logits."""
     from resid_widgets.analyses.lens import FinalReadout, Reference, read_block
+    from resid_widgets.analyses.lens import softcap as softcap_transform
 
     g = torch.Generator().manual_seed(0)
     P, rows, d, V = 7, 3, 16, 300
     W, b, x = torch.randn(d, V, generator=g), torch.randn(V, generator=g), torch.randn(P, rows, d, generator=g)
     out_logits = torch.randn(P, V, generator=g) * 3
-    readout = FinalReadout(lambda r: r, W, b, softcap)
+    readout = FinalReadout(lambda r: r, W, b, softcap_transform(softcap) if softcap else None)
     got = read_block(x, readout, top_k=5, target_ids=[3, 7], reference=Reference.from_logits(out_logits), chunk_elements=V * rows * 2)
 
     z = x.double().numpy() @ W.double().numpy() + b.double().numpy()  # [P, rows, V]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from reference import svd_projection
 from resid_widgets import Session
 from resid_widgets.analyses.projection import cumulative_fraction, k_for_tau
 
@@ -11,13 +12,7 @@ TOKENS = [5, 6, 7, 8, 900, 1, 2]
 
 
 def _numpy_projection(W_U, vectors, tau):
-    U, S, _ = np.linalg.svd(W_U.astype(np.float64), full_matrices=False)
-    energy = np.cumsum(S**2) / np.sum(S**2)
-    k = int(np.argmax(energy >= tau - 1e-12)) + 1
-    Uk = U[:, :k]
-    v = vectors.astype(np.float64)
-    pct = 100 * np.sum((v @ Uk) ** 2, -1) / np.sum(v**2, -1)
-    return k, S, energy, pct
+    return svd_projection(W_U, vectors, tau)
 
 
 @pytest.mark.parametrize("fixture", ["ln_model", "rms_model", "biased_model"])

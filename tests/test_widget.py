@@ -153,3 +153,174 @@ def test_first_view_of_1024_tokens_fits_budget():
     total = len(blob) + len(json.dumps(meta))
     assert total <= 1_000_000, total
     assert len(blob) / (a.n_rows * a.n_tokens) <= 64
+
+
+# ---- several views of one widget (issue 12 item 2) ---------------------------------------------
+
+
+def _edit(widget, view, seq, **changes):
+    widget._on_frontend_msg(widget, {"type": "edit", "view": view, "seq": seq, "changes": changes}, [])
+
+
+def test_two_views_edit_alternately(widget, monkeypatch):
+    """Each view counts its own edits from 1: an edit from the second view after three from the first
+    is applied (arrival order), every edit is acknowledged to its own view, and the widget ends idle."""
+    sent = []
+    monkeypatch.setattr(widget, "send", lambda content, buffers=None: sent.append(content))
+    texts = ["One.", "One two.", "One two three."]
+    for i, text in enumerate(texts, 1):
+        _edit(widget, "view-a", i, prompt=text)
+        widget.wait()
+        assert widget.prompt == text and widget._meta["client_seq"] == i
+    _edit(widget, "view-b", 1, prompt="From the second view.")
+    widget.wait()
+    assert widget.prompt == "From the second view." and widget.analysis.prompt == "From the second view."
+    assert (widget._meta["client_view"], widget._meta["client_seq"]) == ("view-b", 1)
+    _edit(widget, "view-a", 4, prompt="Back to the first.")
+    widget.wait()
+    _edit(widget, "view-b", 2, targets=[" It"])
+    widget.wait()
+    assert widget.prompt == "Back to the first." and widget.targets == [" It"]
+    assert widget.status == "idle" and widget.error == ""
+    acks = [(m["view"], m["seq"]) for m in sent if m.get("type") == "edit_done"]
+    assert acks == [("view-a", 1), ("view-a", 2), ("view-a", 3), ("view-b", 1), ("view-a", 4), ("view-b", 2)]
+
+
+def test_superseded_and_failed_edits_are_acknowledged(widget, monkeypatch):
+    """A view waits only for its own edit: a superseded edit and a failed one are acknowledged too."""
+    sent = []
+    monkeypatch.setattr(widget, "send", lambda content, buffers=None: sent.append(content))
+    release, started = threading.Event(), threading.Event()
+    real = widget._compute
+
+    def slow(prompt, *args, **kwargs):
+        if prompt == "slow":
+            started.set()
+            release.wait(10)
+        return real(prompt, *args, **kwargs)
+
+    widget._compute = slow
+    _edit(widget, "a", 1, prompt="slow")
+    assert started.wait(10)
+    _edit(widget, "b", 1, prompt="   ")  # arrives later, fails
+    _edit(widget, "a", 2, targets=[" It"])  # arrives last: applies on top of b's prompt, which fails
+    release.set()
+    widget.wait()
+    acks = sorted((m["view"], m["seq"]) for m in sent if m.get("type") == "edit_done")
+    assert acks == [("a", 1), ("a", 2), ("b", 1)]
+    assert widget.status == "idle" and "empty" in widget.error
+    _edit(widget, "b", 2, prompt="Fine again.")  # after an error, edits start from the widget's values
+    widget.wait()
+    assert widget.prompt == "Fine again." and widget.error == "" and widget.status == "idle"
+
+
+# ---- validated traits; every rejected value reaches the banner (issue 12 item 11) ----------------
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("layer", -1), ("layer", 99), ("selected", [0, 99]), ("selected", [99, 0]), ("selected", [1]),
+     ("top_k", 0), ("top_k", 101), ("top_k", "abc"), ("layer", "x"), ("tau", "0.5"), ("metric", "nope")],
+)
+def test_bad_trait_values_raise_and_show_in_the_banner(widget, name, value):
+    from traitlets import TraitError
+
+    meta, payload, before = widget._meta, widget._payload, getattr(widget, name)
+    with pytest.raises(TraitError):
+        setattr(widget, name, value)
+    assert getattr(widget, name) == before and widget._meta is meta and widget._payload == payload
+    assert widget.error and (name in widget.error or str(value) in widget.error), widget.error
+
+
+def test_good_trait_value_clears_a_trait_error(widget):
+    from traitlets import TraitError
+
+    R, T = widget.analysis.n_rows, widget.analysis.n_tokens
+    with pytest.raises(TraitError, match="layer"):
+        widget.layer = R
+    assert "0..%d" % (R - 1) in widget.error
+    widget.layer = R - 1
+    assert widget.error == ""
+    widget.selected = [R - 1, T - 1]
+    widget.selected = []
+    widget.top_k = 100
+    assert widget.analysis.top_k == 100 and widget.error == ""
+
+
+# ---- targets round trip, suggestions, characters of byte tokens (issue 12 items 8, 9, 13) --------
+
+
+def test_targets_written_back_are_the_analysis_targets(widget):
+    """What a browser edit writes back into w.targets is exactly analysis.targets, and it can be set
+    again from Python unchanged."""
+    tid = int(widget.session.tokenizer.encode(" This", add_special_tokens=False)[0])
+    _edit(widget, "v", 1, targets=[" It", tid])
+    widget.wait()
+    assert widget.error == ""
+    assert widget.targets == list(widget.analysis.targets) == widget._meta["targets"]
+    assert list(widget.analysis.target_ids) == [int(widget.session.tokenizer.encode(" It", add_special_tokens=False)[0]), tid]
+    widget.prompt = "It was fine."  # the written-back names are accepted back as input
+    assert widget.error == "" and widget.analysis.targets == widget.targets
+
+
+def test_duplicate_target_names_round_trip(widget):
+    """A browser edit with targets [" It", <id of " It">]: the second is reported as " It (#id)", the
+    targets field shows that, and every later edit accepts it back (issue 12 item 8)."""
+    tid = int(widget.session.tokenizer.encode(" It", add_special_tokens=False)[0])
+    _edit(widget, "v", 1, targets=[" It", tid])
+    widget.wait()
+    assert widget.targets == list(widget.analysis.targets) and len(set(widget.targets)) == 2
+    widget.prompt = "It was fine."
+    assert widget.error == "" and list(widget.analysis.target_ids) == [tid, tid]
+
+
+def test_suggested_targets_are_single_tokens_of_the_vocabulary(demo_session):
+    w = ResidWidget(demo_session, "Mr. and Mrs.")
+    try:
+        tok = demo_session.tokenizer
+        sugg = w._meta["suggested_targets"]
+        assert 1 <= len(sugg) <= 4
+        a = w.analysis
+        top1_any_row = a.top_ids[:, -1, 0].tolist()  # what the rows' lens predicted first at the last position
+        assert tok.encode(sugg[0], add_special_tokens=False) == [a.top_ids[-1, -1, 0]]  # the model's own answer first
+        for s in sugg:
+            (tid,) = tok.encode(s, add_special_tokens=False)  # exactly one token ...
+            assert (tid in top1_any_row or tid in a.top_ids[-1, -1].tolist()) and tok.decode([tid]) == s
+        distinct_top1 = [t for t in dict.fromkeys(top1_any_row[::-1])]
+        assert len(sugg) >= min(4, len(distinct_top1)) - 1  # the rows' distinct top-1 tokens are offered
+        assert " Paris" not in sugg
+    finally:
+        w.close()
+
+
+def test_byte_tokens_map_to_their_characters(demo_session):
+    from resid_widgets.session.tokens import multibyte_chars
+
+    tok = demo_session.tokenizer
+    text = "😀 and 日本"
+    ids = tok.encode(text, add_special_tokens=False)
+    runs = multibyte_chars(tok, ids)
+    # independent check: the positions of each character decode (together, and only together) to it
+    by_char: dict[str, list[int]] = {}
+    for pos, entries in runs.items():
+        for ch, first, last, n in entries:
+            by_char.setdefault(ch, []).append(pos)
+            assert n == len(ch.encode("utf-8")) and 1 <= first <= last <= n
+    assert set(by_char) == {"😀", "日", "本"}
+    for ch, positions in by_char.items():
+        assert positions == list(range(positions[0], positions[-1] + 1))
+        assert tok.decode([ids[p] for p in positions]) == ch
+        assert all("\ufffd" in tok.decode([ids[p]]) for p in positions)  # each alone is not a character
+    emoji = [runs[p][0] for p in by_char["😀"]]
+    assert emoji[0][1] == 1 and emoji[-1][2] == 4  # bytes 1.. of 4 .. 4 of 4
+    assert all(a[2] + 1 == b[1] for a, b in zip(emoji, emoji[1:]))  # consecutive byte ranges
+    assert all(p not in runs for p, i in enumerate(ids) if "\ufffd" not in tok.decode([i]))  # whole tokens: none
+
+    w = ResidWidget(demo_session, text)
+    try:
+        chars = w._meta["chars"]
+        offset = int(w.analysis.is_bos[0])  # the widget's positions include the BOS
+        assert {int(p) - offset for p in chars} == set(runs)
+        assert all(chars[str(p + offset)] == [list(e) for e in runs[p]] for p in runs)
+    finally:
+        w.close()

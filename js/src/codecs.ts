@@ -13,10 +13,21 @@ export interface ArraySpec {
   shape: number[];
 }
 
+/** [character, first byte, last byte, bytes in the character] (bytes counted from 1) */
+export type CharRun = [string, number, number, number];
+
 export interface Meta {
   version: number;
   seq: number;
   client_seq: number;
+  /** which lens read the rows: "logit" | "jacobian" | "tuned" */
+  lens?: string;
+  /** id of the view whose edit this payload answers ("" = Python or the initial view) */
+  client_view?: string;
+  /** positions that hold part of a multi-token UTF-8 character: {pos: runs} */
+  chars?: Record<string, CharRun[]>;
+  /** single tokens of this vocabulary to suggest as targets (the targets field's placeholder) */
+  suggested_targets?: string[];
   model_name: string;
   is_demo: boolean;
   prompt: string;
@@ -63,6 +74,12 @@ export interface LensData {
   targetRank: Int32Array | null; // [R,T,n]
   targetProb: Float32Array | null; // [R,T,n]
   logitDiff: Float32Array | null; // [R,T]
+  /** how the lens reads compared with the model's output (per cell): KL(output ‖ lens) and entropy in
+   *  nats, the rank of the model's own final top-1; the row from which that top-1 stays in the top-k */
+  kl: Float32Array | null; // [R,T]
+  entropy: Float32Array | null; // [R,T]
+  finalRank: Int32Array | null; // [R,T]
+  emergence: Int32Array | null; // [T] (-1: never)
   /** optional (static export): full top-k per cell */
   topIds: Int32Array | null; // [R,T,k]
   topProbs: Float32Array | null; // [R,T,k]
@@ -171,10 +188,14 @@ function f32(data: PayloadInput, spec: ArraySpec | undefined): Float32Array | nu
   return a instanceof Float32Array ? a : Float32Array.from(a as ArrayLike<number>);
 }
 
+/** Ids and ranks; a lens cell not read yet (streaming) holds the dtype's largest value -> -1. */
 function i32(data: PayloadInput, spec: ArraySpec | undefined): Int32Array | null {
   if (!spec) return null;
   const a = readArray(data, spec);
-  return a instanceof Int32Array ? a : Int32Array.from(a as ArrayLike<number>);
+  if (a instanceof Int32Array) return a;
+  const out = Int32Array.from(a as ArrayLike<number>);
+  if (spec.dtype === "uint16") for (let i = 0; i < out.length; i++) if (out[i] === 0xffff) out[i] = -1;
+  return out;
 }
 
 /** True when meta looks like a lens payload header at all (not `{}` before the first compute). */
@@ -201,6 +222,10 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
   expectShape("attn_norm", A.attn_norm, [L, T]);
   expectShape("mlp_norm", A.mlp_norm, [L, T]);
   expectShape("logit_diff", A.logit_diff, [R, T]);
+  expectShape("kl", A.kl, [R, T]);
+  expectShape("entropy", A.entropy, [R, T]);
+  expectShape("final_rank", A.final_rank, [R, T]);
+  expectShape("emergence", A.emergence, [T]);
   if (A.target_rank) expectShape("target_rank", A.target_rank, [R, T, nTargets]);
   if (A.target_prob) expectShape("target_prob", A.target_prob, [R, T, nTargets]);
   const topK = A.top_ids ? A.top_ids.shape[2] ?? 0 : 0;
@@ -229,6 +254,10 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
     targetRank: nTargets ? i32(data, A.target_rank) : null,
     targetProb: nTargets ? f32(data, A.target_prob) : null,
     logitDiff: meta.logit_diff ? f32(data, A.logit_diff) : null,
+    kl: f32(data, A.kl),
+    entropy: f32(data, A.entropy),
+    finalRank: i32(data, A.final_rank),
+    emergence: A.emergence ? i32(data, A.emergence) : null,
     topIds: A.top_ids && A.top_probs ? i32(data, A.top_ids) : null,
     topProbs: A.top_ids && A.top_probs ? f32(data, A.top_probs) : null,
     topK: A.top_ids && A.top_probs ? topK : 0,
@@ -238,6 +267,7 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
 
 /** Token text for an id ("⟨id⟩" when the string table lacks it). */
 export function tokenText(d: LensData, id: number): string {
+  if (id < 0) return "…"; // a lens cell not read yet (streaming)
   const s = d.strings.get(id);
   return s === undefined ? `⟨${id}⟩` : s;
 }

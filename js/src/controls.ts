@@ -4,6 +4,8 @@
 import type { LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
+import { LENSES } from "./protocol";
+import { tauChoice } from "./tau";
 import { visible } from "./text";
 
 let uid = 0;
@@ -22,13 +24,18 @@ export interface EditValues {
   prompt: string;
   targets: string[];
   top_k: number;
+  /** which lens reads the rows (protocol.json `lenses`) */
+  lens: string;
 }
+
+const LENS_LABELS: Record<string, string> = { logit: "logit lens", jacobian: "Jacobian lens", tuned: "tuned lens" };
 
 export class Editor {
   readonly el: HTMLDivElement;
   readonly prompt: HTMLTextAreaElement;
   readonly targets: HTMLInputElement;
   readonly topk: HTMLInputElement;
+  readonly lens: HTMLSelectElement;
   private readonly note: HTMLParagraphElement;
 
   constructor(onInput: () => void) {
@@ -41,10 +48,17 @@ export class Editor {
       id: tid,
       type: "text",
       spellcheck: "false",
-      placeholder: " Paris, London",
+      placeholder: "single tokens, comma-separated",
       title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
     });
     this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
+    const lid = nextId("lens");
+    this.lens = h("select", {
+      class: "rw-lens",
+      id: lid,
+      title: "How each residual row is read out: the logit lens (as is), the Jacobian lens (transported by the average Jacobian to the last layer) or the tuned lens (a trained affine translator per row)",
+    });
+    for (const l of LENSES) this.lens.append(h("option", { value: l, text: LENS_LABELS[l] ?? l }));
     this.note = h("p", { class: "rw-static-note", hidden: true, text: "Static export: editing is disabled (hover, layer and τ still work)." });
     this.el = h(
       "div",
@@ -58,10 +72,13 @@ export class Editor {
         this.targets,
         h("label", { class: "rw-label", for: kid, text: "top-k" }),
         this.topk,
+        h("label", { class: "rw-label", for: lid, text: "lens" }),
+        this.lens,
       ),
       this.note,
     );
     for (const e of [this.prompt, this.targets, this.topk]) e.addEventListener("input", onInput);
+    this.lens.addEventListener("change", onInput);
   }
 
   values(): EditValues {
@@ -70,6 +87,7 @@ export class Editor {
       prompt: this.prompt.value,
       targets: parseTargets(this.targets.value),
       top_k: Number.isFinite(k) && k >= 1 ? k : 1,
+      lens: this.lens.value,
     };
   }
 
@@ -82,10 +100,19 @@ export class Editor {
       if (!same) this.targets.value = formatTargets(v.targets);
     }
     if (v.top_k !== undefined && Number(this.topk.value) !== v.top_k) this.topk.value = String(v.top_k);
+    if (v.lens !== undefined && this.lens.value !== v.lens) this.lens.value = v.lens;
+  }
+
+  /** Suggest targets in the empty field: tokens of the loaded vocabulary (e.g. the last position's
+   *  top predictions), written as the field parses them (comma-separated, spaces kept). */
+  suggest(tokens: string[]): void {
+    const ok = tokens.filter((t) => t !== "" && !t.includes(","));
+    this.targets.placeholder = ok.length ? `e.g. ${formatTargets(ok)}` : "single tokens, comma-separated";
+    this.targets.dataset.suggested = JSON.stringify(ok);
   }
 
   setStatic(on: boolean): void {
-    for (const e of [this.prompt, this.targets, this.topk]) e.disabled = on;
+    for (const e of [this.prompt, this.targets, this.topk, this.lens]) e.disabled = on;
     this.note.hidden = !on;
   }
 }
@@ -167,18 +194,9 @@ export class Toolbar {
 
   /** idx = grid index shown (null: the payload's exact τ). */
   showTau(d: LensData, idx: number | null): void {
-    const m = d.meta;
-    const grid = m.tau_grid ?? [];
-    const tau = idx !== null ? grid[idx] : m.tau;
-    const k = idx !== null ? m.k_grid[idx] : m.k;
-    if (idx === null) {
-      let best = 0;
-      grid.forEach((g, i) => {
-        if (Math.abs(g - m.tau) < Math.abs(grid[best] - m.tau)) best = i;
-      });
-      this.tau.value = String(best);
-    } else this.tau.value = String(idx);
-    const text = `${fmt(tau, 3)} → k = ${k} / ${m.d_model}`;
+    const c = tauChoice(d.meta, idx);
+    this.tau.value = String(c.idx);
+    const text = `${fmt(c.tau, 3)} → k = ${c.k} / ${d.meta.d_model}`;
     this.tauOut.textContent = text;
     this.tau.setAttribute("aria-valuetext", text);
   }

@@ -2,8 +2,15 @@
 //
 // One canvas holds the cells (drawn once per data/metric/τ/size change: a T×R ImageData scaled up
 // without smoothing, then grid lines and top-1 token text where cells are wide enough); a second,
-// transparent overlay canvas on top holds the per-interaction marks (hovered cell, pinned cell,
-// current layer row) so hover never repaints the cells. The canvas scrolls horizontally.
+// transparent overlay canvas on top holds the per-interaction marks (hovered and pinned cell) so
+// hover never repaints the cells; the current layer is a band element moved by a CSS transform, so
+// a layer step repaints neither canvas (the cells do not change with the layer). The canvas
+// scrolls horizontally.
+//
+// Canvas backing stores are only (re)sized when their size really changes (assigning width or
+// height clears a canvas, even to the same value), and every re-size is followed by a redraw.
+// Theme colours (grid lines, text, band) are read from the --jp-* variables at draw time;
+// `themeChanged()` redraws when they differ from the last draw.
 
 import { tokenText, type LensData } from "./codecs";
 import { sample, textOn } from "./colors";
@@ -53,6 +60,8 @@ export class Heatmap {
   private readonly labels: HTMLDivElement;
   private readonly scroller: HTMLDivElement;
   private readonly inner: HTMLDivElement;
+  /** the current layer's row: an outline moved with a transform (no canvas repaint per step) */
+  readonly band: HTMLDivElement;
   private labelEls: HTMLDivElement[] = [];
 
   private d: LensData | null = null;
@@ -67,11 +76,16 @@ export class Heatmap {
   private layer = 0;
   private selected: Cell | null = null;
   private hovered: Cell | null = null;
+  /** overlay rectangles drawn last time (CSS px), cleared before the next overlay draw */
+  private dirty: [number, number, number, number][] = [];
+  /** theme colours the cells were painted with */
+  private themeKey = "";
 
   constructor(private readonly handlers: HeatmapHandlers) {
     this.canvas = h("canvas", { class: "rw-heatmap-canvas", role: "img", "aria-label": "logit lens heatmap" });
     this.overlay = h("canvas", { class: "rw-heatmap-overlay", "aria-hidden": "true" });
-    this.inner = h("div", { class: "rw-heatmap-inner" }, this.canvas, this.overlay);
+    this.band = h("div", { class: "rw-layer-band", "aria-hidden": "true" });
+    this.inner = h("div", { class: "rw-heatmap-inner" }, this.canvas, this.band, this.overlay);
     this.scroller = h(
       "div",
       {
@@ -119,15 +133,17 @@ export class Heatmap {
     this.layout();
     this.draw();
     this.drawOverlay();
+    this.placeBand();
     this.reportView();
   }
 
+  /** Layer step: move the band and the row-label highlight; neither canvas is touched. */
   setLayer(layer: number): void {
     if (layer === this.layer) return;
     this.labelEls[this.layer]?.classList.remove("rw-row-current");
     this.layer = layer;
     this.labelEls[layer]?.classList.add("rw-row-current");
-    this.drawOverlay();
+    this.placeBand();
   }
 
   setSelected(cell: Cell | null): void {
@@ -135,18 +151,33 @@ export class Heatmap {
     this.drawOverlay();
   }
 
-  /** The available width may have changed: re-layout, redraw only if the cell size changes. */
+  /** The available width may have changed: re-layout; redraw whenever the cell size or a canvas's
+   *  backing store changed (re-sizing a canvas clears it). */
   resize(): void {
-    const width = this.scroller.clientWidth;
-    if (width <= 0 || Math.abs(width - this.width) < 1) return;
     if (!this.d) return;
-    const before = [this.cellW, this.rowH];
-    this.layout();
-    if (before[0] !== this.cellW || before[1] !== this.rowH) {
+    const width = this.scroller.clientWidth;
+    if (width <= 0) return; // not attached / hidden: keep what is drawn
+    if (this.layout()) {
       this.draw();
       this.drawOverlay();
+      this.placeBand();
     }
     this.reportView();
+  }
+
+  /** Theme colours may have changed (JupyterLab theme switch, prefers-color-scheme): redraw
+   *  when the colours the cells were painted with differ. Returns true when it redrew. */
+  themeChanged(): boolean {
+    if (!this.d || !this.scale) return false;
+    if (this.currentThemeKey() === this.themeKey) return false;
+    this.draw();
+    this.drawOverlay();
+    this.placeBand();
+    return true;
+  }
+
+  private currentThemeKey(): string {
+    return [getComputedStyle(this.el).color, cssVar(this.el, "--jp-layout-color1", "#fff"), cssVar(this.el, "--jp-brand-color1", "")].join("|");
   }
 
   /** Bounding box of a cell in client coordinates (for anchoring the tooltip). */
@@ -176,22 +207,36 @@ export class Heatmap {
     this.labelEls[this.layer]?.classList.add("rw-row-current");
   }
 
-  private layout(): void {
+  /** Size cells and canvases to the available width. True when the cell size or a canvas's
+   *  backing store changed (the canvases are then blank and must be redrawn). */
+  private layout(): boolean {
     const d = this.d!;
     const avail = this.scroller.clientWidth || this.width || 640;
     this.width = avail;
+    const before = `${this.cellW}x${this.rowH}`;
     this.cellW = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(avail / d.T)));
     this.rowH = d.R <= 14 ? 24 : d.R <= 26 ? 18 : d.R <= 50 ? 13 : 9;
+    let changed = before !== `${this.cellW}x${this.rowH}`;
     const w = d.T * this.cellW;
     const hgt = d.R * this.rowH + AXIS_H;
     const dpr = window.devicePixelRatio || 1;
     this.pxScale = Math.max(0.25, Math.min(dpr, MAX_CANVAS / w, MAX_CANVAS / hgt, Math.sqrt(MAX_AREA / (w * hgt))));
+    const bw = Math.round(w * this.pxScale);
+    const bh = Math.round(hgt * this.pxScale);
     for (const c of [this.canvas, this.overlay]) {
-      c.width = Math.round(w * this.pxScale);
-      c.height = Math.round(hgt * this.pxScale);
+      // assigning width/height clears the canvas even when the value is the same: only on change
+      if (c.width !== bw) {
+        c.width = bw;
+        changed = true;
+      }
+      if (c.height !== bh) {
+        c.height = bh;
+        changed = true;
+      }
       c.style.width = `${w}px`;
       c.style.height = `${hgt}px`;
     }
+    if (changed) this.dirty = [];
     this.inner.style.width = `${w}px`;
     this.inner.style.height = `${hgt}px`;
     this.canvas.dataset.rows = String(d.R);
@@ -202,6 +247,7 @@ export class Heatmap {
     for (const e of this.labelEls) e.style.height = e.style.lineHeight = `${this.rowH}px`;
     const axis = this.labels.lastElementChild as HTMLElement | null;
     if (axis) axis.style.height = axis.style.lineHeight = `${AXIS_H}px`;
+    return changed;
   }
 
   private font(px: number): string {
@@ -248,9 +294,32 @@ export class Heatmap {
         for (let p = 0; p < d.T; p++) {
           const c = sample(s.map, s.toT(valueAt(d, this.metric, r, p, this.opts)));
           ctx.fillStyle = c ? textOn(c) : fg;
+          if (d.top1Id[r * d.T + p] < 0) continue; // not read yet
           const t = cellLabel(tokenText(d, d.top1Id[r * d.T + p]), maxChars);
           ctx.fillText(t, p * cellW + cellW / 2, r * rowH + rowH / 2 + 0.5, cellW - 2);
         }
+      }
+    }
+
+    // ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k
+    if (d.emergence && rowH >= 8 && cellW >= 14) { // narrower cells: the tooltip says it (a mark would hide the colour)
+      const sz = Math.max(2, Math.min(4, rowH / 4, cellW / 3));
+      ctx.strokeStyle = bg;
+      ctx.lineWidth = 1;
+      ctx.fillStyle = fg;
+      for (let p = 0; p < d.T; p++) {
+        const r = d.emergence[p];
+        if (r < 0) continue;
+        const cx = (p + 1) * cellW - sz - 1.5; // top-right corner: clear of the centred text
+        const cy = r * rowH + sz + 1.5;
+        ctx.beginPath();
+        ctx.moveTo(cx, cy - sz);
+        ctx.lineTo(cx + sz, cy);
+        ctx.lineTo(cx, cy + sz);
+        ctx.lineTo(cx - sz, cy);
+        ctx.closePath();
+        ctx.fill();
+        ctx.stroke();
       }
     }
 
@@ -281,22 +350,19 @@ export class Heatmap {
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     ctx.setTransform(this.pxScale, 0, 0, this.pxScale, 0, 0);
     this.paint(ctx);
+    this.themeKey = this.currentThemeKey();
+    this.canvas.dataset.theme = this.themeKey;
   }
 
+  /** Hovered and pinned cell outlines: only the rectangles drawn last time are cleared. */
   private drawOverlay(): void {
     const ctx = this.overlay.getContext("2d");
     if (!ctx || !this.d) return;
     const d = this.d;
     const { cellW, rowH } = this;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
     ctx.setTransform(this.pxScale, 0, 0, this.pxScale, 0, 0);
-    // current layer: a band in the brand colour around its row
-    if (this.layer >= 0 && this.layer < d.R) {
-      ctx.strokeStyle = cssVar(this.el, "--jp-brand-color1", "#1976d2");
-      ctx.lineWidth = 2;
-      ctx.strokeRect(1, this.layer * rowH + 1, d.T * cellW - 2, rowH - 2);
-    }
+    for (const [x, y, w, hh] of this.dirty) ctx.clearRect(x, y, w, hh);
+    this.dirty = [];
     const outline = (c: Cell, w: number) => {
       const x = c.pos * cellW;
       const y = c.row * rowH;
@@ -306,9 +372,24 @@ export class Heatmap {
       ctx.lineWidth = w;
       ctx.strokeStyle = "#fff";
       ctx.strokeRect(x + 1, y + 1, cellW - 2, rowH - 2);
+      this.dirty.push([x - 4, y - 4, cellW + 8, rowH + 8]);
     };
     if (this.hovered) outline(this.hovered, 1);
     if (this.selected && this.selected.row < d.R && this.selected.pos < d.T) outline(this.selected, 2);
+  }
+
+  /** Put the current-layer band over its row (a transform: no layout, no canvas repaint). */
+  private placeBand(): void {
+    const d = this.d;
+    if (!d || this.layer < 0 || this.layer >= d.R) {
+      this.band.hidden = true;
+      return;
+    }
+    this.band.hidden = false;
+    this.band.style.width = `${d.T * this.cellW}px`;
+    this.band.style.height = `${this.rowH}px`;
+    this.band.style.transform = `translateY(${this.layer * this.rowH}px)`;
+    this.band.dataset.layer = String(this.layer);
   }
 
   private cellAt(e: MouseEvent): Cell | null {

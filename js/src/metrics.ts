@@ -2,30 +2,16 @@
 
 import type { LensData } from "./codecs";
 import { RDBU, VIRIDIS, sample, type ColorMap } from "./colors";
+
+function lensName(d: LensData): string {
+  const l = d.meta.lens ?? "logit";
+  return l === "jacobian" ? "Jacobian lens" : l === "tuned" ? "tuned lens" : "logit lens";
+}
+import { GRID_SCALE, type MetricName } from "./protocol";
+import { tauChoice } from "./tau";
 import { visible } from "./text";
 
-export type MetricName =
-  | "projection"
-  | "top1_prob"
-  | "target_rank"
-  | "logit_diff"
-  | "resid_norm"
-  | "attn_norm"
-  | "mlp_norm";
-
-export const METRICS: { name: MetricName; label: string }[] = [
-  { name: "projection", label: "projection %" },
-  { name: "top1_prob", label: "top-1 probability" },
-  { name: "target_rank", label: "target rank" },
-  { name: "logit_diff", label: "logit difference" },
-  { name: "resid_norm", label: "residual norm" },
-  { name: "attn_norm", label: "attention-out norm" },
-  { name: "mlp_norm", label: "MLP-out norm" },
-];
-
-export function isMetric(x: unknown): x is MetricName {
-  return METRICS.some((m) => m.name === x);
-}
+export { METRICS, isMetric, type MetricName } from "./protocol";
 
 /** View-local settings that change what is drawn without a round trip to Python. */
 export interface ViewOpts {
@@ -65,13 +51,19 @@ export function available(d: LensData, m: MetricName): boolean {
       return !!d.attnNorm;
     case "mlp_norm":
       return !!d.mlpNorm;
+    case "kl":
+      return !!d.kl;
+    case "entropy":
+      return !!d.entropy;
+    case "final_rank":
+      return !!d.finalRank;
   }
 }
 
 /** Projection % of residual row `row` at `pos`, at the view's τ. */
 export function projAt(d: LensData, row: number, pos: number, tauIdx: number | null): number {
   const i = row * d.T + pos;
-  if (tauIdx !== null && d.projGrid) return d.projGrid[tauIdx * d.R * d.T + i] / 2.55;
+  if (tauIdx !== null && d.projGrid) return d.projGrid[tauIdx * d.R * d.T + i] / GRID_SCALE;
   return d.projPct[i];
 }
 
@@ -81,6 +73,9 @@ function layerOut(a: Float32Array | null, d: LensData, row: number, pos: number)
   return a[(row - 1) * d.T + pos];
 }
 
+/** A rank; -1 = a lens cell not read yet (streaming). */
+const rankOrNaN = (r: number) => (r < 0 ? NaN : r);
+
 export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o: ViewOpts): number {
   const i = row * d.T + pos;
   switch (m) {
@@ -89,7 +84,7 @@ export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o:
     case "top1_prob":
       return d.top1Prob[i];
     case "target_rank":
-      return d.targetRank ? d.targetRank[i * d.nTargets + Math.min(o.target, d.nTargets - 1)] : NaN;
+      return d.targetRank ? rankOrNaN(d.targetRank[i * d.nTargets + Math.min(o.target, d.nTargets - 1)]) : NaN;
     case "logit_diff":
       return d.logitDiff ? d.logitDiff[i] : NaN;
     case "resid_norm":
@@ -98,6 +93,12 @@ export function valueAt(d: LensData, m: MetricName, row: number, pos: number, o:
       return layerOut(d.attnNorm, d, row, pos);
     case "mlp_norm":
       return layerOut(d.mlpNorm, d, row, pos);
+    case "kl":
+      return d.kl ? d.kl[i] : NaN;
+    case "entropy":
+      return d.entropy ? d.entropy[i] : NaN;
+    case "final_rank":
+      return d.finalRank ? rankOrNaN(d.finalRank[i]) : NaN;
   }
 }
 
@@ -137,8 +138,7 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
   const bosNote = d.meta.has_bos && d.T > 1 ? "BOS column excluded from the scale range" : "";
   switch (m) {
     case "projection": {
-      const tau = o.tauIdx !== null ? d.meta.tau_grid[o.tauIdx] : d.meta.tau;
-      const k = o.tauIdx !== null ? d.meta.k_grid[o.tauIdx] : d.meta.k;
+      const { tau, k } = tauChoice(d.meta, o.tauIdx);
       return {
         map: VIRIDIS,
         title: `projection onto the top-${k} subspace of W_U (τ = ${fmt(tau, 3)})`,
@@ -157,7 +157,8 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
         note: "",
         toT: lin(0, 1),
       };
-    case "target_rank": {
+    case "target_rank":
+    case "final_rank": {
       const V = Math.max(2, d.meta.d_vocab || 2);
       const lv = Math.log10(V);
       const toT = (r: number) => (Number.isFinite(r) ? clamp01(1 - Math.log10(r + 1) / lv) : NaN);
@@ -167,11 +168,33 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
       const tgt = d.meta.targets[Math.min(o.target, d.nTargets - 1)] ?? "";
       return {
         map: VIRIDIS,
-        title: `rank of target “${visible(tgt)}” (0 = top-1, log scale)`,
+        title:
+          m === "target_rank"
+            ? `rank of target “${visible(tgt)}” (0 = top-1, log scale)`
+            : `rank of the model's own final top-1 under the ${lensName(d)} (0 = top-1, log scale)`,
         unit: "rank",
         ticks: ticks.sort((a, b) => a.t - b.t),
-        note: "",
+        note: m === "final_rank" ? "◆ marks the row from which the final top-1 stays in the top-k" : "",
         toT,
+      };
+    }
+    case "kl":
+    case "entropy": {
+      const mx = robustMax(d, m, o, false);
+      return {
+        map: VIRIDIS,
+        title:
+          m === "kl"
+            ? `KL(model output ‖ ${lensName(d)}) per cell, nats (0 = the model's own distribution)`
+            : `entropy of the ${lensName(d)}'s distribution, nats`,
+        unit: "nats",
+        ticks: [
+          { t: 0, label: "0" },
+          { t: 0.5, label: fmt(mx / 2, 2) },
+          { t: 1, label: fmt(mx, 2) },
+        ],
+        note: bosNote,
+        toT: lin(0, mx),
       };
     }
     case "logit_diff": {

@@ -1,6 +1,6 @@
 // Lazy "details" requests for the hover tooltip's full top-k (one request per position: all rows).
 //
-//   JS -> Python  {type: "details", req, seq, pos}
+//   JS -> Python  {type: "details", req, seq, pos}   req = "<view id>:<n>", unique across views
 //   Python -> JS  {type: "details", req, seq, pos, top_ids: number[R][k], top_probs: number[R][k],
 //                  strings: {id: text}}            or {type: "details", req, error: str}
 //
@@ -31,11 +31,14 @@ export class DetailsClient {
   private seq = -1;
   private cache = new Map<string, Details>();
   private inflight = new Map<string, Promise<Details>>();
-  private pending = new Map<number, Pending>();
+  private pending = new Map<string, Pending>();
 
+  /** `prefix`: this view's id. Replies go to every view of the widget, so request ids must not
+   *  collide between views. */
   constructor(
     private readonly send: (msg: Record<string, unknown>) => void,
     readonly timeoutMs = 10_000,
+    private readonly prefix = "",
   ) {}
 
   /** A new payload arrived: forget everything about older ones. */
@@ -61,7 +64,7 @@ export class DetailsClient {
     if (hit) return Promise.resolve(hit);
     const running = this.inflight.get(key);
     if (running) return running;
-    const req = this.nextReq++;
+    const req = `${this.prefix}:${this.nextReq++}`;
     const promise = new Promise<Details>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(req);
@@ -89,9 +92,10 @@ export class DetailsClient {
   handle(msg: unknown): boolean {
     const m = msg as Record<string, unknown> | null;
     if (!m || typeof m !== "object" || m.type !== "details") return false;
-    const req = Number(m.req);
+    const req = String(m.req);
     const p = this.pending.get(req);
-    if (!p) return true; // unknown, timed out or superseded: ignore
+    if (!p) return true; // another view's, unknown, timed out or superseded: ignore
+    if (m.pos !== undefined && Number(m.pos) !== p.pos) return true;
     if (typeof m.error === "string" && m.error) {
       this.finish(req, p);
       p.reject(new Error(m.error));
@@ -114,7 +118,7 @@ export class DetailsClient {
     return true;
   }
 
-  private finish(req: number, p: Pending): void {
+  private finish(req: string, p: Pending): void {
     clearTimeout(p.timer);
     this.pending.delete(req);
     this.inflight.delete(p.key);

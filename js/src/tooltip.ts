@@ -3,6 +3,8 @@
 import { tokenText, type LensData } from "./codecs";
 import { h } from "./dom";
 import { fmt, projAt, type ViewOpts } from "./metrics";
+import { tauChoice } from "./tau";
+import { charRunText } from "./chars";
 import { visible } from "./text";
 
 /** The full top-k list for one cell, from a details reply or from local arrays (static export). */
@@ -34,6 +36,7 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
     tok(inTok, "rw-tok rw-tip-input"),
     isBos ? h("span", { class: "rw-bos-flag", text: "BOS" }) : null,
   );
+  const chars = charRunText(m.chars?.[String(pos)]);
   const sub = h("div", {
     class: "rw-tip-layer",
     text: `${row === 0 ? "embeddings" : `layer ${label}`} · ${m.hook_names[row] ?? ""}`,
@@ -41,8 +44,7 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
 
   const body = h("tbody");
   kv(body, "top-1", tok(tokenText(d, d.top1Id[i]), "rw-tok rw-tip-top1"), ` ${fmt(d.top1Prob[i], 3)}`);
-  const tau = o.tauIdx !== null ? m.tau_grid[o.tauIdx] : m.tau;
-  const k = o.tauIdx !== null ? m.k_grid[o.tauIdx] : m.k;
+  const { tau, k } = tauChoice(m, o.tauIdx);
   kv(body, "projection", `${fmt(projAt(d, row, pos, o.tauIdx), 3)} % (τ ${fmt(tau, 3)}, k ${k})`);
   for (let t = 0; t < d.nTargets && d.targetRank && d.targetProb; t++) {
     const j = i * d.nTargets + t;
@@ -50,6 +52,14 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
   }
   if (d.logitDiff && m.logit_diff) {
     kv(body, "logit diff", `${fmt(d.logitDiff[i], 3)} (`, tok(m.logit_diff.answer), " − ", tok(m.logit_diff.counterfactual), ")");
+  }
+  const lens = m.lens ?? "logit";
+  if (d.kl) kv(body, "KL to output", `${fmt(d.kl[i], 3)} nats (${lens} lens)`);
+  if (d.entropy) kv(body, "entropy", `${fmt(d.entropy[i], 3)} nats`);
+  if (d.finalRank && d.finalRank[i] >= 0) kv(body, "final top-1", tok(tokenText(d, d.top1Id[(d.R - 1) * d.T + pos])), ` rank ${d.finalRank[i]} here`);
+  if (d.emergence) {
+    const e = d.emergence[pos];
+    kv(body, "emerges", e < 0 ? "not yet read" : `from row ${m.row_labels[e] ?? e} on (stays in the top-${m.top_k})`);
   }
   if (d.residNorm) kv(body, "‖resid‖", fmt(d.residNorm[i], 4));
   if (row > 0 && d.attnNorm) kv(body, "‖attn out‖", fmt(d.attnNorm[(row - 1) * d.T + pos], 4));
@@ -78,27 +88,70 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
     list.append(h("div", { class: "rw-topk-title", text: `top-${topk.ids.length}` }), ol);
   }
 
-  return h("div", { class: "rw-cell-info" }, head, sub, h("table", { class: "rw-tip-kv" }, body), list);
+  return h(
+    "div",
+    { class: "rw-cell-info" },
+    head,
+    chars ? h("div", { class: "rw-tip-char", text: `part of ${chars}` }) : null,
+    sub,
+    h("table", { class: "rw-tip-kv" }, body),
+    list,
+  );
 }
 
-/** A floating box positioned inside the widget root (absolute, so it works in any output area). */
+/** A floating box positioned inside the widget root (absolute, so it works in any output area).
+ *
+ * It stays inside the root's box below `keepOut()` (the bottom of the editor and toolbar, which it
+ * never covers), beside the anchor: right of it, or left near the right edge; top-aligned with it,
+ * or flipped so its bottom meets the anchor's bottom near the lower edge. When the region is too
+ * small for the content, the box is capped to the region (never extends the output area). */
 export class Tooltip {
   readonly el: HTMLDivElement;
-  constructor(private readonly root: HTMLElement) {
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly keepOut: () => number = () => -Infinity,
+  ) {
     this.el = h("div", { class: "rw-tooltip", role: "tooltip", hidden: true });
   }
 
   show(content: Node, anchor: DOMRect): void {
     this.el.replaceChildren(content);
     this.el.hidden = false;
-    const rr = this.root.getBoundingClientRect();
+    // absolute positions are relative to the root's padding box (inside its border)
+    const box = this.root.getBoundingClientRect();
+    const ox = box.left + this.root.clientLeft;
+    const oy = box.top + this.root.clientTop;
+    const rr = { width: this.root.clientWidth, height: this.root.clientHeight };
+    const gap = 8;
+    const top = Math.max(0, Math.min(rr.height, this.keepOut() - oy + 2));
+    const bottom = rr.height;
+    this.el.style.maxWidth = `${Math.max(120, rr.width)}px`;
+    this.el.style.maxHeight = `${Math.max(40, bottom - top)}px`;
+    // measure at the origin: an absolute box shrinks to the room right of its current position
+    this.el.style.left = "0px";
+    this.el.style.top = "0px";
     const tw = this.el.offsetWidth;
     const th = this.el.offsetHeight;
-    let x = anchor.right - rr.left + 8;
-    if (x + tw > rr.width && anchor.left - rr.left - 8 - tw >= 0) x = anchor.left - rr.left - 8 - tw;
+    const a = { left: anchor.left - ox, right: anchor.right - ox, top: anchor.top - oy, bottom: anchor.bottom - oy };
+
+    let x = a.right + gap; // right of the anchor
+    let side = x + tw <= rr.width;
+    if (!side && a.left - gap - tw >= 0) {
+      x = a.left - gap - tw; // flip left
+      side = true;
+    }
+    let y: number;
+    if (side) {
+      y = a.top; // beside: top-aligned, flipped up near the bottom edge
+      if (y + th > bottom) y = a.bottom - th;
+    } else {
+      // no room on either side: below the anchor, or above it near the bottom edge
+      x = Math.min(Math.max(0, a.left), Math.max(0, rr.width - tw));
+      y = a.bottom + gap;
+      if (y + th > bottom) y = a.top - gap - th;
+    }
     x = Math.max(0, Math.min(x, Math.max(0, rr.width - tw)));
-    let y = anchor.top - rr.top;
-    if (y + th > rr.height) y = Math.max(0, rr.height - th);
+    y = Math.max(top, Math.min(y, Math.max(top, bottom - th)));
     this.el.style.left = `${x}px`;
     this.el.style.top = `${y}px`;
   }

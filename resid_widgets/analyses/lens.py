@@ -5,7 +5,8 @@ Every residual-stream vector ``r`` (one per layer row x position) is read out ex
 reads its last layer, after the chosen lens has transported it (the logit lens leaves it as is)::
 
     z(r)      = ln_final(r) @ W_U + b_U          # ln_final recomputed for r's own mean and scale
-    logits(r) = c * tanh(z(r) / c)               # only for soft-capped models (Gemma-2: c = 30)
+    logits(r) = c * tanh(z(r) / c)               # the model's output transform: Gemma-2's soft-cap (c = 30),
+                                                 # or another architecture's logit scaling
     p(r)      = softmax(logits(r))
 
 Per cell it keeps the top-k, the log-normaliser ``log sum exp logits``, the targets' logits and
@@ -47,14 +48,20 @@ READOUT_FIELDS = {
 }
 
 
+def softcap(cap: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Gemma-2's output soft-cap ``c * tanh(z / c)``, in place."""
+    return lambda z: z.div_(cap).tanh_().mul_(cap)
+
+
 @dataclass
 class FinalReadout:
-    """The model's own final readout: final norm, unembedding (+ bias), output soft-cap."""
+    """The model's own final readout: final norm, unembedding (+ bias), then the architecture's output
+    transform when it has one (Gemma-2's soft-cap, Cohere's / Granite's logit scaling)."""
 
     ln_final: Callable[[torch.Tensor], torch.Tensor]
     W_U: torch.Tensor  # [d_model, d_vocab]
     b_U: torch.Tensor | None  # [d_vocab]
-    softcap: float | None = None
+    output_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def d_vocab(self) -> int:
@@ -75,8 +82,10 @@ class FinalReadout:
             torch.addmm(self.b_U.float(), x, W, out=out)
         else:
             torch.mm(x, W, out=out)
-        if self.softcap:
-            out.div_(self.softcap).tanh_().mul_(self.softcap)
+        if self.output_transform is not None:
+            z = self.output_transform(out)
+            if z is not out:
+                out.copy_(z)
         return out
 
 

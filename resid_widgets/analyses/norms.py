@@ -31,23 +31,9 @@ def additivity_errors(cache: Mapping[str, torch.Tensor], n_layers: int, *, paral
     ``rel = max |lhs - rhs| / max |rhs|`` per layer; the worst layer is reported. Keys: ``attn`` and
     ``mlp`` for sequential blocks, ``block`` for parallel ones.
     """
-    if n_layers == 0:
-        return {"block": 0.0} if parallel else {"attn": 0.0, "mlp": 0.0}
-
-    def stack(name) -> torch.Tensor:
-        return torch.stack([cache[name(l)].float() for l in range(n_layers)])
-
-    pre, post, attn, mlp = stack(hooks.resid_pre), stack(hooks.resid_post), stack(hooks.attn_out), stack(hooks.mlp_out)
-    if parallel:
-        identities = (("block", pre + attn + mlp, post),)
-    else:
-        mid = stack(hooks.resid_mid)
-        identities = (("attn", pre + attn, mid), ("mlp", mid + mlp, post))
-    worst = {}
-    for key, lhs, rhs in identities:
-        per_layer = (lhs - rhs).abs().flatten(1).amax(1) / rhs.abs().flatten(1).amax(1).clamp_min(1e-12)
-        worst[key] = float(per_layer.max())
-    return worst
+    keys, diff, scale = additivity_parts(cache, n_layers, parallel=parallel)
+    report = additivity_from_parts(keys, diff, scale)
+    return {k: report[k] for k in keys}
 
 
 def additivity_parts(
@@ -79,8 +65,9 @@ def additivity_from_parts(keys: tuple[str, ...], diff: np.ndarray, scale: np.nda
     """The report of ``additivity_report`` from per-position parts ([K, L, T])."""
     if diff.size == 0:
         errors = {k: 0.0 for k in keys}
-    else:
-        per_layer = diff.max(-1) / np.maximum(scale.max(-1), 1e-12)  # [K, L]
+    else:  # per layer: the largest error over positions over the largest |rhs| over positions
+        flat = lambda a: a.reshape(a.shape[0], a.shape[1], -1).max(-1)  # noqa: E731  [K, L]
+        per_layer = flat(diff) / np.maximum(flat(scale), 1e-12)
         errors = {k: float(per_layer[i].max()) for i, k in enumerate(keys)}
     return {
         **errors,

@@ -111,6 +111,7 @@ class Update:
     positions: tuple[int, int]  # begin: the positions with new values [keep, T); lens: the block read
     keep: int = 0  # begin: positions [0, keep) equal the base analysis' (every array)
     fraction: float = 0.0
+    base: Analysis | None = None  # begin: the analysis those kept positions come from
 
 
 @dataclass
@@ -223,7 +224,7 @@ def run_stages(
         _proj_final_cum=final_cum,
         _resid=acts.resid.numpy(force=True),  # force: GPU tensors come back to the host
     )
-    yield Update("begin", analysis, (keep, T), keep=keep, fraction=0.1)
+    yield Update("begin", analysis, (keep, T), keep=keep, fraction=0.1, base=base if keep else None)
 
     # ---- lens: the other rows, a block of positions at a time -----------------------------------
     rows = list(range(R - 1))
@@ -254,7 +255,7 @@ def run_stages(
         yield Update("lens", analysis, (p0, p1), fraction=0.1 + 0.88 * done / max(1, total))
 
     # ---- done --------------------------------------------------------------------------------
-    final_em, target_em = emergence_rows(lens_arrays["top_ids"], req.target_ids)
+    final_em, target_em = emergence_rows(lens_arrays["top_ids"], lens_arrays["top_ids"][-1, :, 0], req.target_ids)
     analysis.emergence_row[:] = final_em
     analysis.target_emergence[:] = target_em
     yield Update("done", analysis, (0, T), fraction=1.0)

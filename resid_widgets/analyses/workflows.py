@@ -43,13 +43,18 @@ def per_prompt_rows(labels: Sequence[str], prompts: Sequence[str], n_rows: int, 
 
 
 def position_mask(analysis: Any, exclude_bos: bool) -> np.ndarray:
-    """[T] bool: the positions that count in a mean over positions."""
+    """[T] bool: the positions that count in a mean over positions (the one place BOS is masked)."""
     keep = np.ones(analysis.n_tokens, dtype=bool)
     if exclude_bos:
         keep &= ~np.asarray(analysis.is_bos, dtype=bool)
     if not keep.any():
         keep[:] = True
     return keep
+
+
+def n_leading_bos(analysis: Any) -> int:
+    """1 when the analysis starts with a prepended BOS token, else 0."""
+    return 1 if analysis.n_tokens and bool(np.asarray(analysis.is_bos)[0]) else 0
 
 
 def token_char_spans(
@@ -143,6 +148,75 @@ def group_stats(values: Mapping[str, Sequence[float]]):
     return pd.DataFrame(rows, columns=["group", "mean", "std", "n"])
 
 
+def projection_workflow(
+    subspace: Any,
+    layer_analyses: Sequence[Any],
+    position_analysis: Any,
+    groups: Mapping[str, Sequence[Any]],
+    *,
+    tau: float,
+    exclude_bos: bool,
+    row: int | str,
+    group_position: str,
+    markers: Sequence[str] | Mapping[str, str] | None,
+    decode: Callable[[Sequence[int]], str] | None = None,
+) -> dict[str, Any]:
+    """Every number of ``ProjectionExplorer`` (seed 000) from stored analyses; no forward pass.
+
+    ``layer_analyses``: the prompts compared by layer; ``position_analysis``: the prompt shown over
+    positions at ``row`` (an index, or ``"final"`` for ``ln_final.hook_normalized``); ``groups``:
+    ``{name: analyses}``, each summarised by its final projection % at the last position
+    (``group_position="last"``) or its mean over positions. ``decode(ids)`` maps token ids to text for
+    the markers when token strings do not concatenate to the prompt.
+    """
+    k = subspace.k_for_tau(tau)
+    means, lasts, conc, final_last = [], [], [], []
+    for a in layer_analyses:
+        mean, last = layer_profile(a, a.projection_at(tau), exclude_bos=exclude_bos)
+        c_mean, _ = layer_profile(a, a.concentration_index(), exclude_bos=exclude_bos)
+        means.append(mean)
+        lasts.append(last)
+        conc.append(c_mean)
+        final_last.append(float(a.projection_final_at(tau)[-1]))
+    ap = position_analysis
+    pos_pct = ap.projection_final_at(tau) if row == "final" else ap.projection_at(tau)[row]
+    n_skip = n_leading_bos(ap)
+    real_ids = ap.token_ids[n_skip:].tolist()
+    dec = None if decode is None else (lambda n: decode(real_ids[:n]))
+    found = marker_positions(ap.prompt, ap.tokens, markers, n_skip=n_skip, decode=dec)
+    values = {}
+    for name, analyses in groups.items():
+        vals = []
+        for a in analyses:
+            final = a.projection_final_at(tau)
+            if group_position == "last":
+                vals.append(float(final[-1]))
+            else:
+                vals.append(float(layer_profile(a, final[None], exclude_bos=exclude_bos)[0][0]))
+        values[name] = vals
+    stats = group_stats(values)
+    return {
+        "tau": float(tau),
+        "k": int(k),
+        "singular_values": np.asarray(subspace.singular_values, dtype=np.float64),
+        "cumulative_energy": np.asarray(subspace.cumulative_energy, dtype=np.float64),
+        "layer_mean": np.stack(means),
+        "layer_last": np.stack(lasts),
+        "concentration_mean": np.stack(conc),
+        "final_last": np.asarray(final_last),
+        "position_prompt": ap.prompt,
+        "position_row": row,
+        "position_pct": np.asarray(pos_pct, dtype=np.float64),
+        "position_tokens": list(ap.tokens),
+        "position_is_bos": np.asarray(ap.is_bos, dtype=bool),
+        "markers": found,
+        "group_values": values,
+        "groups": stats,
+        "group_mean": stats["mean"].to_numpy(),
+        "group_std": stats["std"].to_numpy(),
+    }
+
+
 # ---- seed 001: logit difference -----------------------------------------------------------------
 
 
@@ -203,9 +277,7 @@ def pooled_norms(analyses: Sequence[Any], *, exclude_bos: bool) -> tuple[np.ndar
     """
     attn, mlp = [], []
     for a in analyses:
-        keep = np.ones(a.n_tokens, dtype=bool)
-        if exclude_bos:
-            keep &= ~np.asarray(a.is_bos, dtype=bool)
+        keep = position_mask(a, exclude_bos)
         attn.append(np.asarray(a.attn_norm, dtype=np.float64)[:, keep])
         mlp.append(np.asarray(a.mlp_norm, dtype=np.float64)[:, keep])
     return np.concatenate(attn, axis=1), np.concatenate(mlp, axis=1)
@@ -224,6 +296,39 @@ def shared_histogram(attn: np.ndarray, mlp: np.ndarray, bins: int = 30) -> tuple
     return edges, np.histogram(a, edges)[0], np.histogram(m, edges)[0]
 
 
+def contribution_workflow(
+    analyses: Sequence[Any], *, exclude_bos: bool, bins: int, prompt_index: int, layer: int
+) -> dict[str, Any]:
+    """Every number of ``ContributionExplorer`` (seed 004): pooled attention / MLP output norms by layer
+    (mean, spread, shared histogram) and one prompt's norms per position at one layer."""
+    attn, mlp = pooled_norms(analyses, exclude_bos=exclude_bos)
+    attn_mean, attn_std = mean_spread(attn, axis=1)
+    mlp_mean, mlp_std = mean_spread(mlp, axis=1)
+    edges, h_attn, h_mlp = shared_histogram(attn, mlp, bins)
+    a = analyses[prompt_index]
+    pos = np.nonzero(position_mask(a, exclude_bos))[0]
+    return {
+        "exclude_bos": bool(exclude_bos),
+        "n_positions": int(attn.shape[1]),
+        "attn": attn,
+        "mlp": mlp,
+        "attn_mean": attn_mean,
+        "attn_std": attn_std,
+        "mlp_mean": mlp_mean,
+        "mlp_std": mlp_std,
+        "hist_edges": edges,
+        "hist_attn": h_attn,
+        "hist_mlp": h_mlp,
+        "prompt_index": int(prompt_index),
+        "layer": int(layer),
+        "positions": pos,
+        "position_tokens": [a.tokens[p] for p in pos],
+        "position_attn": np.asarray(a.attn_norm[layer, pos], dtype=np.float64),
+        "position_mlp": np.asarray(a.mlp_norm[layer, pos], dtype=np.float64),
+        "additivity": [dict(x.additivity) for x in analyses],
+    }
+
+
 # ---- A/B comparison -----------------------------------------------------------------------------
 
 # the metric names are the widget protocol's (one list); these are the longer chart labels
@@ -235,6 +340,22 @@ METRIC_LABELS = {
     "resid_norm": "‖resid‖₂",
     "attn_norm": "‖attn_out‖₂",
     "mlp_norm": "‖mlp_out‖₂",
+    "kl": "KL(model output ‖ lens), nats",
+    "entropy": "lens entropy, nats",
+    "final_rank": "rank of the model's final top-1 under the lens",
+}
+#: short y-axis titles (the long labels go in the chart titles, where they can wrap)
+METRIC_AXIS_LABELS = {
+    "projection": "% in token subspace",
+    "top1_prob": "top-1 probability",
+    "target_rank": "rank (0 = top)",
+    "logit_diff": "logit difference",
+    "resid_norm": "‖resid‖₂",
+    "attn_norm": "‖attn_out‖₂",
+    "mlp_norm": "‖mlp_out‖₂",
+    "kl": "KL, nats",
+    "entropy": "entropy, nats",
+    "final_rank": "rank (0 = top)",
 }
 
 
@@ -248,6 +369,12 @@ def metric_values(analysis: Any, metric: str, *, answer=None, counterfactual=Non
         v = analysis.top_probs[..., 0]
     elif metric == "resid_norm":
         v = analysis.resid_norm
+    elif metric == "kl":
+        v = analysis.kl_to_output
+    elif metric == "entropy":
+        v = analysis.entropy
+    elif metric == "final_rank":
+        v = analysis.final_top1_rank
     elif metric in ("attn_norm", "mlp_norm"):
         return np.arange(1, R), np.asarray(getattr(analysis, metric), dtype=np.float64)
     elif metric == "target_rank":
@@ -282,9 +409,11 @@ def compare_metric(a: Any, b: Any, metric: str, *, answer=None, counterfactual=N
 
 __all__ = [
     "METRICS",
+    "METRIC_AXIS_LABELS",
     "METRIC_LABELS",
     "char_to_token",
     "compare_metric",
+    "contribution_workflow",
     "display_token",
     "group_stats",
     "last_token_logit_diff",
@@ -295,7 +424,9 @@ __all__ = [
     "metric_values",
     "per_prompt",
     "pooled_norms",
+    "n_leading_bos",
     "position_mask",
+    "projection_workflow",
     "ranking_table",
     "shared_histogram",
     "token_char_spans",

@@ -175,7 +175,7 @@ def cell_details(analysis: Analysis, pos: int) -> dict[str, Any]:
         "pos": int(pos),
         "top_ids": ids.astype(int).tolist(),
         "top_probs": [[float(p) for p in row] for row in analysis.top_probs[:, pos]],
-        "strings": {str(int(i)): analysis.strings[int(i)] for i in np.unique(ids)},
+        "strings": {str(int(i)): analysis.strings[int(i)] for i in np.unique(ids) if i >= 0},  # -1: not read yet
     }
 
 

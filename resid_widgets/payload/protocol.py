@@ -21,7 +21,9 @@ TAU_GRID: tuple[float, ...] = tuple(float(t) for t in _SPEC["tau_grid"])
 GRID_SCALE: float = float(_SPEC["grid_scale"])
 #: each payload array's axis of token positions (streamed deltas carry a range of it)
 POSITION_AXIS: dict[str, int] = {k: int(v) for k, v in _SPEC["position_axis"].items()}
+#: the lenses a view can ask for
+LENSES: tuple[str, ...] = tuple(_SPEC["lenses"])
 MESSAGES_TO_PYTHON: tuple[str, ...] = tuple(_SPEC["messages"]["to_python"])
 MESSAGES_TO_BROWSER: tuple[str, ...] = tuple(_SPEC["messages"]["to_browser"])
 
-__all__ = ["PROTOCOL_VERSION", "METRICS", "METRIC_LABELS", "TAU_GRID", "GRID_SCALE", "POSITION_AXIS", "MESSAGES_TO_PYTHON", "MESSAGES_TO_BROWSER"]
+__all__ = ["PROTOCOL_VERSION", "METRICS", "METRIC_LABELS", "TAU_GRID", "GRID_SCALE", "POSITION_AXIS", "LENSES", "MESSAGES_TO_PYTHON", "MESSAGES_TO_BROWSER"]

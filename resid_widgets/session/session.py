@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.analyses.lens import FinalReadout
+from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, FinalReadout, softcap
 from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session.loading import load_model
+from resid_widgets.session.tokens import token_bytes
 
 Progress = Callable[[float, str], None]
 PromptLike = Any  # str, or a sequence / 1-D tensor of token ids
@@ -68,10 +69,13 @@ class Session:
         self._subspace: TokenSubspace | None = None
         self._strings: dict[int, str] = {}
         self._last: _Last | None = None
+        self._lenses: dict[str, Lens] = {}  # "jacobian" / "tuned" -> the lens analyze(lens=kind) uses
         self._kv_enabled = True  # reuse the previous prompt's key/value cache for an edit
         self._kv_verified = False
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
+        #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
+        self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
 
     # ---- model facts ----------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class Session:
         if problems:
             raise ValueError(
                 "targets must be single tokens of this model's vocabulary: " + "; ".join(problems)
-                + ". Pick one token (for example a first piece above) or pass a token id"
+                + ". Pick one token (for example one of the pieces listed) or pass a token id"
             )
         return names, ids
 
@@ -361,12 +365,25 @@ class Session:
         W_U, b_U = self._unembed()
         return Context(
             model_name=self.name,
-            readout=FinalReadout(self.model.ln_final, W_U, b_U, self.softcap),
+            readout=FinalReadout(self.model.ln_final, W_U, b_U, self._output_transform()),
             subspace=self.subspace,
             strings=self.token_strings,
             info=self.info(),
+            chunk_elements=self.chunk_elements,
             cancelled=cancelled or (lambda: False),
         )
+
+    def _output_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What the model does to its logits after the unembedding: the bridge's architecture adapter
+        says (soft-cap, logit scaling); TransformerLens <= 3 models only have the config's soft-cap."""
+        adapter = getattr(self.model, "adapter", None)
+        method = getattr(type(adapter), "apply_output_logits_transform", None)
+        if method is not None:
+            from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
+
+            if method is not ArchitectureAdapter.apply_output_logits_transform:  # the adapter overrides it
+                return adapter.apply_output_logits_transform
+        return softcap(self.softcap) if self.softcap else None
 
     def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens) -> Request:
         names, target_ids = self.resolve_targets(targets)
@@ -382,12 +399,51 @@ class Session:
         )
 
     def _resolve_lens(self, lens: Any) -> Lens | None:
+        """None for the logit lens; a lens object for "jacobian" / "tuned" (loaded once per session: the
+        demo model's shipped lenses, or what ``fit_lens`` / ``load_lens`` gave) or a lens passed in."""
         if lens is None or lens == "logit":
             return None
         if isinstance(lens, str):
-            raise ValueError(f"unknown lens {lens!r}; choose 'logit'")
+            from resid_widgets.lenses import KINDS, get_lens
+
+            if lens not in KINDS:
+                raise ValueError(f"unknown lens {lens!r}; choose one of {', '.join(KINDS)}")
+            if lens not in self._lenses:
+                self._lenses[lens] = get_lens(lens, self)
+            return self._lenses[lens]
         if not callable(getattr(lens, "transform_rows", None)):
-            raise TypeError(f"lens must be 'logit' or a lens object, not {type(lens).__name__}")
+            raise TypeError(f"lens must be 'logit', 'jacobian', 'tuned' or a lens object, not {type(lens).__name__}")
+        check = getattr(lens, "check_model", None)
+        if callable(check):
+            check(self)
+        return lens
+
+    def load_lens(self, path, *, kind: str | None = None) -> Lens:
+        """Load a saved lens (ours, or a TransformerLens Jacobian-lens ``.pt`` file) for this session's model;
+        ``analyze(lens=kind)`` uses it from then on."""
+        from resid_widgets.lenses import JacobianLens, Lens as LensFile
+
+        cls = JacobianLens if (kind == "jacobian" or str(path).endswith(".pt")) else LensFile
+        lens = cls.load(path, session_or_model=self)
+        self._lenses[lens.kind] = lens
+        return lens
+
+    def fit_lens(self, kind: str, prompts: Sequence[Any], *, progress: Progress | None = None, **kwargs: Any) -> Lens:
+        """Fit a Jacobian lens (TransformerLens's estimator on this session's rows) or train a tuned lens
+        (per-row affine translators, KL to the model's output) on ``prompts``; ``analyze(lens=kind)``
+        uses it from then on, and ``lens.save(path)`` keeps it."""
+        from resid_widgets.lenses import fit_jacobian_lens, train_tuned_lens
+
+        if kind == "jacobian":
+            lens = fit_jacobian_lens(self, prompts, progress=progress, **kwargs)
+        elif kind == "tuned":
+            kwargs.setdefault("steps", 200)
+            kwargs.setdefault("seed", 0)
+            lens = train_tuned_lens(self, prompts, progress=progress, **kwargs)
+        else:
+            raise ValueError(f"fit_lens fits 'jacobian' or 'tuned' lenses, not {kind!r}")
+        with self._lock:
+            self._lenses[kind] = lens
         return lens
 
     def stream(
@@ -543,23 +599,11 @@ class _kv_cache_kwarg:
             h.remove()
 
 
-_BYTE_DECODER: dict[str, int] | None = None
-
-
 def _byte_fallback(tokenizer, token_id: int, text: str) -> str:
     """A byte-level BPE token that is only part of a UTF-8 character decodes to U+FFFD on its own;
     show its bytes instead (``\\xe2\\x80``), so different partial tokens stay distinguishable."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        # GPT-2's byte <-> printable-character table (transformers 5 no longer exports it): printable
-        # latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
-        keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        extra = [b for b in range(256) if b not in keep]
-        _BYTE_DECODER = {chr(b): b for b in keep} | {chr(256 + n): b for n, b in enumerate(extra)}
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if not isinstance(piece, str) or not piece or any(c not in _BYTE_DECODER for c in piece):
-        return text
-    return bytes(_BYTE_DECODER[c] for c in piece).decode("utf-8", errors="backslashreplace")
+    raw = token_bytes(tokenizer, token_id)
+    return text if raw is None else raw.decode("utf-8", errors="backslashreplace")
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:

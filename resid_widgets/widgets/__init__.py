@@ -11,6 +11,7 @@ _LAZY = {
     "TaskVectorExplorer": "resid_widgets.widgets.task_vectors",
     "ContributionExplorer": "resid_widgets.widgets.contributions",
     "CompareWidget": "resid_widgets.widgets.compare",
+    "LensKLExplorer": "resid_widgets.widgets.lens_kl",
 }
 
 __all__ = list(_LAZY)

@@ -1,4 +1,5 @@
-"""``CompareWidget``: two prompts side by side, aligned by layer, for any metric of ``ResidWidget``."""
+"""``CompareWidget``: two prompts side by side (or two lenses on one prompt), aligned by layer, for any metric of
+``ResidWidget``."""
 
 from __future__ import annotations
 
@@ -8,23 +9,31 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from resid_widgets.analyses.workflows import METRIC_LABELS, METRICS, compare_metric
-from resid_widgets.widgets._charts import figure, guarded, row_ticks, show_error, status_line, tooltip, update
+from resid_widgets.analyses.workflows import METRIC_AXIS_LABELS, METRIC_LABELS, METRICS, compare_metric
+from resid_widgets.widgets._charts import prompt_labels
+from resid_widgets.widgets.lens_kl import lens_colors
+from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown, int_ticks, flow_row, show_error, status_line, update
 from resid_widgets.widgets.resid import as_session
 
-A_COLOR, B_COLOR, DIFF_COLOR = "#4e79a7", "#f28e2b", "#59a14f"
+A_COLOR, B_COLOR, DIFF_COLOR, DIFF_MEAN_COLOR = "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"
+LENS_DIFF_COLOR = "#e15759"  # in lens mode green is the tuned lens's colour: the differences take others
 DEFAULT_A, DEFAULT_B = "Mr. and Mrs.", "It was a fine morning."
 
 
-class CompareWidget(W.VBox):
-    """Prompt A vs prompt B, per residual row, for one metric.
+class CompareWidget(Explorer):
+    """Prompt A vs prompt B (or lens A vs lens B on one prompt), per residual row, for one metric.
 
-    ``CompareWidget(session, "prompt A", "prompt B", metric="projection", targets=[answer, counterfactual])``.
+    ``CompareWidget(session, "prompt A", "prompt B", metric="projection", targets=[answer, counterfactual])``,
+    both prompts read with ``lens`` (default the logit lens); or two lenses on one prompt:
+    ``CompareWidget(session, "prompt", lenses=("logit", "tuned"))`` (A = the first lens, B = the second; the
+    metric defaults to ``kl``, and the prompt box B is hidden).
     Metrics: ``projection``, ``top1_prob``, ``target_rank`` (of the answer), ``logit_diff`` (answer − counterfactual),
     ``resid_norm``, ``attn_norm``, ``mlp_norm`` (the last two at rows 1..R-1: layer l's output reaches row l+1).
-    Three charts share the row axis: the value at the last position for A and B, the mean over positions
-    (BOS excluded while the toggle is on) for A and B, and the differences B − A. Edit a prompt in its box and
-    press Enter to recompute; the metric dropdown re-reads the stored analyses (no forward pass).
+    Lens metrics: ``kl`` (KL(model output ‖ lens), nats), ``entropy``, ``final_rank`` (the model's own top-1 under
+    the lens). Three charts share the row axis: the value at the last position for A and B, the mean over positions
+    (BOS excluded while the toggle is on) for A and B, and the differences B − A; their legends name the prompts
+    (or the lenses). Edit a prompt in its box and press Enter to recompute; the metric dropdown re-reads the stored
+    analyses (no forward pass).
     Numbers: ``data()`` (numpy), ``to_dataframe()``.
     """
 
@@ -32,41 +41,59 @@ class CompareWidget(W.VBox):
         self,
         model_or_session: Any = None,
         prompt_a: str = DEFAULT_A,
-        prompt_b: str = DEFAULT_B,
+        prompt_b: str | None = None,
         *,
-        metric: str = "projection",
+        metric: str | None = None,
         targets: Sequence[str] | None = None,
+        lens: Any = "logit",
+        lenses: Sequence[Any] | None = None,
         exclude_bos: bool = True,
         tau: float = 0.9,
         top_k: int = 10,
         device: str | None = None,
     ):
         self.session = as_session(model_or_session, device=device)
+        if lenses is not None:
+            lenses = [lenses] if isinstance(lenses, str) else list(lenses)
+            if len(lenses) != 2:
+                raise ValueError(f"lenses= compares two lenses on one prompt: give two, e.g. ('logit', 'tuned'), not {len(lenses)}")
+            if prompt_b is not None:
+                raise ValueError("lenses=(A, B) compares two lenses on one prompt: leave prompt_b out")
+            self._lenses = lenses
+        else:
+            self._lenses = [lens, lens]
+        self.lens_mode = lenses is not None
+        if prompt_b is None:
+            prompt_b = prompt_a if self.lens_mode else DEFAULT_B
+        if metric is None:
+            metric = "kl" if self.lens_mode else "projection"
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
         self._targets = list(targets) if targets else []
         self._kw = dict(top_k=int(top_k), tau=float(tau), targets=self._targets or None)
-        self.text_a = W.Text(value=prompt_a, description="A", continuous_update=False, layout=W.Layout(width="100%"))
-        self.text_b = W.Text(value=prompt_b, description="B", continuous_update=False, layout=W.Layout(width="100%"))
-        self.metric_dropdown = W.Dropdown(options=[(f"{m} — {METRIC_LABELS[m]}", m) for m in METRICS], value=metric, description="metric")
+        wide = W.Layout(width="auto")
+        self.text_a = W.Text(value=prompt_a, description="A", continuous_update=False, layout=wide)
+        self.text_b = W.Text(value=prompt_b, description="B", continuous_update=False, layout=wide)
+        if self.lens_mode:
+            self.text_a.description = "prompt"
+            self.text_b.layout = W.Layout(width="auto", display="none")  # one prompt: B is A's prompt
+        self.metric_dropdown = dropdown([(f"{m} — {METRIC_LABELS[m]}", m) for m in METRICS], metric, "metric")
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS from means", indent=False)
         self.status = status_line()
-        self.a, self.b = self.session.analyze_batch([prompt_a, prompt_b], **self._kw)
+        self.a, self.b = self._analyze(prompt_a, prompt_b)
         self._compute()
         self._build()
         self._draw()
-        self.text_a.observe(lambda c: c["new"] != self.a.prompt and guarded(self.status, lambda: self.set_prompts(a=c["new"])), "value")
-        self.text_b.observe(lambda c: c["new"] != self.b.prompt and guarded(self.status, lambda: self.set_prompts(b=c["new"])), "value")
+        self.text_a.observe(lambda c: c["new"] != self.a.prompt and self._guard(lambda: self.set_prompts(a=c["new"]))(), "value")
+        self.text_b.observe(lambda c: c["new"] != self.b.prompt and self._guard(lambda: self.set_prompts(b=c["new"]))(), "value")
         self.metric_dropdown.observe(self._on_metric, "value")
-        self.bos_toggle.observe(lambda _: guarded(self.status, self._refresh), "value")
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
-        super().__init__(
-            children=[
+        self.bos_toggle.observe(self._guard(self._refresh), "value")
+        self._init_layout(
+            [
                 self.text_a,
                 self.text_b,
-                W.HBox([self.metric_dropdown, self.bos_toggle], layout=wrap),
-                W.HBox([self.fig_last, self.fig_mean, self.fig_diff], layout=wrap),
-                self.status,
+                flow_row(self.metric_dropdown, self.bos_toggle),
+                flow_row(*(c.widget for c in self._charts.values())),
             ]
         )
 
@@ -84,17 +111,38 @@ class CompareWidget(W.VBox):
 
     @property
     def figures(self) -> dict[str, bq.Figure]:
-        return {"last": self.fig_last, "mean": self.fig_mean, "diff": self.fig_diff}
+        return {name: c.figure for name, c in self._charts.items()}
+
+    @property
+    def fig_last(self) -> bq.Figure:
+        return self._charts["last"].figure
+
+    @property
+    def fig_mean(self) -> bq.Figure:
+        return self._charts["mean"].figure
+
+    @property
+    def fig_diff(self) -> bq.Figure:
+        return self._charts["diff"].figure
 
     def set_prompts(self, a: str | None = None, b: str | None = None) -> None:
         """Recompute for new prompts (either or both); the charts update in place."""
+        if self.lens_mode:
+            if b is not None and b != (self.a.prompt if a is None else a):
+                raise ValueError("this CompareWidget compares two lenses on one prompt: set the prompt with set_prompts(a=...)")
+            b = a
         new_a = self.a.prompt if a is None else a
         new_b = self.b.prompt if b is None else b
-        self.a, self.b = self.session.analyze_batch([new_a, new_b], **self._kw)
+        self.a, self.b = self._analyze(new_a, new_b)
         self._refresh()
         for box, value in ((self.text_a, new_a), (self.text_b, new_b)):
             if box.value != value:
                 box.value = value
+
+    @property
+    def lenses(self) -> tuple[str, str]:
+        """The lenses that read A and B (the same one unless ``lenses=`` was given)."""
+        return (str(self.a.lens), str(self.b.lens))
 
     def data(self) -> dict[str, Any]:
         return dict(self._data)
@@ -104,15 +152,22 @@ class CompareWidget(W.VBox):
 
         d = self._data
         return pd.DataFrame({k: d[k] for k in ("row", "a_last", "b_last", "a_mean", "b_mean", "diff_last", "diff_mean")}).assign(
-            layer=lambda f: f["row"] - 1, metric=d["metric"]
+            layer=lambda f: f["row"] - 1, metric=d["metric"], lens_a=d["lens_a"], lens_b=d["lens_b"]
         )
 
     # ---- computation ----------------------------------------------------------------------------
+    def _analyze(self, prompt_a: str, prompt_b: str) -> tuple[Any, Any]:
+        if not self.lens_mode:
+            return tuple(self.session.analyze_batch([prompt_a, prompt_b], lens=self._lenses[0], **self._kw))
+        # one prompt, two lenses: the second analysis reuses the first one's forward pass (the session keeps it)
+        return tuple(self.session.analyze(prompt_a, lens=lens, **self._kw) for lens in self._lenses)
+
     def _metric_values(self, metric: str) -> dict[str, Any]:
         answer = self._targets[0] if len(self._targets) >= 1 else None
         cf = self._targets[1] if len(self._targets) >= 2 else None
         out = compare_metric(self.a, self.b, metric, answer=answer, counterfactual=cf, exclude_bos=self.bos_toggle.value)
-        out.update(metric=metric, prompt_a=self.a.prompt, prompt_b=self.b.prompt)
+        out.update(metric=metric, prompt_a=self.a.prompt, prompt_b=self.b.prompt, lens_a=str(self.a.lens),
+                   lens_b=str(self.b.lens), mode="lenses" if self.lens_mode else "prompts")
         return out
 
     def _compute(self) -> None:
@@ -139,50 +194,56 @@ class CompareWidget(W.VBox):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        tip = tooltip(["name", "x", "y"], ["", "row", "value"], ["", "", ".4g"])
-        self.fig_last, s = figure("Last position", "row (0 = embeddings, l+1 = after layer l)", "value", legend=True)
-        self._last = bq.Lines(x=[0], y=[0], scales=s, colors=[A_COLOR, B_COLOR], labels=["A", "B"], display_legend=True, marker="circle", marker_size=16)
-        self._last_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_last.marks = [self._last, self._last_pts]
-        self.fig_mean, s = figure("Mean over positions", "row", "value", legend=True)
-        self._mean = bq.Lines(x=[0], y=[0], scales=s, colors=[A_COLOR, B_COLOR], labels=["A", "B"], display_legend=True, marker="circle", marker_size=16)
-        self._mean_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_mean.marks = [self._mean, self._mean_pts]
-        self.fig_diff, s = figure("B − A", "row", "difference", legend=True)
-        self._diff = bq.Lines(
-            x=[0], y=[0], scales=s, colors=[DIFF_COLOR, "#b07aa1"], labels=["last position", "mean over positions"],
-            display_legend=True, marker="circle", marker_size=16,
-        )
-        self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=s, colors=["#888888"], line_style="dotted")
-        self._diff_pts = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=tip)
-        self.fig_diff.marks = [self._diff, self._zero, self._diff_pts]
+        self._charts = {
+            "last": Chart("Last position", ROW_LABEL, "value", tooltip_fields=("row", "value")),
+            "mean": Chart("Mean over positions", ROW_LABEL, "value", tooltip_fields=("row", "value")),
+            "diff": Chart("B − A", ROW_LABEL, "difference", tooltip_fields=("row", "B − A")),
+        }
+        for name, cols in (("last", [A_COLOR, B_COLOR]), ("mean", [A_COLOR, B_COLOR]), ("diff", [DIFF_COLOR, DIFF_MEAN_COLOR])):
+            c = self._charts[name]
+            lines = bq.Lines(x=[0], y=[0], scales=c.scales, colors=cols, stroke_width=2.5)
+            c.figure.marks = [lines]
+            if name == "diff":
+                self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=c.scales, colors=["#888888"], line_style="dotted")
+                c.figure.marks = [lines, self._zero]
 
     def _draw(self) -> None:
         d = self._data
         x = d["row"]
-        for fig in (self.fig_last, self.fig_mean, self.fig_diff):
-            row_ticks(fig, x)
-        n = len(x)
-        for lines, pts, ya, yb, names, cols in (
-            (self._last, self._last_pts, d["a_last"], d["b_last"], ("A", "B"), (A_COLOR, B_COLOR)),
-            (self._mean, self._mean_pts, d["a_mean"], d["b_mean"], ("A", "B"), (A_COLOR, B_COLOR)),
-            (self._diff, self._diff_pts, d["diff_last"], d["diff_mean"], ("B − A, last", "B − A, mean"), (DIFF_COLOR, "#b07aa1")),
+        if self.lens_mode:
+            la, lb = f"{d['lens_a']} lens", f"{d['lens_b']} lens"
+            if la == lb:
+                la, lb = f"{la} (1)", f"{lb} (2)"
+        else:
+            la, lb = prompt_labels([d["prompt_a"], d["prompt_b"]])[0]
+            if d["lens_a"] != "logit":
+                la, lb = f"{la} ({d['lens_a']} lens)", f"{lb} ({d['lens_b']} lens)"
+        ab = (lens_colors([d["lens_a"], d["lens_b"]]) if self.lens_mode else [A_COLOR, B_COLOR])
+        diff = f"{lb} − {la}" if self.lens_mode else "B − A"
+        for key, ya, yb, names, cols in (
+            ("last", d["a_last"], d["b_last"], (f"A: {la}", f"B: {lb}"), ab),
+            ("mean", d["a_mean"], d["b_mean"], (f"A: {la}", f"B: {lb}"), ab),
+            ("diff", d["diff_last"], d["diff_mean"], (f"{diff}, last position", f"{diff}, mean over positions"),
+             (LENS_DIFF_COLOR if self.lens_mode else DIFF_COLOR, DIFF_MEAN_COLOR)),
         ):
-            update(lines, x=x, y=np.stack([ya, yb]))
-            update(
-                pts,
-                x=np.tile(x, 2),
-                y=np.concatenate([ya, yb]),
-                names=[names[0]] * n + [names[1]] * n,
-                colors=[cols[0]] * n + [cols[1]] * n,
-                display_names=False,
-            )
+            c = self._charts[key]
+            int_ticks(c.x_axis, x)
+            update(c.figure.marks[0], x=x, y=np.stack([ya, yb]), colors=list(cols))
+            c.set_dots(x, [ya, yb], list(names), list(cols))
+            c.set_legend((n, col, "solid", "line") for n, col in zip(names, cols))
         update(self._zero, x=[int(x[0]), int(x[-1])])
-        label = METRIC_LABELS[d["metric"]]
-        for fig in (self.fig_last, self.fig_mean):
-            fig.axes[1].label = label
-        self.fig_last.title = f"Last position: {label}"
-        self.fig_mean.title = f"Mean over positions: {label}"
+        label, axis = METRIC_LABELS[d["metric"]], METRIC_AXIS_LABELS[d["metric"]]
+        for key in ("last", "mean", "diff"):
+            self._charts[key].y_axis.label = axis if key != "diff" else f"Δ {axis}"
+        if self.lens_mode:
+            on = prompt_labels(d["prompt_a"])[0][0]
+            self._charts["last"].title = f"Last position: {label}, {la} vs {lb} on “{on}”"
+            self._charts["mean"].title = f"Mean over positions: {label}, {la} vs {lb} on “{on}”"
+            self._charts["diff"].title = f"B − A ({lb} − {la}): {label}"
+        else:
+            self._charts["last"].title = f"Last position: {label}"
+            self._charts["mean"].title = f"Mean over positions: {label}"
+            self._charts["diff"].title = f"B − A: {label}"
 
 
 __all__ = ["CompareWidget"]

@@ -14,8 +14,9 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from resid_widgets.analyses.workflows import mean_spread, pooled_norms, shared_histogram
-from resid_widgets.widgets._charts import figure, guarded, prompt_labels, row_ticks, status_line, tooltip, update
+from resid_widgets.analyses.workflows import contribution_workflow
+from resid_widgets.widgets._charts import prompt_labels
+from resid_widgets.widgets._explorer import Chart, Explorer, dropdown, fit_dropdown, flow_row, int_ticks, status_line, tooltip, update
 from resid_widgets.widgets.resid import as_session
 
 DEFAULT_PROMPTS = [
@@ -26,7 +27,7 @@ DEFAULT_PROMPTS = [
 ATTN_COLOR, MLP_COLOR = "#4e79a7", "#f28e2b"
 
 
-class ContributionExplorer(W.VBox):
+class ContributionExplorer(Explorer):
     """Attention vs MLP output norms per layer and position, over one or many prompts.
 
     ``ContributionExplorer(session, prompts)`` shows
@@ -57,7 +58,7 @@ class ContributionExplorer(W.VBox):
         self.bins = int(bins)
         L = self.session.n_layers
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS", indent=False)
-        self.prompt_select = W.Dropdown(options=[("-", 0)], value=0, description="prompt")
+        self.prompt_select = dropdown([("-", 0)], 0, "prompt")
         self.layer_slider = W.IntSlider(value=int(layer) % L, min=0, max=L - 1, description="layer", continuous_update=False)
         self.check = W.HTML()
         self.status = status_line()
@@ -65,23 +66,22 @@ class ContributionExplorer(W.VBox):
         self._build()
         self._draw()
         for w in (self.bos_toggle, self.prompt_select, self.layer_slider):
-            w.observe(lambda _: guarded(self.status, self._refresh), "value")
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
-        super().__init__(
-            children=[
+            w.observe(self._guard(self._refresh), "value")
+        ch = self._charts
+        self._init_layout(
+            [
                 self.bos_toggle,
-                W.HBox([self.fig_layers, self.fig_hist], layout=wrap),
-                W.HBox([self.prompt_select, self.layer_slider], layout=wrap),
-                self.fig_positions,
+                flow_row(ch["layers"].widget, ch["histogram"].widget),
+                flow_row(self.prompt_select, self.layer_slider),
+                ch["positions"].widget,
                 self.check,
-                self.status,
             ]
         )
 
     # ---- public API -----------------------------------------------------------------------------
     @property
     def figures(self) -> dict[str, bq.Figure]:
-        return {"layers": self.fig_layers, "histogram": self.fig_hist, "positions": self.fig_positions}
+        return {name: c.figure for name, c in self._charts.items()}
 
     @property
     def analyses(self) -> list:
@@ -126,42 +126,15 @@ class ContributionExplorer(W.VBox):
         with self.prompt_select.hold_trait_notifications():
             self.prompt_select.options = options
             self.prompt_select.value = int(prompt_index) % len(options)
+        fit_dropdown(self.prompt_select)
         self._compute()
 
     def _compute(self) -> None:
-        bos = self.bos_toggle.value
-        attn, mlp = pooled_norms(self._analyses, exclude_bos=bos)
-        attn_mean, attn_std = mean_spread(attn, axis=1)
-        mlp_mean, mlp_std = mean_spread(mlp, axis=1)
-        edges, h_attn, h_mlp = shared_histogram(attn, mlp, self.bins)
-        a = self._analyses[self.prompt_select.value]
-        l = self.layer_slider.value
-        keep = np.ones(a.n_tokens, dtype=bool)
-        if bos:
-            keep &= ~np.asarray(a.is_bos, dtype=bool)
-        pos = np.nonzero(keep)[0]
-        self._data = {
-            "labels": list(self._labels),
-            "prompts": list(self._prompts),
-            "exclude_bos": bool(bos),
-            "n_positions": int(attn.shape[1]),
-            "attn": attn,
-            "mlp": mlp,
-            "attn_mean": attn_mean,
-            "attn_std": attn_std,
-            "mlp_mean": mlp_mean,
-            "mlp_std": mlp_std,
-            "hist_edges": edges,
-            "hist_attn": h_attn,
-            "hist_mlp": h_mlp,
-            "prompt_index": int(self.prompt_select.value),
-            "layer": int(l),
-            "positions": pos,
-            "position_tokens": [a.tokens[p] for p in pos],
-            "position_attn": a.attn_norm[l, pos].astype(np.float64),
-            "position_mlp": a.mlp_norm[l, pos].astype(np.float64),
-            "additivity": [dict(x.additivity) for x in self._analyses],
-        }
+        self._data = contribution_workflow(
+            self._analyses, exclude_bos=self.bos_toggle.value, bins=self.bins,
+            prompt_index=int(self.prompt_select.value), layer=int(self.layer_slider.value),
+        )
+        self._data.update(labels=list(self._labels), prompts=list(self._prompts))
 
     def _refresh(self) -> None:
         self._compute()
@@ -169,74 +142,81 @@ class ContributionExplorer(W.VBox):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.fig_layers, s = figure("Update size by layer (mean ± 1 s.d.)", "layer", "‖output‖₂", legend=True)
+        ch = self._charts = {}
+        c = ch["layers"] = Chart("Update size by layer (mean ± 1 s.d.)", "layer", "‖output‖₂", tooltip_fields=("layer", "mean ‖·‖"))
         self._bands = bq.Lines(
-            x=[0], y=[0], scales=s, fill="between", fill_colors=[ATTN_COLOR], fill_opacities=[0.2],
+            x=[0], y=[0], scales=c.scales, fill="between", fill_colors=[ATTN_COLOR], fill_opacities=[0.2],
             colors=["transparent"], stroke_width=0,
         )
         self._bands_mlp = bq.Lines(
-            x=[0], y=[0], scales=s, fill="between", fill_colors=[MLP_COLOR], fill_opacities=[0.2],
+            x=[0], y=[0], scales=c.scales, fill="between", fill_colors=[MLP_COLOR], fill_opacities=[0.2],
             colors=["transparent"], stroke_width=0,
         )
-        self._means = bq.Lines(
-            x=[0], y=[0], scales=s, colors=[ATTN_COLOR, MLP_COLOR], labels=["attention", "MLP"], display_legend=True,
-            stroke_width=3, marker="circle", marker_size=20,
-        )
-        self._mean_points = bq.Scatter(
-            x=[0], y=[0], scales=s, default_size=28, tooltip=tooltip(["name", "x", "y"], ["", "layer", "mean ‖·‖"], ["", "", ".4g"])
-        )
-        self.fig_layers.marks = [self._bands, self._bands_mlp, self._means, self._mean_points]
+        self._means = bq.Lines(x=[0], y=[0], scales=c.scales, colors=[ATTN_COLOR, MLP_COLOR], stroke_width=3)
+        c.figure.marks = [self._bands, self._bands_mlp, self._means]
+        c.set_legend([("attention ± 1 s.d.", ATTN_COLOR, "solid", "band"), ("MLP ± 1 s.d.", MLP_COLOR, "solid", "band")])
 
-        self.fig_hist, s = figure("Distribution of update sizes", "‖output‖₂ (bin centre)", "count", legend=True)
+        c = ch["histogram"] = Chart("Distribution of update sizes", "‖output‖₂ (bin centre)", "count")
         # One 1-D Bars mark per component, side by side (align left / right): bqplot 0.13's grouped
-        # 2-D Bars draw nothing in JupyterLab 4 (seen in the end-to-end test's screenshot).
+        # 2-D Bars draw nothing in JupyterLab 4 (seen in the end-to-end test's screenshot). A padding of
+        # 0.55 keeps each pair inside its own band (each bar is 0.45 of it).
         self._hist = [
             bq.Bars(
-                x=[0.0], y=[0], scales=s, colors=[color], labels=[label], display_legend=True, padding=0.05,
-                align=align, opacities=[0.85], tooltip=tooltip(["x", "y"], ["bin centre", f"{label} count"], [".4g", "d"]),
+                x=[0.0], y=[0], scales=c.scales, colors=[color], padding=0.55, align=align, opacities=[0.85],
+                tooltip=tooltip(["x", "y"], ["bin centre", f"{label} count"], [".4g", "d"]),
             )
             for label, color, align in (("attention", ATTN_COLOR, "left"), ("MLP", MLP_COLOR, "right"))
         ]
-        self.fig_hist.marks = list(self._hist)
+        c.figure.marks = list(self._hist)
+        c.set_legend([("attention", ATTN_COLOR, "", "bar"), ("MLP", MLP_COLOR, "", "bar")])
 
-        sx = bq.OrdinalScale()
-        self.fig_positions, s = figure("Update size per position", "position: token", "‖output‖₂", x_scale=sx, legend=True, height="320px")
+        c = ch["positions"] = Chart(
+            "Update size per position", "position: token", "‖output‖₂", x_scale=bq.OrdinalScale(), height=340,
+            basis="100%", margin=dict(bottom=110),
+        )
         self._pos_bars = [
             bq.Bars(
-                x=["-"], y=[0], scales=s, colors=[color], labels=[label], display_legend=True, padding=0.1,
-                align=align, tooltip=tooltip(["x", "y"], ["token", f"‖{label} out‖₂"], ["", ".4g"]),
+                x=["-"], y=[0], scales=c.scales, colors=[color], padding=0.55, align=align,
+                tooltip=tooltip(["x", "y"], ["token", f"‖{label} out‖₂"], ["", ".4g"]),
             )
             for label, color, align in (("attention", ATTN_COLOR, "left"), ("MLP", MLP_COLOR, "right"))
         ]
-        self.fig_positions.marks = list(self._pos_bars)
-        self.fig_positions.axes[0].tick_rotate = -45
+        c.figure.marks = list(self._pos_bars)
+        c.x_axis.tick_rotate = -45
+        c.x_axis.tick_style = {"text-anchor": "end"}  # rotated labels hang below their tick, never over the bars
+        c.x_axis.label_offset = "96px"
+        c.set_legend([("attention", ATTN_COLOR, "", "bar"), ("MLP", MLP_COLOR, "", "bar")])
+        self.fig_layers, self.fig_hist, self.fig_positions = (ch[k].figure for k in ("layers", "histogram", "positions"))
 
     def _draw(self) -> None:
         d = self._data
+        ch = self._charts
         L = len(d["attn_mean"])
         layers = np.arange(L)
         update(self._bands, x=layers, y=np.stack([d["attn_mean"] - d["attn_std"], d["attn_mean"] + d["attn_std"]]))
         update(self._bands_mlp, x=layers, y=np.stack([d["mlp_mean"] - d["mlp_std"], d["mlp_mean"] + d["mlp_std"]]))
-        update(self._means, x=layers, y=np.stack([d["attn_mean"], d["mlp_mean"]]))
-        update(
-            self._mean_points,
-            x=np.tile(layers, 2),
-            y=np.concatenate([d["attn_mean"], d["mlp_mean"]]),
-            names=[f"attention (s.d. {s:.3g})" for s in d["attn_std"]] + [f"MLP (s.d. {s:.3g})" for s in d["mlp_std"]],
-            colors=[ATTN_COLOR] * L + [MLP_COLOR] * L,
-            display_names=False,
-        )
+        update(self._means, x=layers, y=np.stack([d["attn_mean"], d["mlp_mean"]]), colors=[ATTN_COLOR, MLP_COLOR])
+        ch["layers"].set_dots(layers, [d["attn_mean"], d["mlp_mean"]], ["attention", "MLP"], [ATTN_COLOR, MLP_COLOR])
         bos = "no BOS" if d["exclude_bos"] else "with BOS"
-        self.fig_layers.title = f"By layer: mean ± 1 s.d. ({d['n_positions']} pos., {bos})"
-        row_ticks(self.fig_layers, layers)
+        ch["layers"].title = f"Update size by layer: mean ± 1 s.d. over {d['n_positions']} positions ({bos})"
+        int_ticks(ch["layers"].x_axis, layers)
         edges = d["hist_edges"]
         centres = (edges[:-1] + edges[1:]) / 2
         update(self._hist[0], x=centres, y=d["hist_attn"])
         update(self._hist[1], x=centres, y=d["hist_mlp"])
         names = [f"{p}: {t}" for p, t in zip(d["positions"], d["position_tokens"])]
+        short = {n: n if len(n) <= 14 else n[:13] + "…" for n in names}
         update(self._pos_bars[0], x=names, y=d["position_attn"])
         update(self._pos_bars[1], x=names, y=d["position_mlp"])
-        self.fig_positions.title = f"Update size per position — {d['labels'][d['prompt_index']]}, layer {d['layer']}"
+        # at most 40 tick labels (rotated, 13 characters at most) so neighbours never collide
+        step = max(1, int(np.ceil(len(names) / 40)))
+        ch["positions"].x_axis.tick_values = names[::step]
+        ch["positions"].x_axis.tick_labels = {n: s for n, s in short.items() if s != n}
+        # the axis title just below the longest rotated label (about 6.5 px a character, times sin 45°)
+        drop = int(22 + 4.6 * max((len(short[n]) for n in names), default=4))
+        ch["positions"].x_axis.label_offset = f"{drop}px"
+        ch["positions"].figure.fig_margin = dict(ch["positions"].figure.fig_margin, bottom=drop + 14)
+        ch["positions"].title = f"Update size per position: {d['labels'][d['prompt_index']]}, layer {d['layer']}"
         worst = max(max(a["attn"], a["mlp"]) for a in d["additivity"])
         ok = all(a["holds"] for a in d["additivity"])
         self.check.value = (

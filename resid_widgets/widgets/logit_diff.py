@@ -24,16 +24,21 @@ from resid_widgets.analyses.workflows import (
     per_prompt_rows,
     ranking_table,
 )
-from resid_widgets.widgets._charts import (
+from resid_widgets.widgets._charts import prompt_labels, table_html
+from resid_widgets.widgets._explorer import (
+    DASHES,
+    ROW_LABEL,
+    Chart,
+    Explorer,
     colors,
-    figure,
-    guarded,
-    point_tooltip,
-    prompt_labels,
-    row_ticks,
-    series_points,
+    dashes,
+    dropdown,
+    fit_dropdown,
+    int_ticks,
+    legend_html,
+    log_ticks,
+    flow_row,
     status_line,
-    table_html,
     update,
 )
 from resid_widgets.widgets.resid import as_session
@@ -43,7 +48,7 @@ DEFAULT_PROMPTS = ["It was a fine morning.", "She said nothing.", "Mr. Darcy bow
 DEFAULT_ANSWER, DEFAULT_COUNTERFACTUAL = " The", " the"
 
 
-class LogitDiffExplorer(W.VBox):
+class LogitDiffExplorer(Explorer):
     """Logit difference by layer at each prompt's last real token, for one prompt or a batch.
 
     ``LogitDiffExplorer(session, prompts, answers=" It", counterfactuals=" it")``; ``answers`` and
@@ -75,7 +80,7 @@ class LogitDiffExplorer(W.VBox):
         self.mode_toggle = W.ToggleButtons(
             options=[("mean ± s.d.", "mean"), ("per prompt", "lines")], value=mode, description="show"
         )
-        self.prompt_select = W.Dropdown(options=[("-", 0)], value=0, description="table for")
+        self.prompt_select = dropdown([("-", 0)], 0, "table for")
         self.table = W.HTML()
         self.status = status_line()
         self._set(prompts if prompts is not None else DEFAULT_PROMPTS,
@@ -83,23 +88,33 @@ class LogitDiffExplorer(W.VBox):
                   DEFAULT_COUNTERFACTUAL if counterfactuals is None else counterfactuals)
         self._build()
         self._draw()
-        self.mode_toggle.observe(lambda _: guarded(self.status, self._draw), "value")
-        self.prompt_select.observe(lambda _: guarded(self.status, self._draw_table), "value")
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
-        super().__init__(
-            children=[
+        self.mode_toggle.observe(self._guard(self._draw), "value")
+        self.prompt_select.observe(self._guard(self._draw_table), "value")
+        self._init_layout(
+            [
                 self.mode_toggle,
-                W.HBox([self.fig_diff, self.fig_rank], layout=wrap),
+                self.legend,
+                flow_row(self._charts["logit_diff"].widget, self._charts["rank"].widget),
                 self.prompt_select,
                 self.table,
-                self.status,
             ]
         )
 
     # ---- public API -----------------------------------------------------------------------------
     @property
     def figures(self) -> dict[str, bq.Figure]:
-        return {"logit_diff": self.fig_diff, "rank": self.fig_rank}
+        return {name: c.figure for name, c in self._charts.items()}
+
+    def series_lines(self, figure: str = "logit_diff") -> np.ndarray:
+        """[P, R]: the per-prompt lines as drawn (gathered from the line-style marks), in prompt order."""
+        marks = self._diff_lines if figure == "logit_diff" else self._rank_lines
+        P = len(self._data["labels"])
+        out = [None] * P
+        for style, mark in zip(DASHES, marks):
+            idx = [i for i, s in enumerate(dashes(P)) if s == style]
+            for i, y in zip(idx, np.atleast_2d(np.asarray(mark.y, dtype=np.float64))[: len(idx)]):
+                out[i] = y
+        return np.stack(out)
 
     @property
     def analyses(self) -> list:
@@ -167,54 +182,68 @@ class LogitDiffExplorer(W.VBox):
         with self.prompt_select.hold_trait_notifications():
             self.prompt_select.options = options
             self.prompt_select.value = keep
+        fit_dropdown(self.prompt_select)
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.fig_diff, s = figure(
-            "Logit difference at the last real token", "row (0 = embeddings, l+1 = after layer l)",
-            "logit(answer) − logit(counterfactual)", legend=True,
+        self.legend = W.HTML("", layout=W.Layout(margin="0 4px"))
+        self.legend.add_class("rw-legend")
+        mean_color = "#4e79a7"
+        c = Chart(
+            "Logit difference at the last real token", ROW_LABEL, "logit(answer) − logit(cf.)",
+            tooltip_fields=("row", "logit diff"), tooltip_format=".3f",
         )
-        self._lines = bq.Lines(x=[0], y=[0], scales=s, display_legend=True)
+        # one multi-line mark per line style: prompt i is drawn in colour i and style dashes(P)[i]
+        self._diff_lines = [bq.Lines(x=[0], y=[0], scales=c.scales, line_style=s, stroke_width=2, visible=False) for s in DASHES]
         self._band = bq.Lines(
-            x=[0], y=[0], scales=s, fill="between", fill_opacities=[0.25], fill_colors=[colors(1)[0]],
+            x=[0], y=[0], scales=c.scales, fill="between", fill_opacities=[0.25], fill_colors=[mean_color],
             colors=["transparent"], stroke_width=0,
         )
-        self._mean = bq.Lines(x=[0], y=[0], scales=s, colors=[colors(1)[0]], stroke_width=3, labels=["mean"], display_legend=True)
-        self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=s, colors=["#888888"], line_style="dotted")
-        self._diff_points = bq.Scatter(x=[0], y=[0], scales=s, default_size=28, tooltip=point_tooltip("row", "logit diff", ".3f"))
-        self.fig_diff.marks = [self._lines, self._band, self._mean, self._zero, self._diff_points]
-
-        self.fig_rank, s = figure(
-            "Rank of the answer (1 = top)", "row", "rank + 1 (log)", y_scale=bq.LogScale(), legend=True
+        self._mean = bq.Lines(x=[0], y=[0], scales=c.scales, colors=[mean_color], stroke_width=3)
+        self._zero = bq.Lines(x=[0, 1], y=[0, 0], scales=c.scales, colors=["#888888"], line_style="dotted")
+        c.figure.marks = [*self._diff_lines, self._band, self._mean, self._zero]
+        r = Chart(
+            "Rank of the answer (1 = top)", ROW_LABEL, "rank + 1 (log scale)", y_scale=bq.LogScale(),
+            tooltip_fields=("row", "rank + 1"), tooltip_format="d",
         )
-        self._rank_lines = bq.Lines(x=[0], y=[1], scales=s, display_legend=True, marker="circle", marker_size=16)
-        self._rank_points = bq.Scatter(x=[0], y=[1], scales=s, default_size=28, tooltip=point_tooltip("row", "rank + 1", "d"))
-        self.fig_rank.marks = [self._rank_lines, self._rank_points]
+        self._rank_lines = [bq.Lines(x=[0], y=[1], scales=r.scales, line_style=s, stroke_width=2, visible=False) for s in DASHES]
+        r.figure.marks = list(self._rank_lines)
+        self._charts = {"logit_diff": c, "rank": r}
+        self.fig_diff, self.fig_rank = c.figure, r.figure
+        self._mean_color = mean_color
 
     def _draw(self) -> None:
         d = self._data
         diff, ranks = d["logit_diff"], d["answer_rank"]
         P, R = diff.shape
         rows = np.arange(R)
-        row_ticks(self.fig_diff, rows)
-        row_ticks(self.fig_rank, rows)
-        cols = colors(P)
-        names = [f"{l} ({a!r} vs {c!r})" for l, a, c in zip(d["labels"], d["answers"], d["counterfactuals"])]
+        c, r = self._charts["logit_diff"], self._charts["rank"]
+        int_ticks(c.x_axis, rows)
+        int_ticks(r.x_axis, rows)
+        cols, styles = colors(P), dashes(P)
+        names = [f"{l} ({a!r} vs {cf!r})" for l, a, cf in zip(d["labels"], d["answers"], d["counterfactuals"])]
         per_prompt_mode = self.mode_toggle.value == "lines"
-        update(self._lines, x=rows, y=diff, colors=cols, labels=names, visible=per_prompt_mode)
+        for style, dl, rl in zip(DASHES, self._diff_lines, self._rank_lines):
+            idx = [i for i, s in enumerate(styles) if s == style]
+            if idx:
+                update(dl, x=rows, y=diff[idx], colors=[cols[i] for i in idx], visible=per_prompt_mode)
+                update(rl, x=rows, y=(ranks[idx] + 1).astype(np.float64), colors=[cols[i] for i in idx], visible=True)
+            else:
+                update(dl, visible=False)
+                update(rl, visible=False)
         update(self._band, x=rows, y=np.stack([d["mean"] - d["std"], d["mean"] + d["std"]]), visible=not per_prompt_mode)
         update(self._mean, x=rows, y=d["mean"], visible=not per_prompt_mode)
         update(self._zero, x=[0, R - 1])
         if per_prompt_mode:
-            pts = series_points(rows, diff, names)
+            c.set_dots(rows, list(diff), names, cols)
+            c.set_legend([])
         else:
-            pts = series_points(rows, d["mean"][None], [f"mean of {P} prompt(s)"])
-            pts["names"] = [f"mean ± {s:.3f} (s.d.)" for s in d["std"]]
-        update(self._diff_points, x=pts["x"], y=pts["y"], names=pts["names"], colors=pts["colors"], display_names=False)
-
-        update(self._rank_lines, x=rows, y=ranks + 1, colors=cols, labels=names)
-        pts = series_points(rows, ranks + 1, names)
-        update(self._rank_points, x=pts["x"], y=pts["y"], names=pts["names"], colors=pts["colors"], display_names=False)
+            c.set_dots(rows, [d["mean"]], [f"mean of {P} prompt(s)"], [self._mean_color])
+            c.set_legend([(f"mean of {P} prompt(s) ± 1 s.d.", self._mean_color, "solid", "band")])
+        r.set_dots(rows, list((ranks + 1).astype(np.float64)), names, cols)
+        r.y_axis.tick_values = log_ticks(1, max(2.0, float(ranks.max() + 1)))
+        r.y_axis.tick_format = ",~g"
+        self.legend.value = legend_html((n, col, s, "line") for n, col, s in zip(names, cols, styles))
         self._draw_table()
 
     def _draw_table(self) -> None:

@@ -13,15 +13,18 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from resid_widgets.analyses.workflows import group_stats, layer_profile, marker_positions, per_prompt_rows
-from resid_widgets.widgets._charts import (
+from resid_widgets.analyses.workflows import per_prompt_rows, projection_workflow
+from resid_widgets.widgets._charts import prompt_labels
+from resid_widgets.widgets._explorer import (
+    ROW_LABEL,
+    Chart,
+    Explorer,
     colors,
-    figure,
-    guarded,
-    point_tooltip,
-    prompt_labels,
-    row_ticks,
-    series_points,
+    dropdown,
+    int_ticks,
+    log_ticks,
+    flow_row,
+    paint,
     status_line,
     tooltip,
     update,
@@ -38,7 +41,7 @@ def _split_markers(text: str) -> list[str]:
     return [m.strip() for m in text.split("|") if m.strip()]
 
 
-class ProjectionExplorer(W.VBox):
+class ProjectionExplorer(Explorer):
     """Token-subspace projection of the residual stream (seed 000), as bqplot charts.
 
     ``ProjectionExplorer(session, prompts, prompt=..., markers=[...], groups={...})`` shows
@@ -86,18 +89,19 @@ class ProjectionExplorer(W.VBox):
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS from means", indent=False)
         row_options = [("embeddings (row 0)", 0)] + [(f"after layer {l} (row {l + 1})", l + 1) for l in range(R - 1)]
         row_options.append(("ln_final output (seed's final layer)", FINAL))
-        self.row_dropdown = W.Dropdown(options=row_options, value=self._check_row(row), description="row")
+        self.row_dropdown = dropdown(row_options, self._check_row(row), "row")
         self.prompt_text = W.Textarea(
-            value=self._prompt, continuous_update=False, description="prompt", layout=W.Layout(width="100%", height="6em")
+            value=self._prompt, continuous_update=False, description="prompt", layout=W.Layout(width="auto", height="6em")
         )
         self.markers_text = W.Text(
             value=" | ".join(self._marker_substrings()),
             continuous_update=False,
             description="markers",
             placeholder="Step 1 | Step 2 | Therefore",
+            layout=W.Layout(flex="1 1 320px", width="auto"),
         )
-        self.group_position = W.Dropdown(
-            options=[("last position", "last"), ("mean over positions", "mean")], value=group_position, description="groups at"
+        self.group_position = dropdown(
+            [("last position", "last"), ("mean over positions", "mean")], group_position, "groups at"
         )
         self.status = status_line()
 
@@ -105,29 +109,23 @@ class ProjectionExplorer(W.VBox):
         self._build()
         self._draw()
 
-        self.tau_slider.observe(lambda _: guarded(self.status, self._refresh), "value")
-        self.bos_toggle.observe(lambda _: guarded(self.status, self._refresh), "value")
-        self.row_dropdown.observe(lambda _: guarded(self.status, self._refresh), "value")
-        self.group_position.observe(lambda _: guarded(self.status, self._refresh), "value")
+        for w in (self.tau_slider, self.bos_toggle, self.row_dropdown, self.group_position):
+            w.observe(self._guard(self._refresh), "value")
         self.prompt_text.observe(
-            lambda c: c["new"] != self._prompt and guarded(self.status, lambda: self.set_prompt(c["new"])), "value"
+            lambda c: c["new"] != self._prompt and self._guard(lambda: self.set_prompt(c["new"]))(), "value"
         )
-        self.markers_text.observe(
-            lambda c: guarded(self.status, lambda: self.set_markers(_split_markers(c["new"]))), "value"
-        )
-
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
-        super().__init__(
-            children=[
-                W.HBox([self.tau_slider, self.k_label, self.bos_toggle], layout=wrap),
-                W.HBox([self.fig_spectrum, self.fig_energy], layout=wrap),
-                W.HBox([self.fig_layers, self.fig_concentration], layout=wrap),
+        self.markers_text.observe(lambda c: self._guard(lambda: self.set_markers(_split_markers(c["new"])))(), "value")
+        ch = self._charts
+        self._init_layout(
+            [
+                flow_row(self.tau_slider, self.k_label, self.bos_toggle),
+                flow_row(ch["spectrum"].widget, ch["energy"].widget),
+                flow_row(ch["layers"].widget, ch["concentration"].widget),
                 self.prompt_text,
-                W.HBox([self.markers_text, self.row_dropdown], layout=wrap),
-                self.fig_positions,
+                flow_row(self.markers_text, self.row_dropdown),
+                ch["positions"].widget,
                 self.group_position,
-                self.fig_groups,
-                self.status,
+                ch["groups"].widget,
             ]
         )
 
@@ -142,14 +140,7 @@ class ProjectionExplorer(W.VBox):
 
     @property
     def figures(self) -> dict[str, bq.Figure]:
-        return {
-            "spectrum": self.fig_spectrum,
-            "energy": self.fig_energy,
-            "layers": self.fig_layers,
-            "concentration": self.fig_concentration,
-            "positions": self.fig_positions,
-            "groups": self.fig_groups,
-        }
+        return {name: c.figure for name, c in self._charts.items()}
 
     def set_prompts(self, prompts: str | Sequence[str] | Mapping[str, str]) -> None:
         """Replace the prompts compared by layer (one batched forward pass for the new ones)."""
@@ -262,140 +253,102 @@ class ProjectionExplorer(W.VBox):
         return [self._cache[p] for p in prompts]
 
     def _compute(self) -> None:
-        tau, bos = self.tau_slider.value, self.bos_toggle.value
-        sub = self.session.subspace
-        k = sub.k_for_tau(tau)
         group_prompts = [p for ps in self._groups.values() for p in ps]
         self._analyses(list(self._prompts) + [self._prompt] + group_prompts)  # one batch for everything new
-
-        means, lasts, conc, final_last = [], [], [], []
-        for a in self._analyses(self._prompts):
-            mean, last = layer_profile(a, a.projection_at(tau), exclude_bos=bos)
-            c_mean, _ = layer_profile(a, a.concentration_index(), exclude_bos=bos)
-            means.append(mean)
-            lasts.append(last)
-            conc.append(c_mean)
-            final_last.append(float(a.projection_final_at(tau)[-1]))
-
-        ap = self._analyses([self._prompt])[0]
-        row = self.row_dropdown.value
-        pos_pct = ap.projection_final_at(tau) if row == FINAL else ap.projection_at(tau)[row]
-        n_skip = 1 if ap.n_tokens and bool(ap.is_bos[0]) else 0
         tok = self.session.tokenizer
-        real_ids = ap.token_ids[n_skip:].tolist()
-        decode = None if tok is None else (lambda n: tok.decode(real_ids[:n], clean_up_tokenization_spaces=False))
-        markers = marker_positions(self._prompt, ap.tokens, self._markers, n_skip=n_skip, decode=decode)
-
-        values = {}
-        for name, ps in self._groups.items():
-            vals = []
-            for a in self._analyses(ps):
-                final = a.projection_final_at(tau)
-                if self.group_position.value == "last":
-                    vals.append(float(final[-1]))
-                else:
-                    vals.append(float(layer_profile(a, final[None], exclude_bos=bos)[0][0]))
-            values[name] = vals
-        stats = group_stats(values)
-
-        self._data = {
-            "tau": float(tau),
-            "k": int(k),
-            "singular_values": np.asarray(sub.singular_values, dtype=np.float64),
-            "cumulative_energy": np.asarray(sub.cumulative_energy, dtype=np.float64),
-            "labels": list(self._labels),
-            "prompts": list(self._prompts),
-            "layer_mean": np.stack(means),
-            "layer_last": np.stack(lasts),
-            "concentration_mean": np.stack(conc),
-            "final_last": np.asarray(final_last),
-            "position_prompt": self._prompt,
-            "position_row": row,
-            "position_pct": np.asarray(pos_pct, dtype=np.float64),
-            "position_tokens": list(ap.tokens),
-            "position_is_bos": np.asarray(ap.is_bos, dtype=bool),
-            "markers": markers,
-            "group_values": values,
-            "groups": stats,
-            "group_mean": stats["mean"].to_numpy(),
-            "group_std": stats["std"].to_numpy(),
-        }
+        decode = None if tok is None else (lambda ids: tok.decode(ids, clean_up_tokenization_spaces=False))
+        self._data = projection_workflow(
+            self.session.subspace,
+            self._analyses(self._prompts),
+            self._analyses([self._prompt])[0],
+            {name: self._analyses(ps) for name, ps in self._groups.items()},
+            tau=self.tau_slider.value,
+            exclude_bos=self.bos_toggle.value,
+            row=self.row_dropdown.value,
+            group_position=self.group_position.value,
+            markers=self._markers,
+            decode=decode,
+        )
+        self._data.update(labels=list(self._labels), prompts=list(self._prompts), position_prompt=self._prompt)
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
+        red = "#e15759"
+        ch = self._charts = {}
         # spectrum of W_U (log y)
-        self.fig_spectrum, s = figure("Singular values of W_U", "index i", "S_i", y_scale=bq.LogScale())
-        self._sv_line = bq.Lines(x=[1], y=[1], scales=s, colors=[colors(1)[0]])
-        self._sv_points = bq.Scatter(
-            x=[1], y=[1], scales=s, default_size=12, colors=[colors(1)[0]], tooltip=tooltip(["x", "y"], ["i", "S_i"], ["", ".4g"])
-        )
-        self._sv_k = bq.Lines(x=[1, 1], y=[1, 1], scales=s, colors=["#e15759"], line_style="dashed")
-        self.fig_spectrum.marks = [self._sv_line, self._sv_points, self._sv_k]
+        c = ch["spectrum"] = Chart("Singular values of W_U", "index i", "S_i", y_scale=bq.LogScale(), tooltip_fields=("i", "S_i"))
+        self._sv_line = bq.Lines(x=[1], y=[1], scales=c.scales, colors=[colors(1)[0]])
+        self._sv_k = bq.Lines(x=[1, 1], y=[1, 1], scales=c.scales, colors=[red], line_style="dashed")
+        c.figure.marks = [self._sv_line, self._sv_k]
 
         # cumulative energy with the tau marker
-        self.fig_energy, s = figure(
-            "Cumulative energy E(k)", "k (dimensions kept)", "E(k)", y_scale=bq.LinearScale(min=0, max=1)
-        )
-        self._energy_line = bq.Lines(x=[1], y=[0], scales=s, colors=[colors(1)[0]])
-        self._tau_line = bq.Lines(x=[1, 1], y=[0, 0], scales=s, colors=["#e15759"], line_style="dashed")
-        self._k_line = bq.Lines(x=[1, 1], y=[0, 1], scales=s, colors=["#e15759"], line_style="dashed")
-        self._k_point = bq.Scatter(
-            x=[1], y=[0], scales=s, colors=["#e15759"], default_size=64,
+        c = ch["energy"] = Chart("Cumulative energy E(k)", "k (dimensions kept)", "E(k)", y_scale=bq.LinearScale(min=0, max=1))
+        self._energy_line = bq.Lines(x=[1], y=[0], scales=c.scales, colors=[colors(1)[0]], stroke_width=2.5)
+        self._tau_line = bq.Lines(x=[1, 1], y=[0, 0], scales=c.scales, colors=[red], line_style="dashed")
+        self._k_line = bq.Lines(
+            x=[1, 1], y=[0, 1], scales=c.scales, colors=[red], line_style="dashed",
             tooltip=tooltip(["x", "y"], ["k(τ)", "E(k)"], ["", ".4f"]),
         )
-        self.fig_energy.marks = [self._energy_line, self._tau_line, self._k_line, self._k_point]
+        c.figure.marks = [self._energy_line, self._tau_line, self._k_line]
+        c.set_legend([("E(k)", colors(1)[0], "solid", "line"), ("τ and k(τ)", red, "dashed", "line")])
 
         # projection by layer row: mean over positions (solid) and last position (dashed)
-        pct_scale = bq.LinearScale(min=0, max=100)
-        self.fig_layers, s = figure(
-            "Projection % by layer", "row (0 = embeddings, l+1 = after layer l)", "% in token subspace",
-            y_scale=pct_scale, legend=True,
+        c = ch["layers"] = Chart(
+            "Projection % by layer", ROW_LABEL, "% in token subspace", y_scale=bq.LinearScale(min=0, max=100),
+            tooltip_fields=("row", "%"),
         )
-        self._layer_mean = bq.Lines(x=[0], y=[0], scales=s, display_legend=True, stroke_width=2)
-        self._layer_last = bq.Lines(x=[0], y=[0], scales=s, display_legend=True, line_style="dashed")
-        self._layer_points = bq.Scatter(
-            x=[0], y=[0], scales=s, default_size=24, tooltip=point_tooltip("row", "%", ".2f")
-        )
-        self.fig_layers.marks = [self._layer_mean, self._layer_last, self._layer_points]
+        self._layer_mean = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2.5)
+        self._layer_last = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2, line_style="dashed")
+        c.figure.marks = [self._layer_mean, self._layer_last]
 
-        self.fig_concentration, s = figure(
-            "Concentration index (mean over positions)", "row", "area under projection curve",
-            y_scale=bq.LinearScale(min=0, max=1),
+        c = ch["concentration"] = Chart(
+            "Concentration index (mean over positions)", ROW_LABEL, "area under projection curve",
+            y_scale=bq.LinearScale(min=0, max=1), tooltip_fields=("row", "index"),
         )
-        self._conc_line = bq.Lines(x=[0], y=[0], scales=s, display_legend=True)
-        self._conc_points = bq.Scatter(x=[0], y=[0], scales=s, default_size=24, tooltip=point_tooltip("row", "index", ".3f"))
-        self.fig_concentration.marks = [self._conc_line, self._conc_points]
+        self._conc_line = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2.5)
+        c.figure.marks = [self._conc_line]
 
-        # projection over positions of one prompt, with markers
-        self.fig_positions, s = figure(
+        # projection over positions of one prompt, with markers (labels run up their dashed line)
+        c = ch["positions"] = Chart(
             "Projection % over positions", "token position", "% in token subspace",
-            y_scale=bq.LinearScale(min=0, max=100), height="320px",
+            y_scale=bq.LinearScale(min=0, max=100), height=300, basis="100%", tooltip_fields=("position", "%"),
         )
-        self._pos_line = bq.Lines(x=[0], y=[0], scales=s, colors=[colors(1)[0]])
-        self._pos_points = bq.Scatter(
-            x=[0], y=[0], scales=s, default_size=24, colors=[colors(1)[0]],
-            tooltip=tooltip(["name", "x", "y"], ["token", "position", "%"], ["", "", ".2f"]),
+        self._pos_line = bq.Lines(x=[0], y=[0], scales=c.scales, colors=[colors(1)[0]], stroke_width=2)
+        self._marker_lines = bq.Lines(x=[0, 0], y=[0, 100], scales=c.scales, colors=[red], line_style="dashed")
+        self._marker_labels = bq.Label(
+            x=[0], y=[3], text=[""], scales=c.scales, colors=[red], x_offset=-4, rotate_angle=-90, align="start",
+            font_weight="bold", default_size=12,
         )
-        self._marker_lines = bq.Lines(x=[0, 0], y=[0, 100], scales=s, colors=["#e15759"], line_style="dashed")
-        self._marker_labels = bq.Label(x=[0], y=[96], text=[""], scales=s, colors=["#e15759"], x_offset=4, font_weight="bold")
-        self.fig_positions.marks = [self._pos_line, self._pos_points, self._marker_lines, self._marker_labels]
+        c.figure.marks = [self._pos_line, self._pos_points_placeholder(c), self._marker_lines, self._marker_labels]
 
         # groups
-        gx = bq.OrdinalScale()
-        self.fig_groups, s = figure(
+        c = ch["groups"] = Chart(
             "Final projection % by prompt group (± 1 s.d.)", "group", "% in token subspace",
-            x_scale=gx, y_scale=bq.LinearScale(min=0, max=100),
+            x_scale=bq.OrdinalScale(), y_scale=bq.LinearScale(min=0, max=100), height=280, basis="100%",
         )
         self._group_bars = bq.Bars(
-            x=["-"], y=[0], scales=s, colors=[colors(1)[0]], opacities=[0.8],
+            x=["-"], y=[0], scales=c.scales, colors=[colors(1)[0]], opacities=[0.8], padding=0.4,
             tooltip=tooltip(["x", "y"], ["group", "mean %"], ["", ".2f"]),
         )
-        self._group_whiskers = bq.Lines(x=[["-", "-"]], y=[[0, 0]], scales=s, colors=["#333333"], stroke_width=2)
+        self._group_whiskers = bq.Lines(x=[["-", "-"]], y=[[0, 0]], scales=c.scales, colors=["#888888"], stroke_width=2)
         self._group_points = bq.Scatter(
-            x=["-"], y=[0], scales=s, default_size=20, colors=["#e15759"],
+            x=["-"], y=[0], scales=c.scales, default_size=24, colors=["#888888"], stroke="#222222",
             tooltip=tooltip(["name", "y"], ["prompt", "%"], ["", ".2f"]),
         )
-        self.fig_groups.marks = [self._group_bars, self._group_whiskers, self._group_points]
+        c.figure.marks = [self._group_bars, self._group_whiskers, self._group_points]
+        c.set_legend([("mean of the group's prompts", colors(1)[0], "", "bar"), ("one prompt", "#888888", "", "dot")])
+        # the figures under their historical names
+        self.fig_spectrum, self.fig_energy = ch["spectrum"].figure, ch["energy"].figure
+        self.fig_layers, self.fig_concentration = ch["layers"].figure, ch["concentration"].figure
+        self.fig_positions, self.fig_groups = ch["positions"].figure, ch["groups"].figure
+
+    def _pos_points_placeholder(self, c: Chart) -> bq.Scatter:
+        """The positions' hover points (token text in the tooltip), one colour."""
+        self._pos_points = bq.Scatter(
+            x=[0], y=[0], scales=c.scales, default_size=20, colors=[colors(1)[0]],
+            tooltip=tooltip(["name", "x", "y"], ["token", "position", "%"], ["", "", ".2f"]), display_names=False,
+        )
+        return self._pos_points
 
     def _refresh(self) -> None:
         self._compute()
@@ -403,76 +356,74 @@ class ProjectionExplorer(W.VBox):
 
     def _draw(self) -> None:
         d = self._data
+        ch = self._charts
+        red = "#e15759"
         sv, ce, k = d["singular_values"], d["cumulative_energy"], d["k"]
         m = len(sv)
         idx = np.arange(1, m + 1)
-        self.k_label.value = (
-            f"<b>k(τ={d['tau']:.2f}) = {k}</b> of {m} dimensions "
-            f"(E(k) = {ce[k - 1]:.3f})"
-        )
+        self.k_label.value = f"<b>k(τ={d['tau']:.2f}) = {k}</b> of {m} dimensions (E(k) = {ce[k - 1]:.3f})"
+        lo, hi = float(sv[sv > 0].min()) if (sv > 0).any() else 1e-6, float(sv.max())
+        ch["spectrum"].y_axis.tick_values = log_ticks(lo, hi)
+        ch["spectrum"].y_axis.tick_format = ",~g"
         update(self._sv_line, x=idx, y=sv)
-        update(self._sv_points, x=idx, y=sv)
-        update(self._sv_k, x=[k, k], y=[float(sv.min()), float(sv.max())])
+        ch["spectrum"].set_dots(idx, [sv], ["S_i"], [colors(1)[0]], size=10)
+        update(self._sv_k, x=[k, k], y=[lo, hi])
+        ch["spectrum"].title = f"Singular values of W_U (k(τ) = {k} dashed)"
         update(self._energy_line, x=idx, y=ce)
         update(self._tau_line, x=[1, m], y=[d["tau"], d["tau"]])
         update(self._k_line, x=[k, k], y=[0.0, float(ce[k - 1])])
-        update(self._k_point, x=[k], y=[float(ce[k - 1])])
-        self.fig_energy.title = f"Cumulative energy E(k): τ = {d['tau']:.2f} needs k = {k} of {m}"
+        ch["energy"].title = f"Cumulative energy E(k): τ = {d['tau']:.2f} needs k = {k} of {m}"
 
         P, R = d["layer_mean"].shape
         rows = np.arange(R)
-        row_ticks(self.fig_layers, rows)
-        row_ticks(self.fig_concentration, rows)
+        int_ticks(ch["layers"].x_axis, rows)
+        int_ticks(ch["concentration"].x_axis, rows)
         cols = colors(P)
-        update(self._layer_mean, x=rows, y=d["layer_mean"], colors=cols, labels=[f"{l} · mean" for l in d["labels"]])
-        update(self._layer_last, x=rows, y=d["layer_last"], colors=cols, labels=[f"{l} · last" for l in d["labels"]])
-        pts = series_points(
-            rows,
-            np.concatenate([d["layer_mean"], d["layer_last"]]),
-            [f"{l} · mean" for l in d["labels"]] + [f"{l} · last" for l in d["labels"]],
+        update(self._layer_mean, x=rows, y=d["layer_mean"], colors=cols)
+        update(self._layer_last, x=rows, y=d["layer_last"], colors=cols)
+        labels = list(d["labels"])
+        ch["layers"].set_dots(
+            rows, list(d["layer_mean"]) + list(d["layer_last"]),
+            [f"{l} · mean" for l in labels] + [f"{l} · last" for l in labels], cols + cols,
         )
-        update(self._layer_points, x=pts["x"], y=pts["y"], names=pts["names"], colors=pts["colors"], display_names=False)
-        self._layer_points.colors = [cols[(i // R) % P] for i in range(2 * P * R)]
-        update(self._conc_line, x=rows, y=d["concentration_mean"], colors=cols, labels=list(d["labels"]))
-        pts = series_points(rows, d["concentration_mean"], d["labels"])
-        update(self._conc_points, x=pts["x"], y=pts["y"], names=pts["names"], colors=pts["colors"], display_names=False)
+        ch["layers"].set_legend(
+            [(f"{l} · mean over positions", c, "solid", "line") for l, c in zip(labels, cols)]
+            + [(f"{l} · last position", c, "dashed", "line") for l, c in zip(labels, cols)]
+        )
+        update(self._conc_line, x=rows, y=d["concentration_mean"], colors=cols)
+        ch["concentration"].set_dots(rows, list(d["concentration_mean"]), labels, cols)
+        ch["concentration"].set_legend((l, c, "solid", "line") for l, c in zip(labels, cols))
 
         T = len(d["position_pct"])
         pos = np.arange(T)
         update(self._pos_line, x=pos, y=d["position_pct"])
-        update(self._pos_points, x=pos, y=d["position_pct"], names=list(d["position_tokens"]), display_names=False)
+        update(self._pos_points, x=pos, y=d["position_pct"], names=list(d["position_tokens"]))
+        paint(self._pos_points, [colors(1)[0]])
+        int_ticks(ch["positions"].x_axis, pos, max_ticks=16)
         found = d["markers"][d["markers"]["pos"] >= 0]
         mx = found["pos"].to_numpy(dtype=np.float64)
         if len(mx):
-            update(
-                self._marker_lines,
-                x=np.stack([mx, mx], axis=1),
-                y=np.tile([0.0, 100.0], (len(mx), 1)),
-                visible=True,
-            )
-            update(self._marker_labels, x=mx, y=np.full(len(mx), 96.0), text=found["name"].tolist(), visible=True)
+            update(self._marker_lines, x=np.stack([mx, mx], axis=1), y=np.tile([0.0, 100.0], (len(mx), 1)), visible=True)
+            update(self._marker_labels, x=mx, y=np.full(len(mx), 3.0), text=found["name"].tolist(), visible=True)
+            paint(self._marker_labels, [red])
         else:
             update(self._marker_lines, visible=False)
             update(self._marker_labels, visible=False)
-        row = d["position_row"]
-        where = "ln_final output" if row == FINAL else ("embeddings" if row == 0 else f"after layer {row - 1}")
-        self.fig_positions.title = f"Projection % over positions ({where})"
+        r = d["position_row"]
+        where = "ln_final output" if r == FINAL else ("embeddings" if r == 0 else f"after layer {r - 1}")
+        ch["positions"].title = f"Projection % over positions ({where})"
 
         names = d["groups"]["group"].tolist()
         mean, std = d["group_mean"], d["group_std"]
         update(self._group_bars, x=names, y=mean, colors=colors(len(names)))
-        update(
-            self._group_whiskers,
-            x=[[n, n] for n in names],
-            y=np.stack([mean - std, mean + std], axis=1),
-        )
+        update(self._group_whiskers, x=[[n, n] for n in names], y=np.stack([mean - std, mean + std], axis=1))
         gx, gy, gn = [], [], []
         for name, vals in d["group_values"].items():
-            ps = self._groups[name]
             gx += [name] * len(vals)
             gy += list(vals)
-            gn += list(ps)
+            gn += list(self._groups[name])
         update(self._group_points, x=gx, y=np.asarray(gy), names=gn, display_names=False)
+        paint(self._group_points, ["#888888"])
 
 
 __all__ = ["ProjectionExplorer", "DEFAULT_PROMPTS"]

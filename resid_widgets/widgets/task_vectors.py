@@ -13,7 +13,21 @@ import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses.task_vectors import TaskVectors, compute_task_vectors
-from resid_widgets.widgets._charts import colors, figure, point_tooltip, row_ticks, status_line, tooltip, unique, update
+from resid_widgets.widgets._charts import unique
+from resid_widgets.widgets._explorer import (
+    ROW_LABEL,
+    Chart,
+    Explorer,
+    colors,
+    int_ticks,
+    paint,
+    rdbu,
+    flow_row,
+    status_line,
+    text_color_on,
+    tooltip,
+    update,
+)
 from resid_widgets.widgets.resid import as_session
 
 #: the seed's five tasks and its prompt template
@@ -25,7 +39,7 @@ def _row_name(r: int) -> str:
     return "embeddings" if r == 0 else f"after layer {r - 1}"
 
 
-class TaskVectorExplorer(W.VBox):
+class TaskVectorExplorer(Explorer):
     """Task vectors of labelled prompts: cosine similarity and 2-D PCA per layer, magnitude by layer.
 
     ``TaskVectorExplorer(session, prompts, labels=[...])`` takes each prompt's residual vector at its last
@@ -74,7 +88,7 @@ class TaskVectorExplorer(W.VBox):
         self._link = W.jslink((self.row_slider, "value"), (self.stack, "selected_index"))
         self.row_slider.observe(lambda c: self._name_row(c["new"]), "value")  # label only; the stack is linked in JS
         self._name_row(self.row_slider.value)
-        super().__init__(children=[W.HBox([self.row_slider, self.row_name]), self.stack, self.fig_norms, self.status])
+        self._init_layout([flow_row(self.row_slider, self.row_name), self.stack, self._norms_chart.widget])
 
     # ---- public API -----------------------------------------------------------------------------
     @property
@@ -139,60 +153,79 @@ class TaskVectorExplorer(W.VBox):
     def _build(self) -> None:
         R = self._tv.n_rows
         self.fig_heatmaps, self.fig_pca, self._heat, self._heat_text, self._pca_points, self._pairs = [], [], [], [], [], []
+        self._heat_charts, self._pca_charts = [], []
         for r in range(R):
             sx, sy = bq.OrdinalScale(), bq.OrdinalScale(reverse=True)
             sc = bq.ColorScale(scheme="RdBu", min=-1.0, max=1.0, mid=0.0)
+            hc = Chart(
+                f"Cosine similarity of task vectors ({_row_name(r)})", "", "", x_scale=sx, y_scale=sy, height=380,
+                margin=dict(top=8, bottom=80, left=100, right=64), basis="340px",
+            )
             heat = bq.GridHeatMap(
                 row=["a", "b"], column=["a", "b"], color=np.zeros((2, 2)), scales={"row": sy, "column": sx, "color": sc},
                 tooltip=tooltip(["row", "column", "color"], ["prompt", "prompt", "cosine"], ["", "", ".3f"]),
                 stroke="transparent",
             )
             text = bq.Label(
-                x=["-"], y=["-"], text=[""], scales={"x": sx, "y": sy}, align="middle", default_size=11,
-                colors=["#222222"],
+                x=["-"], y=["-"], text=[""], scales={"x": sx, "y": sy}, align="middle", default_size=11, colors=["#111111"],
             )
-            fig = bq.Figure(
-                title=f"Cosine similarity of task vectors ({_row_name(r)})",
-                marks=[heat, text],
-                axes=[
-                    bq.Axis(scale=sx, tick_rotate=-35, tick_style={"font-size": "10px"}),
-                    bq.Axis(scale=sy, side="left", tick_style={"font-size": "10px"}),
-                    bq.ColorAxis(scale=sc, side="right"),
-                ],
-                fig_margin=dict(top=40, bottom=90, left=130, right=60),
-                layout=W.Layout(flex="1 1 0", min_width="320px", height="380px"),
+            hc.x_axis.tick_rotate = -40
+            hc.x_axis.tick_style = {"text-anchor": "end"}
+            hc.x_axis.grid_lines = hc.y_axis.grid_lines = "none"
+            cbar = bq.ColorAxis(
+                scale=sc, side="right", tick_values=np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
+                tick_format=".1f",
             )
-            pfig, s = figure(f"PCA of task vectors ({_row_name(r)})", "PC1", "PC2", height="380px")
+            hc.figure.axes = [hc.x_axis, hc.y_axis, cbar]
+            hc.figure.marks = [heat, text]
+            pc = Chart(
+                f"PCA of task vectors ({_row_name(r)})", "PC1", "PC2", height=380, basis="300px",
+                tooltip_fields=("PC1", "PC2"), tooltip_format=".3f",
+            )
             points = bq.Scatter(
-                x=[0], y=[0], scales=s, default_size=80, stroke="#222222",
+                x=[0], y=[0], scales=pc.scales, default_size=80, stroke="#222222",
                 tooltip=tooltip(["name", "x", "y"], ["prompt", "PC1", "PC2"], ["", ".3f", ".3f"]),
             )
-            pfig.marks = [points]
-            self.fig_heatmaps.append(fig)
-            self.fig_pca.append(pfig)
+            pc.figure.marks = [points]
+            self._heat_charts.append(hc)
+            self._pca_charts.append(pc)
+            self.fig_heatmaps.append(hc.figure)
+            self.fig_pca.append(pc.figure)
             self._heat.append(heat)
             self._heat_text.append(text)
             self._pca_points.append(points)
-            self._pairs.append(W.HBox([fig, pfig], layout=W.Layout(flex_flow="row wrap", width="100%")))
+            self._pairs.append(flow_row(hc.widget, pc.widget))
 
-        self.fig_norms, s = figure(
-            "Magnitude of task vectors by row (mean per label)", "row (0 = embeddings, l+1 = after layer l)", "‖v‖₂",
-            legend=True,
+        self._norms_chart = Chart(
+            "Magnitude of task vectors by row (mean per label)", ROW_LABEL, "‖v‖₂", basis="100%",
+            tooltip_fields=("row", "‖v‖₂"),
         )
-        self._norm_lines = bq.Lines(x=[0], y=[0], scales=s, display_legend=True, marker="circle", marker_size=16)
-        self._norm_points = bq.Scatter(x=[0], y=[0], scales=s, default_size=24, tooltip=point_tooltip("row", "‖v‖₂", ".4g"))
-        self.fig_norms.marks = [self._norm_lines, self._norm_points]
+        self.fig_norms = self._norms_chart.figure
+        self._norm_lines = bq.Lines(x=[0], y=[0], scales=self._norms_chart.scales, stroke_width=2.5)
+        self.fig_norms.marks = [self._norm_lines]
 
     def _draw(self) -> None:
         tv = self._tv
         P, R = tv.norms.shape
-        names = unique([str(l) for l in tv.labels])
+        labels = [str(l) for l in tv.labels]
+        names = unique(labels)
         label_index = {u: i for i, u in enumerate(tv.unique_labels)}
-        point_colors = [colors(len(label_index))[label_index[l]] for l in tv.labels]
+        label_cols = colors(len(label_index))
+        point_colors = [label_cols[label_index[l]] for l in tv.labels]
         annotate = P <= 12 if self._annotate is None else self._annotate
+        # one tick per run of equal labels (25 prompts of 5 tasks: 5 ticks), all of them when every label differs
+        ticks = [n for i, n in enumerate(names) if i == 0 or labels[i] != labels[i - 1]]
+        longest = max(len(t) for t in ticks)
         gi, gj = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+        legend = [(str(u), label_cols[i], "", "dot") for i, u in enumerate(tv.unique_labels)]
         for r in range(R):
             cos = tv.cosine[r].astype(np.float64)
+            hc = self._heat_charts[r]
+            # one label per run of equal labels: the others are blank (bqplot draws every ordinal tick)
+            blank = {n: "" for n in names if n not in ticks}
+            hc.x_axis.tick_labels = blank
+            hc.y_axis.tick_labels = blank
+            hc.figure.fig_margin = dict(top=8, bottom=int(24 + 4.6 * longest), left=int(16 + 6.2 * longest), right=64)
             update(self._heat[r], row=names, column=names, color=cos)
             update(
                 self._heat_text[r],
@@ -201,6 +234,7 @@ class TaskVectorExplorer(W.VBox):
                 text=[f"{c:.2f}" for c in cos.ravel()],
                 visible=annotate,
             )
+            paint(self._heat_text[r], [text_color_on(rdbu(c)) for c in cos.ravel()])
             ev = tv.explained_variance[r]
             update(
                 self._pca_points[r],
@@ -208,23 +242,19 @@ class TaskVectorExplorer(W.VBox):
                 y=tv.pca[r, :, 1].astype(np.float64),
                 names=[f"{n}: {p}" for n, p in zip(names, tv.prompts)],
                 display_names=False,
-                colors=point_colors,
             )
-            self.fig_pca[r].axes[0].label = f"PC1 ({100 * ev[0]:.1f}% of variance)"
-            self.fig_pca[r].axes[1].label = f"PC2 ({100 * ev[1]:.1f}% of variance)"
+            paint(self._pca_points[r], point_colors)
+            pc = self._pca_charts[r]
+            pc.x_axis.label = f"PC1 ({100 * ev[0]:.1f}% of variance)"
+            pc.y_axis.label = f"PC2 ({100 * ev[1]:.1f}% of variance)"
+            pc.set_legend(legend)
         ln = tv.label_norms()
         rows = np.arange(R)
-        row_ticks(self.fig_norms, rows)
-        update(self._norm_lines, x=rows, y=ln, colors=colors(len(ln)), labels=tv.unique_labels)
-        pts_x = np.tile(rows, len(ln))
-        update(
-            self._norm_points,
-            x=pts_x,
-            y=ln.reshape(-1).astype(np.float64),
-            names=[u for u in tv.unique_labels for _ in rows],
-            colors=[c for c in colors(len(ln)) for _ in rows],
-            display_names=False,
-        )
+        nc = self._norms_chart
+        int_ticks(nc.x_axis, rows)
+        update(self._norm_lines, x=rows, y=ln, colors=label_cols[: len(ln)])
+        nc.set_dots(rows, list(ln.astype(np.float64)), [str(u) for u in tv.unique_labels], label_cols[: len(ln)])
+        nc.set_legend((str(u), label_cols[i], "solid", "line") for i, u in enumerate(tv.unique_labels))
 
 
 __all__ = ["TaskVectorExplorer"]

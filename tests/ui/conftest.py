@@ -36,7 +36,7 @@ def _bundle_is_stale() -> bool:
     if not all(p.exists() for p in out):
         return True
     inputs = [p for p in (JS_DIR / "src").iterdir() if p.is_file()]
-    inputs += [JS_DIR / "package.json", JS_DIR / "tsconfig.json"]
+    inputs += [JS_DIR / "package.json", JS_DIR / "tsconfig.json", ROOT / "resid_widgets" / "payload" / "protocol.json"]
     newest = max(p.stat().st_mtime for p in inputs if p.exists())
     return min(p.stat().st_mtime for p in out) < newest
 

@@ -1,0 +1,276 @@
+// One view of a ResidWidget: the DOM (header, editor, toolbar, strip, heatmap, legend, tooltip,
+// pinned panel) and what local interactions do to it. Knows nothing about comms: widget.ts feeds it
+// decoded payloads (`applyPayload`) and model changes; its own changes go through ViewState.
+
+import type { LensData } from "./codecs";
+import { Editor, Toolbar, type EditValues } from "./controls";
+import { h } from "./dom";
+import { Header } from "./header";
+import { Heatmap, type Cell } from "./heatmap";
+import { Legend } from "./legend";
+import { METRICS, available, isMetric, scaleFor, type MetricName } from "./metrics";
+import { TokenStrip } from "./tokens";
+import { Tooltip, cellInfo } from "./tooltip";
+import { HOVER_DWELL_MS, TopKSource } from "./topk";
+import type { ViewState } from "./viewstate";
+
+export interface ViewHooks {
+  /** a keystroke in the prompt / targets / top-k fields */
+  editInput(): void;
+  /** the view failed locally (decode, PNG): show this in the error banner */
+  localError(msg: string): void;
+}
+
+export class LensView {
+  readonly root: HTMLDivElement;
+  readonly header = new Header();
+  readonly editor: Editor;
+  readonly toolbar: Toolbar;
+  readonly strip: TokenStrip;
+  readonly heatmap: Heatmap;
+  readonly legend = new Legend();
+  readonly tooltip: Tooltip;
+  private readonly pinned = h("div", { class: "rw-pinned", hidden: true, "aria-live": "polite" });
+  private readonly empty = h("div", { class: "rw-empty", text: "No lens computed yet." });
+  private readonly body: HTMLDivElement;
+  data: LensData | null = null;
+  /** the heatmap's positions in view [first, last) (null until it has scrolled or laid out) */
+  visible: [number, number] | null = null;
+  /** hovered cell or chip; row null = follows the layer (chips) */
+  private tip: { row: number | null; pos: number; anchor: () => DOMRect } | null = null;
+
+  constructor(
+    private readonly state: ViewState,
+    private readonly topk: TopKSource,
+    private readonly hooks: ViewHooks,
+  ) {
+    this.root = h("div", { class: "rw-root" });
+    // JupyterLab (Lumino) handles keydown on the document, bubbling, and in command mode takes plain
+    // keys on a focused non-text element (our sliders, selects, heatmap) as notebook shortcuts: arrows
+    // would move between cells instead of layers. Unmodified keys stay inside the widget; modified
+    // ones (Shift+Enter, Ctrl+S...) still reach JupyterLab.
+    this.root.addEventListener("keydown", (e: KeyboardEvent) => {
+      if (!(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) e.stopPropagation();
+    });
+    this.editor = new Editor(() => hooks.editInput());
+    this.toolbar = new Toolbar({
+      layer: (l) => this.setLayer(l, true),
+      tau: (i) => this.setTau(i),
+      metric: (m) => this.setMetric(m, true),
+      target: (t) => {
+        state.opts.target = t;
+        this.redraw();
+      },
+      png: () => void this.downloadPNG(),
+    });
+    this.strip = new TokenStrip({
+      hover: (pos, chip) => (pos === null || !chip ? this.hideTip() : this.showTip(null, pos, () => chip.getBoundingClientRect())),
+      click: (pos) => this.toggleSelected({ row: state.layer, pos }),
+    });
+    this.heatmap = new Heatmap({
+      hover: (c) => (c ? this.showTip(c.row, c.pos, () => this.heatmap.cellRect(c)) : this.hideTip()),
+      click: (c) => this.toggleSelected(c),
+      step: (s) => this.setLayer(state.layer + s, true),
+      unpin: () => this.setSelected(null, true),
+      view: (first, last) => {
+        this.visible = [first, last + 1];
+        this.strip.setWindow(first, last);
+      },
+    });
+    // the tooltip never covers the editor and the toolbar
+    this.tooltip = new Tooltip(this.root, () => this.toolbar.el.getBoundingClientRect().bottom);
+    this.body = h("div", { class: "rw-body", hidden: true }, this.toolbar.el, this.strip.el, this.heatmap.el, this.legend.el, this.pinned);
+    this.root.append(this.header.el, this.header.errorBox, this.editor.el, this.empty, this.body, this.tooltip.el);
+  }
+
+  // ------------------------------------------------------------------ data
+  /** Show a decoded payload (a complete one today; a streaming step may call it with partial data
+   *  merged into the last one). `modelLayer`: the layer Python holds (the local one wins mid-scrub). */
+  applyPayload(d: LensData, modelLayer: number): void {
+    const st = this.state;
+    this.data = d;
+    if (!st.tauPending()) st.opts.tauIdx = null;
+    st.opts.target = Math.min(st.opts.target, Math.max(0, d.nTargets - 1));
+    if (!available(d, st.metric)) st.metric = "projection";
+    this.header.setData(d);
+    this.editor.suggest(suggestedTargets(d));
+    this.empty.hidden = true;
+    this.body.hidden = false;
+    this.toolbar.setData(d);
+    this.toolbar.showTau(d, st.opts.tauIdx);
+    st.layer = Math.max(0, Math.min(d.R - 1, st.layerPending() ? st.layer : modelLayer));
+    this.strip.setData(d, st.layer);
+    this.heatmap.setLayer(st.layer);
+    this.toolbar.showLayer(d, st.layer);
+    this.redraw();
+    this.setSelected(st.selected, false);
+    this.refreshTip();
+  }
+
+  /** No payload yet (or `{}`): the "no lens" note instead of an empty body. */
+  showEmpty(): void {
+    if (this.data) return;
+    this.empty.hidden = false;
+    this.body.hidden = true;
+  }
+
+  private redraw(): void {
+    const d = this.data;
+    if (!d) return;
+    const st = this.state;
+    const s = scaleFor(d, st.metric, st.opts);
+    this.heatmap.setData(d, st.metric, st.opts, s);
+    this.legend.set(st.metric, s);
+    this.strip.setColouring(st.metric, st.opts, s, METRICS.find((m) => m.name === st.metric)?.label ?? st.metric);
+    this.toolbar.showMetric(st.metric, this.showTarget(), st.opts.target);
+  }
+
+  private showTarget(): boolean {
+    return this.state.metric === "target_rank" && !!this.data && this.data.nTargets > 1;
+  }
+
+  // ------------------------------------------------------------------ layer / τ / metric / selection
+  setLayer(l: number, local: boolean): void {
+    const d = this.data;
+    if (!d) {
+      this.state.layer = l;
+      return;
+    }
+    l = Math.max(0, Math.min(d.R - 1, Math.round(l)));
+    const changed = l !== this.state.layer;
+    if (local && changed) this.state.scrubLayer(l);
+    else this.state.layer = l;
+    this.strip.setLayer(l); // first: it reads the strip's layout, still clean before the writes below
+    this.toolbar.showLayer(d, l);
+    this.heatmap.setLayer(l);
+    if (this.tip && this.tip.row === null) this.refreshTip();
+  }
+
+  private setTau(idx: number): void {
+    const d = this.data;
+    if (!d || !d.projGrid) return;
+    const i = Math.max(0, Math.min(d.meta.tau_grid.length - 1, idx));
+    this.state.scrubTau(i, d.meta.tau_grid[i]);
+    this.toolbar.showTau(d, i);
+    if (this.state.metric === "projection") this.redraw();
+    this.refreshTip();
+    this.refreshPinned();
+  }
+
+  setMetric(m: MetricName, local: boolean): void {
+    if (!isMetric(m)) return;
+    const st = this.state;
+    if (this.data && !available(this.data, m)) {
+      if (local) this.toolbar.showMetric(st.metric, this.showTarget(), st.opts.target); // refuse: revert the select
+      return;
+    }
+    const changed = m !== st.metric;
+    if (local && changed) st.writeMetric(m);
+    else st.metric = m;
+    if (this.data) this.redraw();
+  }
+
+  private toggleSelected(c: Cell): void {
+    const s = this.state.selected;
+    this.setSelected(s && s.row === c.row && s.pos === c.pos ? null : c, true);
+  }
+
+  setSelected(c: Cell | null, local: boolean): void {
+    const d = this.data;
+    if (c && d && (c.row >= d.R || c.pos >= d.T || c.row < 0 || c.pos < 0)) c = null;
+    if (local) this.state.writeSelected(c);
+    else this.state.selected = c;
+    this.heatmap.setSelected(c);
+    this.strip.setSelectedPos(c ? c.pos : null);
+    this.refreshPinned();
+  }
+
+  // ------------------------------------------------------------------ tooltip & pinned panel
+  private showTip(row: number | null, pos: number, anchor: () => DOMRect): void {
+    this.tip = { row, pos, anchor };
+    this.refreshTip();
+  }
+
+  private refreshTip(): void {
+    const d = this.data;
+    const t = this.tip;
+    if (!t || !d || t.pos >= d.T) return this.hideTip();
+    const row = t.row ?? this.state.layer;
+    if (row >= d.R) return this.hideTip();
+    const topk = this.topk.get(d, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip());
+    this.tooltip.show(cellInfo(d, row, t.pos, this.state.opts, topk), t.anchor());
+  }
+
+  private hideTip(): void {
+    this.tip = null;
+    this.tooltip.hide();
+  }
+
+  private refreshPinned(): void {
+    const d = this.data;
+    const c = this.state.selected;
+    if (!c || !d) {
+      this.pinned.hidden = true;
+      this.pinned.replaceChildren();
+      return;
+    }
+    const topk = this.topk.get(d, c.row, c.pos, 0, () => this.state.selected === c && this.refreshPinned());
+    const info = cellInfo(d, c.row, c.pos, this.state.opts, topk);
+    const unpin = h("button", { class: "rw-unpin", type: "button", text: "unpin", title: "Unpin this cell (Escape)" });
+    unpin.addEventListener("click", () => this.setSelected(null, true));
+    this.pinned.replaceChildren(h("div", { class: "rw-pinned-head" }, h("span", { text: "pinned cell" }), unpin), info);
+    this.pinned.hidden = false;
+  }
+
+  // ------------------------------------------------------------------ status, static, PNG
+  showStatus(busy: boolean, progress: number | null): void {
+    this.root.classList.toggle("rw-busy", busy);
+    this.header.showStatus(busy, progress);
+  }
+
+  setStatic(on: boolean): void {
+    this.root.classList.toggle("rw-static", on);
+    this.header.setStatic(on);
+    this.editor.setStatic(on);
+  }
+
+  setEditorValues(v: EditValues): void {
+    this.editor.setValues(v);
+  }
+
+  private async downloadPNG(): Promise<void> {
+    const d = this.data;
+    if (!d) return;
+    try {
+      const st = this.state;
+      const blob = await this.heatmap.toPNG(`${d.meta.model_name} · ${scaleFor(d, st.metric, st.opts).title}`);
+      const url = URL.createObjectURL(blob);
+      const a = h("a", { class: "rw-download", href: url, download: `logit-lens-${st.metric}.png`, hidden: true });
+      this.root.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 30_000);
+    } catch (e) {
+      this.hooks.localError(`PNG export failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  dispose(): void {
+    this.topk.cancel();
+    this.heatmap.dispose();
+    this.strip.dispose();
+    this.root.remove();
+  }
+}
+
+/** Targets to suggest in the empty targets field: Python's checked single tokens when the payload
+ *  has them, else the last position's top-1 predictions (ids of this vocabulary) at the last rows. */
+export function suggestedTargets(d: LensData): string[] {
+  if (d.meta.suggested_targets && d.meta.suggested_targets.length) return d.meta.suggested_targets.slice(0, 2);
+  const out: string[] = [];
+  for (let r = d.R - 1; r >= 0 && out.length < 2; r--) {
+    const s = d.strings.get(d.top1Id[r * d.T + d.T - 1]);
+    if (s !== undefined && s.trim() !== "" && !out.includes(s)) out.push(s);
+  }
+  return out;
+}
