@@ -90,10 +90,15 @@ def _json_ready(analysis) -> dict:
     return out
 
 
-def _progress_bar():
+def _progress_bar(delay: float = 0.5):
+    """A stderr progress bar (shown after ``delay`` s) that ends its line when closed, so the table printed
+    next never starts on the bar's line; no rate (it would read "%/s")."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=100, desc="analysing", unit="%", delay=0.5, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=100, desc="analysing: ", delay=delay, file=sys.stderr, leave=True,
+        bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}",
+    )
 
     def update(fraction: float, stage: str) -> None:
         bar.set_description(stage)
