@@ -28,6 +28,8 @@ export interface HeatmapHandlers {
   click(cell: Cell): void;
   /** arrow key on the focused heatmap: move the layer by `step` */
   step(step: number): void;
+  /** Home / End on the focused heatmap: go to this row (0 or the last) */
+  goto(row: number): void;
   unpin(): void;
   /** columns first..last are in view (after a scroll or a re-layout) */
   view(first: number, last: number): void;
@@ -58,6 +60,8 @@ export class Heatmap {
   readonly canvas: HTMLCanvasElement;
   readonly overlay: HTMLCanvasElement;
   private readonly labels: HTMLDivElement;
+  private readonly grid: HTMLDivElement;
+  private readonly hint: HTMLDivElement;
   private readonly scroller: HTMLDivElement;
   private readonly inner: HTMLDivElement;
   /** the current layer's row: an outline moved with a transform (no canvas repaint per step) */
@@ -91,12 +95,18 @@ export class Heatmap {
       {
         class: "rw-heatmap-scroll",
         tabindex: 0,
-        "aria-label": "heatmap: arrow keys change the layer, Escape unpins",
+        "aria-label": "heatmap: arrow keys change the layer, Home / End go to the first / last row, Escape unpins",
       },
       this.inner,
     );
     this.labels = h("div", { class: "rw-row-labels", "aria-hidden": "true" });
-    this.el = h("div", { class: "rw-heatmap" }, this.labels, this.scroller);
+    this.grid = h("div", { class: "rw-heatmap-grid" }, this.labels, this.scroller);
+    // which keys work, on screen (they are the widget's while the heatmap or a slider has focus)
+    this.hint = h("div", {
+      class: "rw-keys-hint",
+      text: "keys (click the heatmap or the layer slider first): ← → / ↑ ↓ layer · Home / End first / last row · Esc unpin",
+    });
+    this.el = h("div", { class: "rw-heatmap" }, this.grid, this.hint);
 
     this.overlay.addEventListener("mousemove", this.onMove);
     this.overlay.addEventListener("mouseleave", this.onLeave);
@@ -427,6 +437,8 @@ export class Heatmap {
   private onKey = (e: KeyboardEvent) => {
     if (e.key === "ArrowUp" || e.key === "ArrowLeft") this.handlers.step(-1);
     else if (e.key === "ArrowDown" || e.key === "ArrowRight") this.handlers.step(1);
+    else if (e.key === "Home") this.handlers.goto(0);
+    else if (e.key === "End") this.handlers.goto(this.d ? this.d.R - 1 : 0);
     else if (e.key === "Escape") this.handlers.unpin();
     else return;
     e.preventDefault();
