@@ -121,9 +121,18 @@ def test_ranking_caption_is_not_a_table_caption(explorers):
     assert "<caption" not in html and "rw-table-caption" in html
 
 
-def test_task_vector_pca_ticks_are_short(explorers):
-    for pc in explorers["task_vectors"]._pca_charts:
-        assert pc.x_axis.num_ticks == 5 and pc.x_axis.tick_format == ".2~g"
+def test_task_vector_pca_ticks_are_few_and_round(explorers):
+    tv = explorers["task_vectors"]
+    for r, pc in enumerate(tv._pca_charts):
+        for axis, v in ((pc.x_axis, tv.task_vectors.pca[r, :, 0]), (pc.y_axis, tv.task_vectors.pca[r, :, 1])):
+            ticks = np.asarray(axis.tick_values)
+            assert 2 <= len(ticks) <= 7, ticks
+            assert ticks.min() >= v.min() - 1e-9 and ticks.max() <= v.max() + 1e-9
+            step = np.diff(ticks)
+            np.testing.assert_allclose(step, step[0])
+            mant = step[0] / 10 ** np.floor(np.log10(step[0]))
+            assert any(np.isclose(mant, m) for m in (1, 2, 2.5, 5)), step[0]
+            assert not any(str(t) == "-0.0" for t in ticks)
 
 
 # ---- bad arguments: a clear error with the valid range, nothing changed (issue 20 item 5) -----------

@@ -99,6 +99,18 @@ def row_ticks(axis: bq.Axis, rows: Sequence[int], max_ticks: int = 12) -> None:
     axis.tick_labels = {int(r): row_label(int(r)) for r in rows}
 
 
+def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
+    """About ``n`` round ticks inside [lo, hi] (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+    lo, hi = float(min(lo, hi)), float(max(lo, hi))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 0:
+        return np.asarray([lo])
+    raw = (hi - lo) / max(1, n)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+    return np.round(ticks / step) * step + 0.0  # no -0.30000000000000004, no -0
+
+
 def log_ticks(lo: float, hi: float) -> np.ndarray:
     """Ticks for a log axis over [lo, hi]: the powers of ten, with 2 and 5 between them when the range is short."""
     lo, hi = max(float(lo), 1e-12), max(float(hi), 1e-12)

@@ -21,6 +21,7 @@ from resid_widgets.widgets._explorer import (
     Explorer,
     check_index,
     colors,
+    nice_ticks,
     paint,
     rdbu,
     flow_row,
@@ -154,7 +155,7 @@ class TaskVectorExplorer(Explorer):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _name_row(self, r: int) -> None:
-        self.row_name.value = f"{row_name(int(r))} (row {int(r)} of 0–{self._tv.n_rows - 1})"
+        self.row_name.value = row_name(int(r))
 
     def _build(self) -> None:
         R = self._tv.n_rows
@@ -188,9 +189,8 @@ class TaskVectorExplorer(Explorer):
                 f"PCA of task vectors ({row_name(r)})", "PC1", "PC2", height=380, basis="300px",
                 tooltip_fields=("PC1", "PC2"), tooltip_format=".3f",
             )
-            for axis in (pc.x_axis, pc.y_axis):  # a few short ticks: tiny or long decimals ran together (row 0)
-                axis.num_ticks = 5
-                axis.tick_format = ".2~g"
+            for axis in (pc.x_axis, pc.y_axis):  # short ticks: long decimals ran together (row 0)
+                axis.tick_format = ".3~g"
             points = bq.Scatter(
                 x=[0], y=[0], scales=pc.scales, default_size=80, stroke="#222222",
                 tooltip=tooltip(["name", "x", "y"], ["prompt", "PC1", "PC2"], ["", ".3f", ".3f"]),
@@ -257,6 +257,8 @@ class TaskVectorExplorer(Explorer):
             )
             paint(self._pca_points[r], point_colors)
             pc = self._pca_charts[r]
+            for axis, v in ((pc.x_axis, tv.pca[r, :, 0]), (pc.y_axis, tv.pca[r, :, 1])):  # about 5 round ticks
+                axis.tick_values = nice_ticks(float(np.min(v)), float(np.max(v)))
             pc.x_axis.label = f"PC1 ({100 * ev[0]:.1f}% of variance)"
             pc.y_axis.label = f"PC2 ({100 * ev[1]:.1f}% of variance)"
             pc.set_legend(legend)
