@@ -225,3 +225,12 @@ def test_no_function_over_80_lines_in_widgets():
                 if n > 80:
                     long.append(f"{path.name}:{node.name} ({n} lines)")
     assert not long, long
+
+
+def test_tables_carry_the_row_labels_in_row_order(explorers, tiny_session):
+    labels = tiny_session.analyze("x").row_labels
+    df = explorers["logit_diff"].to_dataframe()
+    assert list(df.pivot(index="label", columns="row_label", values="logit_diff").columns) == labels
+    assert list(explorers["projection"].to_dataframe()["row_label"][: len(labels)]) == labels
+    assert list(explorers["compare"].to_dataframe()["row_label"]) == labels
+    assert list(explorers["lens_kl"].to_dataframe()["row_label"][: len(labels)]) == labels

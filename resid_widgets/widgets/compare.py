@@ -9,6 +9,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_labels
 from resid_widgets.analyses.workflows import METRIC_AXIS_LABELS, METRIC_LABELS, METRICS, compare_metric
 from resid_widgets.widgets._charts import prompt_labels
 from resid_widgets.widgets.lens_kl import lens_colors
@@ -152,8 +153,10 @@ class CompareWidget(Explorer):
         import pandas as pd
 
         d = self._data
+        labels = row_labels(int(d["row"][-1]) + 1)
         return pd.DataFrame({k: d[k] for k in ("row", "a_last", "b_last", "a_mean", "b_mean", "diff_last", "diff_mean")}).assign(
-            layer=lambda f: f["row"] - 1, metric=d["metric"], lens_a=d["lens_a"], lens_b=d["lens_b"]
+            layer=lambda f: f["row"] - 1, metric=d["metric"], lens_a=d["lens_a"], lens_b=d["lens_b"],
+            row_label=lambda f: pd.Categorical([labels[r] for r in f["row"]], categories=labels, ordered=True),
         )
 
     # ---- computation ----------------------------------------------------------------------------
