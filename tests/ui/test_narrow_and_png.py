@@ -92,6 +92,11 @@ def test_tooltip_fits_and_leaves_the_heatmap_visible(exports, chromium_browser):
 def test_target_rank_keeps_the_png_button_in_line(exports, chromium_browser):
     context, page = _open(chromium_browser, exports["short"])
     try:
+        # ◆ (where the final top-1 emerges) is drawn under every colour: its explanation is on screen under each
+        for metric in ("projection", "top1_prob", "kl", "target_rank"):
+            page.select_option(".rw-metric", metric)
+            note = page.locator(".rw-emergence-note")
+            assert note.is_visible() and "◆" in note.inner_text(), metric
         page.select_option(".rw-metric", "target_rank")
         page.wait_for_selector(".rw-target-group:not([hidden])")
         page.locator(".rw-toolbar").screenshot(path=str(OUT / "narrow-toolbar-target-rank.png"))
