@@ -101,9 +101,10 @@ def _progress_bar(delay: float = 0.5):
     )
 
     def update(fraction: float, stage: str) -> None:
-        bar.set_description(stage)
-        bar.n = int(round(fraction * 100))
-        bar.refresh()
+        # through update(), not n = ...; refresh(): tqdm then knows the bar was shown (after `delay`) and
+        # close() ends its line; a bar it thinks was never shown is left without its newline
+        bar.set_description(stage, refresh=False)
+        bar.update(max(0, int(round(fraction * 100)) - bar.n))
 
     return bar, update
 

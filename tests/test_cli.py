@@ -54,7 +54,8 @@ def test_progress_bar_ends_its_line_before_the_table(monkeypatch, demo_session):
 
     from resid_widgets import cli
 
-    monkeypatch.setattr(cli, "_progress_bar", functools.partial(cli._progress_bar, delay=0))
+    # a short delay (the real one is 0.5 s): the bar appears after it, as on a slow model
+    monkeypatch.setattr(cli, "_progress_bar", functools.partial(cli._progress_bar, delay=0.01))
     both = io.StringIO()
     with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
         assert main(["analyze", "Mr. and Mrs.", "--top-k", "3"]) == 0
