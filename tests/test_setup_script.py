@@ -44,6 +44,7 @@ def checkout(tmp_path):
     (co / "resid_widgets" / "payload").mkdir(parents=True)
     (co / "resid_widgets" / "payload" / "protocol.json").write_text("{}")
     (co / "resid_widgets" / "__init__.py").write_text("")
+    shutil.copy(ROOT / "resid_widgets" / "_version.py", co / "resid_widgets" / "_version.py")
     (co / "resid_widgets" / "static").mkdir()
     bundle = co / "resid_widgets" / "static" / "widget.js"
     bundle.write_text("")
@@ -92,8 +93,11 @@ def test_setup_skips_pip_when_nothing_changed(checkout):
     assert _pip_runs(log) == 2
     _setup(co, env)
     assert _pip_runs(log) == 2
+    (co / "resid_widgets" / "_version.py").write_text('__version__ = "99.0.0"\n')  # a release: new metadata
+    _setup(co, env)
+    assert _pip_runs(log) == 3
     # ... and so does a package missing from the environment (uninstalled, or another checkout's): the
     # checkout itself, the current directory, does not count
     (site / "aa_checkout.pth").unlink()
     _setup(co, env)
-    assert _pip_runs(log) == 3
+    assert _pip_runs(log) == 4
