@@ -17,6 +17,7 @@ import { css, sample, textOn } from "./colors";
 import { h } from "./dom";
 import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
 import { truncate, visible } from "./text";
+import "./narrow.css";
 
 export interface Cell {
   row: number;
