@@ -29,7 +29,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 
 # torch first, pinned to the CPU wheel this workplace provides; elsewhere any torch >= 2.1 works.
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" >/dev/null 2>&1; then  # no import: 3 s
   echo "[setup] installing torch"
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
