@@ -4,7 +4,7 @@
 import type { LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
-import { LENSES } from "./protocol";
+import { LENSES, TRAITS, lensLabel } from "./protocol";
 import { tauChoice } from "./tau";
 import { visible } from "./text";
 
@@ -28,8 +28,6 @@ export interface EditValues {
   lens: string;
 }
 
-const LENS_LABELS: Record<string, string> = { logit: "logit lens", jacobian: "Jacobian lens", tuned: "tuned lens" };
-
 export class Editor {
   readonly el: HTMLDivElement;
   readonly prompt: HTMLTextAreaElement;
@@ -51,14 +49,14 @@ export class Editor {
       placeholder: "single tokens, comma-separated",
       title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
     });
-    this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
+    this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: TRAITS.top_k.min, max: TRAITS.top_k.max, step: 1 });
     const lid = nextId("lens");
     this.lens = h("select", {
       class: "rw-lens",
       id: lid,
       title: "How each residual row is read out: the logit lens (as is), the Jacobian lens (transported by the average Jacobian to the last layer) or the tuned lens (a trained affine translator per row)",
     });
-    for (const l of LENSES) this.lens.append(h("option", { value: l, text: LENS_LABELS[l] ?? l }));
+    for (const l of LENSES) this.lens.append(h("option", { value: l, text: lensLabel(l) }));
     this.note = h("p", { class: "rw-static-note", hidden: true, text: "Static export: editing is disabled (hover, layer and τ still work)." });
     this.el = h(
       "div",
@@ -178,6 +176,10 @@ export class Toolbar {
     const G = d.meta.tau_grid?.length ?? 0;
     this.tau.max = String(Math.max(0, G - 1));
     this.tau.disabled = !d.projGrid || G === 0;
+    if (this.metric.options.length !== METRICS.length) {
+      // metrics registered in Python at run time arrive with the payload
+      this.metric.replaceChildren(...METRICS.map((m) => h("option", { value: m.name, text: m.label })));
+    }
     for (const o of Array.from(this.metric.options)) {
       o.disabled = !available(d, o.value as MetricName);
     }

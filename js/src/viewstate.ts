@@ -5,7 +5,8 @@
 // model echoes.
 
 import type { Cell } from "./heatmap";
-import { isMetric, type MetricName, type ViewOpts } from "./metrics";
+import type { MetricName, ViewOpts } from "./metrics";
+import { TRAITS } from "./protocol";
 import type { AnyModel } from "./model";
 import { debounce } from "./dom";
 
@@ -27,7 +28,7 @@ export class ViewState {
   constructor(private readonly model: AnyModel) {
     this.layer = Number(model.get("layer")) || 0;
     const m = model.get("metric");
-    this.metric = isMetric(m) ? m : "projection";
+    this.metric = typeof m === "string" && m ? m : TRAITS.metric.default; // run-time metrics arrive with the payload
     this.selected = ViewState.readSelected(model);
   }
 

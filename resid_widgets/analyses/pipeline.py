@@ -182,8 +182,8 @@ def run_stages(
     for name, arr in last.items():
         lens_arrays[name][R - 1, lo:] = arr[:, 0]
     # the model's own distribution, by definition: no divergence, and its top-1 is its own top
-    lens_arrays["kl_to_output"][R - 1, lo:] = 0.0
-    lens_arrays["final_top1_rank"][R - 1, lo:] = 0
+    lens_arrays["kl"][R - 1, lo:] = 0.0
+    lens_arrays["final_rank"][R - 1, lo:] = 0
     reference = Reference.from_readout(final_logits, last)  # positions lo..T-1, from the row just read
 
     # the other rows use the formula: check it against the model's own output at the last position
@@ -271,8 +271,8 @@ def _allocate(R: int, T: int, k: int, n: int) -> dict[str, np.ndarray]:
         "target_probs": np.full((R, T, n), np.nan, np.float32),
         "target_ranks": np.full((R, T, n), -1, np.int32),
         "entropy": np.full((R, T), np.nan, np.float32),
-        "kl_to_output": np.full((R, T), np.nan, np.float32),
-        "final_top1_rank": np.full((R, T), -1, np.int32),
+        "kl": np.full((R, T), np.nan, np.float32),
+        "final_rank": np.full((R, T), -1, np.int32),
     }
 
 
