@@ -22,7 +22,7 @@ export interface WidgetModel {
   lens: LensName;
   /** energy threshold of the token subspace */
   tau: number;
-  /** what colours the heatmap */
+  /** what colours the heatmap (default: top-1 probability, or the target rank when targets are given) */
   metric: MetricName;
   /** current residual row (0 = embeddings) */
   layer: number;

@@ -36,7 +36,7 @@ export class Editor {
   readonly lens: HTMLSelectElement;
   private readonly note: HTMLParagraphElement;
 
-  constructor(onInput: () => void) {
+  constructor(onInput: () => void, onCommit: () => void = onInput) {
     const pid = nextId("prompt");
     const tid = nextId("targets");
     const kid = nextId("topk");
@@ -76,7 +76,7 @@ export class Editor {
       this.note,
     );
     for (const e of [this.prompt, this.targets, this.topk]) e.addEventListener("input", onInput);
-    this.lens.addEventListener("change", onInput);
+    this.lens.addEventListener("change", onCommit);
   }
 
   values(): EditValues {

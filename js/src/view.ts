@@ -18,6 +18,8 @@ import type { ViewState } from "./viewstate";
 export interface ViewHooks {
   /** a keystroke in the prompt / targets / top-k fields */
   editInput(): void;
+  /** a choice to send at once (the lens menu) */
+  editCommit(): void;
   /** the view failed locally (decode, PNG): show this in the error banner */
   localError(msg: string): void;
 }
@@ -53,7 +55,7 @@ export class LensView {
     this.root.addEventListener("keydown", (e: KeyboardEvent) => {
       if (!(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) e.stopPropagation();
     });
-    this.editor = new Editor(() => hooks.editInput());
+    this.editor = new Editor(() => hooks.editInput(), () => hooks.editCommit());
     this.toolbar = new Toolbar({
       layer: (l) => this.setLayer(l, true),
       tau: (i) => this.setTau(i),

@@ -8,6 +8,7 @@ import type { Cell } from "./heatmap";
 import type { MetricName, ViewOpts } from "./metrics";
 import { TRAITS } from "./protocol";
 import type { AnyModel } from "./model";
+import type { WidgetModel } from "./protocol";
 import { debounce } from "./dom";
 
 export const WRITE_BACK_MS = 600;
@@ -37,7 +38,7 @@ export class ViewState {
     return Array.isArray(s) && s.length === 2 ? { row: Number(s[0]), pos: Number(s[1]) } : null;
   }
 
-  private write(key: string, value: unknown): void {
+  private write<K extends "layer" | "tau" | "metric" | "selected">(key: K, value: WidgetModel[K]): void {
     this.model.set(key, value);
     this.model.save_changes();
   }

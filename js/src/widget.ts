@@ -30,6 +30,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   let localError = "";
   const view = new LensView(state, new TopKSource(details, () => !!model.get("_static")), {
     editInput: () => edits.input(),
+    editCommit: () => edits.commit(),
     localError: (msg) => {
       localError = msg;
       showError();
@@ -74,7 +75,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       return showError();
     }
     localError = "";
-    merger.shown(meta, payload);
+    if (payload) merger.shown(meta, payload);
     details.setSeq(meta.seq);
     edits.payload(meta);
     state.selected = ViewState.readSelected(model);
