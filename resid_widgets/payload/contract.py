@@ -20,7 +20,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import TraitError
+from traitlets import TraitError, TraitType
 
 from resid_widgets.payload.protocol import LENSES, MESSAGES, METRIC_SPECS, TRAITS
 
@@ -142,6 +142,21 @@ def check(name: str, value: Any, *, rows: int | None = None, tokens: int | None 
     return value
 
 
+class Checked(TraitType):
+    """A synced trait whose values are checked by ``check`` (the contract), so a value set from
+    Python gets the same message as the same value sent by the browser. The owner may provide
+    ``_rows()`` / ``_tokens()`` (the shown analysis' shape) for ``layer`` and ``selected``."""
+
+    def __init__(self, name: str, **kwargs: Any):
+        self.contract_name = name
+        super().__init__(default_value=TRAITS[name]["default"], **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        rows = obj._rows() if hasattr(obj, "_rows") else None
+        tokens = obj._tokens() if hasattr(obj, "_tokens") else None
+        return check(self.contract_name, value, rows=rows, tokens=tokens)
+
+
 def check_changes(changes: Any, *, way: str = "edit", values: bool = True) -> dict[str, Any]:
     """An edit's ``changes``: a dict of traits the browser may edit (``from_browser == way``), each
     checked (``values=False``: the names only; the values are checked when the edit runs, in order)."""
@@ -225,4 +240,4 @@ def parse_details(content: Any) -> Details:
     return Details(req=req, seq=seq, pos=pos)
 
 
-__all__ = ["ContractError", "Details", "Edit", "browser_may_set", "check", "check_changes", "parse_details", "parse_edit", "reply_address"]
+__all__ = ["Checked", "ContractError", "Details", "Edit", "browser_may_set", "check", "check_changes", "parse_details", "parse_edit", "reply_address"]

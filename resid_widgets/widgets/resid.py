@@ -30,9 +30,9 @@ import traitlets as t
 
 from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
-from resid_widgets.payload.contract import ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
+from resid_widgets.payload.contract import Checked, ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
-from resid_widgets.payload.protocol import LENSES, TRAITS
+from resid_widgets.payload.protocol import TRAITS
 from resid_widgets.session import as_session
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
@@ -70,13 +70,14 @@ class ResidWidget(anywidget.AnyWidget):
     _esm = STATIC / "widget.js"
     _css = STATIC / "widget.css"
 
-    prompt = t.Unicode("").tag(sync=True)
+    # the user's traits: types, defaults and limits from protocol.json, checked by the contract
+    prompt = Checked("prompt").tag(sync=True)
     targets = t.List(t.Union([t.Unicode(), t.Int()])).tag(sync=True)
-    top_k = t.Int(TRAITS["top_k"]["default"]).tag(sync=True)
-    lens = t.Enum(LENSES, default_value=TRAITS["lens"]["default"]).tag(sync=True)
-    tau = t.Float(TRAITS["tau"]["default"]).tag(sync=True)
-    metric = t.Unicode(TRAITS["metric"]["default"]).tag(sync=True)  # any registered metric (register_metric)
-    layer = t.Int(0).tag(sync=True)
+    top_k = Checked("top_k").tag(sync=True)
+    lens = Checked("lens").tag(sync=True)
+    tau = Checked("tau").tag(sync=True)
+    metric = Checked("metric").tag(sync=True)  # any registered metric (register_metric)
+    layer = Checked("layer").tag(sync=True)
     selected = t.List(t.Int(), maxlen=2).tag(sync=True)
     status = t.Unicode("idle").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
@@ -294,10 +295,11 @@ class ResidWidget(anywidget.AnyWidget):
         return self._queue.cached(key) is not None and self._queue.last_job_done()
 
     def _run_and_ack(self, ticket: Ticket, window=None) -> None:
+        self._edit_error = ""
         try:
             self._run_edit(ticket, window)
         finally:
-            self._ack(ticket.view, ticket.seq)
+            self._ack(ticket.view, ticket.seq, self._edit_error)
 
     def _run_edit(self, ticket: Ticket, window=None, *, sync: bool = False) -> Analysis | None:
         q, no = self._queue, ticket.no
@@ -313,6 +315,7 @@ class ResidWidget(anywidget.AnyWidget):
             return None
         except Exception as exc:  # shown in the widget; the last good view stays
             message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
+            self._edit_error = message
             with q.lock:
                 if q.is_latest(no):
                     self.error = message
@@ -401,7 +404,7 @@ class ResidWidget(anywidget.AnyWidget):
             self._show_trait_error("; ".join(problems))
             self.send_state(refused)  # the browser's copy goes back to the kept values
 
-    @t.validate("layer", "selected", "metric")
+    @t.validate("selected")
     def _validate_view(self, proposal):
         return check(proposal["trait"].name, proposal["value"], rows=self._rows(), tokens=self._tokens())
 
