@@ -301,7 +301,31 @@ export class Heatmap {
       }
     }
 
-    // ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k
+    this.paintEmergence(ctx, fg, bg);
+
+    // x axis: input tokens when wide, position numbers otherwise
+    ctx.fillStyle = fg;
+    ctx.font = this.font(10);
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "center";
+    const y = gh + AXIS_H / 2 + 1;
+    if (cellW >= 30) {
+      const charW = ctx.measureText("M").width || 6;
+      const maxChars = Math.max(1, Math.floor((cellW - 3) / charW));
+      for (let p = 0; p < d.T; p++) {
+        const t = cellLabel(tokenText(d, d.tokenIds[p]), maxChars);
+        ctx.fillText(t, p * cellW + cellW / 2, y, cellW - 2);
+      }
+    } else {
+      const every = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((n) => n * cellW >= 36) ?? 1000;
+      for (let p = 0; p < d.T; p += every) ctx.fillText(String(p), p * cellW + cellW / 2, y);
+    }
+  }
+
+  /** ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k. */
+  private paintEmergence(ctx: CanvasRenderingContext2D, fg: string, bg: string): void {
+    const d = this.d!;
+    const { cellW, rowH } = this;
     if (d.emergence && rowH >= 8 && cellW >= 14) { // narrower cells: the tooltip says it (a mark would hide the colour)
       const sz = Math.max(2, Math.min(4, rowH / 4, cellW / 3));
       ctx.strokeStyle = bg;
@@ -323,23 +347,6 @@ export class Heatmap {
       }
     }
 
-    // x axis: input tokens when wide, position numbers otherwise
-    ctx.fillStyle = fg;
-    ctx.font = this.font(10);
-    ctx.textBaseline = "middle";
-    ctx.textAlign = "center";
-    const y = gh + AXIS_H / 2 + 1;
-    if (cellW >= 30) {
-      const charW = ctx.measureText("M").width || 6;
-      const maxChars = Math.max(1, Math.floor((cellW - 3) / charW));
-      for (let p = 0; p < d.T; p++) {
-        const t = cellLabel(tokenText(d, d.tokenIds[p]), maxChars);
-        ctx.fillText(t, p * cellW + cellW / 2, y, cellW - 2);
-      }
-    } else {
-      const every = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((n) => n * cellW >= 36) ?? 1000;
-      for (let p = 0; p < d.T; p += every) ctx.fillText(String(p), p * cellW + cellW / 2, y);
-    }
   }
 
   private draw(): void {

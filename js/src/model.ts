@@ -15,6 +15,12 @@ export interface AnyModel<T = WidgetModel> {
   send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
 }
 
+/** What anywidget passes to `render` (its `RenderProps<T>`), typed by the traits. */
+export interface RenderProps<T = WidgetModel> {
+  model: AnyModel<T>;
+  el: HTMLElement;
+}
+
 /** Subscribe to model events; the returned function unsubscribes all of them. */
 export function subscriber<T>(model: AnyModel<T>) {
   const offs: (() => void)[] = [];
