@@ -16,6 +16,7 @@ import { tokenText, type LensData } from "./codecs";
 import { sample, textOn } from "./colors";
 import { h } from "./dom";
 import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
+import { TRAITS } from "./protocol";
 import { truncate, visible } from "./text";
 
 export interface Cell {
@@ -65,7 +66,7 @@ export class Heatmap {
   private labelEls: HTMLDivElement[] = [];
 
   private d: LensData | null = null;
-  private metric: MetricName = "projection";
+  private metric: MetricName = TRAITS.metric.default;
   private opts: ViewOpts = { tauIdx: null, target: 0 };
   private scale: Scale | null = null;
 

@@ -8,7 +8,7 @@ import { h } from "./dom";
 import { Header } from "./header";
 import { Heatmap, type Cell } from "./heatmap";
 import { Legend } from "./legend";
-import { available, isMetric, metricSpec, scaleFor, type MetricName } from "./metrics";
+import { METRICS, available, isMetric, metricSpec, scaleFor, type MetricName } from "./metrics";
 import { TRAITS } from "./protocol";
 import { TokenStrip } from "./tokens";
 import { Tooltip, cellInfo } from "./tooltip";
@@ -123,7 +123,7 @@ export class LensView {
     const d = this.data;
     const m = this.state.metric;
     if (!d || available(d, m)) return m;
-    return available(d, TRAITS.metric.default) ? TRAITS.metric.default : "projection";
+    return available(d, TRAITS.metric.default) ? TRAITS.metric.default : METRICS[0].name;
   }
 
   private redraw(): void {

@@ -34,8 +34,8 @@ class Analysis:
     target_ranks: np.ndarray  # [R, T, n] int32, 0 = top
     # how the lens reads compared with the model's own output (per cell, nats)
     entropy: np.ndarray  # [R, T] entropy of the lens distribution
-    kl: np.ndarray  # [R, T] KL(model output at that position || lens), nats (metric "kl")
-    final_rank: np.ndarray  # [R, T] int32: rank under the lens of the model's own top-1 token (metric "final_rank")
+    kl: np.ndarray  # [R, T] KL(model output at that position || lens), nats (the metric kl)
+    final_rank: np.ndarray  # [R, T] int32: rank under the lens of the model's own top-1 token (the metric final_rank)
     emergence_row: np.ndarray  # [T] int32: first row from which the final top-1 stays in the lens's top-k (-1: never)
     target_emergence: np.ndarray  # [T, n] int32: the same for each target
     # projection onto the token subspace
