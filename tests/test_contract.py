@@ -292,3 +292,29 @@ def test_metric_literal_count_is_measured():
     """The figure of the report (scripts/count_metric_literals.py), kept from growing back."""
     out = subprocess.run(["python3", str(ROOT / "scripts/count_metric_literals.py")], capture_output=True, text=True, check=True)
     assert int(out.stdout.strip().splitlines()[-1]) <= 100
+
+
+def test_default_colour_is_a_probability(demo_session):
+    w = ResidWidget(demo_session, "Mr. and Mrs.")
+    assert w.metric == "top1_prob"
+    w.close()
+    w = ResidWidget(demo_session, "Mr. and Mrs.", targets=[" Bennet"])
+    assert w.metric == "target_rank"
+    w.close()
+
+
+def test_switching_back_to_a_computed_lens_is_instant(demo_session):
+    """Issue 19 item 6: a lens computed before comes from the cache in the message handler itself:
+    no job, no "computing" status at any moment, the payload answers the edit."""
+    w = ResidWidget(demo_session, "Mr. and Mrs.")
+    try:
+        _send(w, {"type": "edit", "view": "v", "seq": 1, "changes": {"lens": "tuned"}})
+        assert w.analysis.lens == "tuned"
+        statuses = []
+        w.observe(lambda ch: statuses.append(ch["new"]), names="status")
+        job = w._queue.last_job
+        acks = _send(w, {"type": "edit", "view": "v", "seq": 2, "changes": {"lens": "logit"}})
+        assert w.analysis.lens == "logit" and w.lens == "logit" and w._meta["client_seq"] == 2
+        assert statuses in ([], ["idle"]) and w._queue.last_job is job and [a["seq"] for a in acks] == [2]
+    finally:
+        w.close()

@@ -87,3 +87,25 @@ def test_toy_metric_in_the_static_export(chromium_browser, frontend_bundle, toy_
         assert errors == []
     finally:
         page.close()
+
+
+def test_target_metric_comes_back_with_the_targets(chromium_browser, frontend_bundle, demo_session):
+    """Issue 19 item 8: the chosen target metric falls back to the default (a probability) while the
+    payload has no targets, and returns when targets are added again; the trait is never rewritten."""
+    import base64
+
+    from resid_widgets.payload.encode import encode_analysis
+
+    with_t = encode_analysis(demo_session.analyze("Mr. and Mrs.", targets=[" Bennet", " and"]), seq=1)
+    without = encode_analysis(demo_session.analyze("Mr. and Mrs."), seq=2)
+    again = encode_analysis(demo_session.analyze("Mr. and Mrs.", targets=[" Bennet", " and"]), seq=3)
+    page = open_widget(chromium_browser, frontend_bundle, state=base_state(metric="target_rank", prompt="Mr. and Mrs."), meta=with_t[0], blob=with_t[1])
+    try:
+        assert page.get_attribute(".rw-legend", "data-metric") == "target_rank"
+        for (meta, blob), shown in ((without, "top1_prob"), (again, "target_rank")):
+            page.evaluate("([m, b]) => window.py.setPayload(m, b)", [meta, base64.b64encode(blob).decode()])
+            page.wait_for_function(f"document.querySelector('.rw-legend').dataset.metric === '{shown}'", timeout=3000)
+            assert page.eval_on_selector(".rw-metric", "s => s.value") == shown
+        assert ["metric", "top1_prob"] not in page.evaluate("window.log.sets")  # the choice was kept
+    finally:
+        page.close()
