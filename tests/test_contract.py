@@ -318,3 +318,10 @@ def test_switching_back_to_a_computed_lens_is_instant(demo_session):
         assert statuses in ([], ["idle"]) and w._queue.last_job is job and [a["seq"] for a in acks] == [2]
     finally:
         w.close()
+
+
+def test_header_sends_the_bos_positions(demo_session):
+    """The browser reads BOS from the header (version 3) instead of assuming position 0."""
+    a = demo_session.analyze("Mr. and Mrs.")
+    meta, _ = encode_analysis(a)
+    assert meta["bos_positions"] == [int(i) for i in np.flatnonzero(a.is_bos)] == [0] and meta["version"] == 3

@@ -43,6 +43,8 @@ export interface Meta {
   row_labels: string[];
   hook_names: string[];
   has_bos: boolean;
+  /** positions holding a BOS token the tokenizer prepended (Python's `Analysis.is_bos`) */
+  bos_positions?: number[];
   /** metrics (and their arrays) registered in Python at run time: protocol.json entries */
   extra_metrics?: unknown[];
   extra_arrays?: unknown[];
@@ -257,10 +259,11 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
   };
 }
 
-/** The BOS rule, defined once: position `p` holds the BOS token the tokenizer prepended (Python's
- *  `Analysis.is_bos`, sent as the header's `has_bos`). */
+/** The BOS rule, defined once: position `p` holds a BOS token the tokenizer prepended, as Python
+ *  sent it (`bos_positions` = `Analysis.is_bos`); a header without it: `has_bos` at position 0. */
 export function isBos(d: LensData, p: number): boolean {
-  return !!d.meta.has_bos && p === 0;
+  const bos = d.meta.bos_positions;
+  return bos ? bos.includes(p) : !!d.meta.has_bos && p === 0;
 }
 
 /** The heatmap's label of residual row `row` ("embed", "0", "1", ...: row l + 1 = after layer l). */

@@ -170,7 +170,7 @@ export function fillTitle(d: LensData, s: MetricSpec, o: ViewOpts): string {
 export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
   const s = metricSpec(m) ?? METRICS[0];
   const body = (SCALES[s.scale] ?? SCALES.robust)(d, s, o);
-  const bos = body.robust && d.T > 1 && isBos(d, 0) ? "BOS column excluded from the scale range" : "";
+  const bos = body.robust && d.T > 1 && Array.from({ length: d.T }, (_, p) => isBos(d, p)).some(Boolean) ? "BOS column excluded from the scale range" : "";
   const rows = s.rows === "layers" ? `row “${d.meta.row_labels[0] ?? "embed"}” has no layer output` : "";
   return {
     map: body.map,
