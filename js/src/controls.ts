@@ -1,7 +1,7 @@
 // Inputs: the prompt editor (prompt, targets, top-k) and the toolbar (layer and τ sliders,
 // metric and target pickers, PNG button). Views only: widget.ts decides what the events mean.
 
-import type { LensData } from "./codecs";
+import { rowLabel, type LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
 import { LENSES, TRAITS, lensLabel } from "./protocol";
@@ -188,8 +188,8 @@ export class Toolbar {
 
   showLayer(d: LensData, layer: number): void {
     this.layer.value = String(layer);
-    const lab = d.meta.row_labels[layer] ?? String(layer);
-    this.layerOut.textContent = layer === 0 ? "embed" : lab;
+    const lab = rowLabel(d.meta, layer);
+    this.layerOut.textContent = lab;
     this.layer.setAttribute("aria-valuetext", `${lab} (${d.meta.hook_names[layer] ?? ""})`);
     this.layer.title = d.meta.hook_names[layer] ?? lab;
   }

@@ -12,7 +12,7 @@
 // Theme colours (grid lines, text, band) are read from the --jp-* variables at draw time;
 // `themeChanged()` redraws when they differ from the last draw.
 
-import { tokenText, type LensData } from "./codecs";
+import { rowLabel, tokenText, type LensData } from "./codecs";
 import { sample, textOn } from "./colors";
 import { h } from "./dom";
 import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
@@ -194,16 +194,11 @@ export class Heatmap {
   private buildLabels(): void {
     const d = this.d!;
     this.labels.replaceChildren();
-    this.labelEls = d.meta.row_labels.slice(0, d.R).map((lab, r) => {
+    this.labelEls = Array.from({ length: d.R }, (_, r) => rowLabel(d.meta, r)).map((lab, r) => {
       const e = h("div", { class: "rw-row-label", text: lab, title: d.meta.hook_names[r] ?? lab });
       this.labels.append(e);
       return e;
     });
-    while (this.labelEls.length < d.R) {
-      const e = h("div", { class: "rw-row-label", text: String(this.labelEls.length) });
-      this.labels.append(e);
-      this.labelEls.push(e);
-    }
     this.labels.append(h("div", { class: "rw-row-label rw-axis-label", text: "pos" }));
     this.labelEls[this.layer]?.classList.add("rw-row-current");
   }
@@ -463,7 +458,7 @@ export class Heatmap {
     ctx.fillText(title, 6, titleH / 2, w - 12);
     ctx.font = this.font(11);
     ctx.textAlign = "right";
-    d.meta.row_labels.slice(0, d.R).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
+    Array.from({ length: d.R }, (_, r) => rowLabel(d.meta, r)).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
     ctx.translate(labelW, titleH);
     this.paint(ctx);
     return new Promise((resolve, reject) =>

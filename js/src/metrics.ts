@@ -2,7 +2,7 @@
 // accessor for a cell's value, five scale builders (fixed, robust max, diverging, log rank, log),
 // and the legend title filled from the entry's template. No metric is named in this file.
 
-import { isBos, type LensData, type Values } from "./codecs";
+import { isBos, rowLabel, type LensData, type Values } from "./codecs";
 import { RDBU, VIRIDIS, sample, type ColorMap } from "./colors";
 import { GRID_SCALE, METRICS, lensLabel, metricSpec, type MetricName, type MetricSpec } from "./protocol";
 import { tauChoice } from "./tau";
@@ -171,7 +171,7 @@ export function scaleFor(d: LensData, m: MetricName, o: ViewOpts): Scale {
   const s = metricSpec(m) ?? METRICS[0];
   const body = (SCALES[s.scale] ?? SCALES.robust)(d, s, o);
   const bos = body.robust && d.T > 1 && Array.from({ length: d.T }, (_, p) => isBos(d, p)).some(Boolean) ? "BOS column excluded from the scale range" : "";
-  const rows = s.rows === "layers" ? `row “${d.meta.row_labels[0] ?? "embed"}” has no layer output` : "";
+  const rows = s.rows === "layers" ? `row “${rowLabel(d.meta, 0)}” has no layer output` : "";
   return {
     map: body.map,
     ticks: body.ticks,

@@ -387,7 +387,8 @@ class ResidWidget(anywidget.AnyWidget):
         echoed to other views; a refused value shows in the banner and the browser gets the kept one."""
         accepted, refused, problems = {}, [], []
         for name, value in sync_data.items():
-            if name not in self.keys:
+            if name not in TRAITS:  # not the contract's (ipywidgets' own layout, tooltip...): as before
+                accepted[name] = value
                 continue
             try:
                 if not browser_may_set(name):
