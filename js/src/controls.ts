@@ -80,11 +80,12 @@ export class Editor {
   }
 
   values(): EditValues {
-    const k = Math.round(Number(this.topk.value));
     return {
       prompt: this.prompt.value,
       targets: parseTargets(this.targets.value),
-      top_k: Number.isFinite(k) && k >= 1 ? k : 1,
+      // as typed (an empty field reads 0): Python's contract says what is wrong with 0, 101 or 1.9
+      // instead of this view rounding or clamping it silently
+      top_k: Number(this.topk.value),
       lens: this.lens.value,
     };
   }

@@ -109,3 +109,30 @@ def test_target_metric_comes_back_with_the_targets(chromium_browser, frontend_bu
         assert ["metric", "top1_prob"] not in page.evaluate("window.log.sets")  # the choice was kept
     finally:
         page.close()
+
+
+def test_top_k_is_sent_as_typed_and_the_error_shows(chromium_browser, frontend_bundle, demo_session):
+    """Issue 19 item 2: 101, 0 and 1.9 typed into top-k reach Python as typed (no silent clamping or
+    rounding); Python's contract answers with the error (banner) and edit_done (indicator gone)."""
+    from resid_widgets.payload.contract import ContractError, check
+
+    page = open_widget(chromium_browser, frontend_bundle, state=base_state(top_k=5))
+    try:
+        view = page.get_attribute(".rw-root", "data-view")
+        for n, typed in enumerate(["101", "0", "1.9"], 1):
+            page.fill(".rw-topk-input", typed)
+            page.wait_for_function(f"window.log.sends.filter(m => m.type === 'edit').length === {n}", timeout=3000)
+            edit = [m for m in page.evaluate("window.log.sends") if m["type"] == "edit"][-1]
+            assert edit["changes"] == {"top_k": float(typed)}, edit
+            try:
+                check("top_k", edit["changes"]["top_k"])
+            except ContractError as exc:
+                message = str(exc)
+            page.evaluate(
+                "([v, s, e]) => { window.py.set('error', e); window.py.reply({type: 'edit_done', view: v, seq: s, error: e}); }",
+                [view, edit["seq"], message],
+            )
+            page.wait_for_selector(".rw-status", state="hidden")
+            assert page.text_content(".rw-error-text") == message and "top_k" in message
+    finally:
+        page.close()
