@@ -149,6 +149,7 @@ class Checked(TraitType):
 
     def __init__(self, name: str, **kwargs: Any):
         self.contract_name = name
+        kwargs.setdefault("help", TRAITS[name].get("about", ""))
         super().__init__(default_value=TRAITS[name]["default"], **kwargs)
 
     def validate(self, obj: Any, value: Any) -> Any:

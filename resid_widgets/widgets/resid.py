@@ -32,7 +32,7 @@ from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.contract import Checked, ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
-from resid_widgets.payload.protocol import TRAITS
+from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
 from resid_widgets.session import as_session
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
@@ -59,7 +59,7 @@ def _bundle_file(name: str) -> Path:
     return path
 
 
-__all__ = ["DEMO_PROMPT", "DEFAULT_PROMPT", "MAX_TOP_K", "ResidWidget", "as_session"]
+__all__ = ["DEMO_PROMPT", "DEFAULT_PROMPT", "MAX_TOP_K", "METRICS", "ResidWidget", "as_session"]
 
 
 
