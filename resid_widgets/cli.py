@@ -54,7 +54,7 @@ def format_summary(analysis, *, top_k: int) -> str:
         mean = float(pct[keep].mean()) if keep.any() else float(pct.mean())
         attn = "" if r == 0 else f"{analysis.attn_norm[r - 1][keep].mean():9.2f}"
         mlp = "" if r == 0 else f"{analysis.mlp_norm[r - 1][keep].mean():9.2f}"
-        kl = analysis.kl_to_output[r][keep].mean() if keep.any() else analysis.kl_to_output[r].mean()
+        kl = analysis.kl[r][keep].mean() if keep.any() else analysis.kl[r].mean()
         row = f"{label:>6} {mean:11.2f} {pct[last]:11.2f} {analysis.resid_norm[r][keep].mean():9.2f} {attn:>9} {mlp:>9} {kl:8.3f}"
         row += "".join(f" {int(analysis.target_ranks[r, last, j]):14d}" for j in range(len(analysis.targets)))
         lines.append(row)

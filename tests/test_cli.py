@@ -39,7 +39,7 @@ def test_lens_option(tmp_path, capsys, demo_session):
     assert "lens: tuned" in text and "KL nats" in text
     a = demo_session.analyze("Mr. and Mrs.", top_k=3, lens="tuned")
     data = json.loads(out.read_text())
-    np.testing.assert_allclose(data["kl_to_output"], a.kl_to_output, rtol=1e-4, atol=1e-4)  # float32, two runs
+    np.testing.assert_allclose(data["kl"], a.kl, rtol=1e-4, atol=1e-4)  # float32, two runs
     np.testing.assert_array_equal(data["emergence_row"], a.emergence_row)
     assert main(["analyze", "Mr. and Mrs.", "--lens", "sideways"]) == 2
     assert "unknown lens" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from families import PROBE_IDS, build_family_dir
 from resid_widgets import Session
 
 FIELDS = [
-    "top_ids", "top_probs", "log_norm", "target_ranks", "target_logits", "entropy", "kl_to_output", "final_top1_rank",
+    "top_ids", "top_probs", "log_norm", "target_ranks", "target_logits", "entropy", "kl", "final_rank",
     "projection_pct", "projection_final_pct", "resid_norm", "attn_norm", "mlp_norm", "emergence_row", "target_emergence",
 ]
 BASE = PROBE_IDS + [5, 9, 77, 301]  # 16 tokens

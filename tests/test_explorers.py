@@ -517,7 +517,7 @@ def test_compare_widget_two_lenses_on_one_prompt(demo_session):
             np.testing.assert_allclose(d["b_mean"], vb[:, 1:].mean(1), **tol)
             np.testing.assert_allclose(d["diff_mean"], d["b_mean"] - d["a_mean"])
             # ... and against the analyses the session gives for each lens
-            field = {"kl": "kl_to_output", "entropy": "entropy", "final_rank": "final_top1_rank", "resid_norm": "resid_norm"}[metric]
+            field = metric  # the metric name is the Analysis attribute
             for key, lens in (("a_last", "logit"), ("b_last", "tuned")):
                 again = np.asarray(getattr(demo_session.analyze(prompt, lens=lens), field), np.float64)[:, -1]
                 np.testing.assert_allclose(d[key], again, rtol=1e-4, atol=1e-3)  # a re-run reuses the cached pass: float32 noise
@@ -538,7 +538,7 @@ def test_compare_widget_two_lenses_on_one_prompt(demo_session):
         w.text_a.value = "It was a fine morning."
         assert w.status.value == "" and w.a.prompt == w.b.prompt == "It was a fine morning." and w.lenses == ("logit", "tuned")
         np.testing.assert_allclose(
-            w.data()["b_last"], demo_session.analyze("It was a fine morning.", lens="tuned").kl_to_output[:, -1], rtol=0, atol=1e-3
+            w.data()["b_last"], demo_session.analyze("It was a fine morning.", lens="tuned").kl[:, -1], rtol=0, atol=1e-3
         )
         with pytest.raises(ValueError, match="one prompt"):
             w.set_prompts(b="Another prompt.")
@@ -553,6 +553,6 @@ def test_compare_widget_two_lenses_on_one_prompt(demo_session):
     w = CompareWidget(demo_session, "Mr. and Mrs.", "It was a fine morning.", lens="jacobian", metric="kl")
     try:
         assert w.lenses == ("jacobian", "jacobian") and "(jacobian lens)" in w._charts["last"].legend.value
-        np.testing.assert_allclose(w.data()["a_mean"], demo_session.analyze("Mr. and Mrs.", lens="jacobian").kl_to_output[:, 1:].mean(1), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(w.data()["a_mean"], demo_session.analyze("Mr. and Mrs.", lens="jacobian").kl[:, 1:].mean(1), rtol=0, atol=1e-3)
     finally:
         w.close()

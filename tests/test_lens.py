@@ -113,11 +113,11 @@ def test_block_readout_against_numpy(softcap):
     np.testing.assert_allclose(got["top_probs"], np.exp(np.take_along_axis(logp, order, -1)), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got["log_norm"], lse, rtol=1e-5)
     np.testing.assert_allclose(got["entropy"], -(np.exp(logp) * logp).sum(-1), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got["kl_to_output"], (np.exp(q) * (q - logp)).sum(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["kl"], (np.exp(q) * (q - logp)).sum(-1), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got["target_ranks"], (z[..., None, :] > z[..., [3, 7]][..., None]).sum(-1))
     q_top1 = q[:, 0].argmax(-1)
     thr = np.take_along_axis(z, np.broadcast_to(q_top1[:, None, None], (P, rows, 1)), -1)
-    np.testing.assert_array_equal(got["final_top1_rank"], (z > thr).sum(-1))
+    np.testing.assert_array_equal(got["final_rank"], (z > thr).sum(-1))
     known = read_block(x, readout, top_k=5, target_ids=[3, 7], known_logits=torch.from_numpy(z).float())
     for field in ("top_ids", "top_probs", "log_norm", "target_logits", "target_ranks", "entropy"):
         np.testing.assert_allclose(known[field], got[field], rtol=1e-5, atol=1e-6)

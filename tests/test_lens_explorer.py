@@ -60,7 +60,7 @@ def test_kl_by_row_against_numpy_and_the_lens_evaluation(kind, demo_session, by_
         s = kl_by_row(analyses, exclude_bos=exclude_bos)
         # (1) numpy over the analyses' arrays: pooled real positions, BOS dropped by hand
         cells = np.concatenate(
-            [np.asarray(a.kl_to_output, np.float64)[:, 1:] if exclude_bos else np.asarray(a.kl_to_output, np.float64) for a in analyses],
+            [np.asarray(a.kl, np.float64)[:, 1:] if exclude_bos else np.asarray(a.kl, np.float64) for a in analyses],
             axis=1,
         )
         assert s["n"] == cells.shape[1] == sum(a.n_tokens - exclude_bos for a in analyses)

@@ -394,7 +394,7 @@ def test_session_identity_jacobian_lens_equals_the_logit_lens(biased_model):
     plain = s.analyze(ids, top_k=5, targets=[7, 8])
     ident = Session(biased_model).analyze(ids, top_k=5, targets=[7, 8], lens=JacobianLens.identity(biased_model))
     assert ident.lens == "jacobian"
-    for f in ("top_ids", "top_probs", "log_norm", "target_ranks", "entropy", "kl_to_output", "final_top1_rank"):
+    for f in ("top_ids", "top_probs", "log_norm", "target_ranks", "entropy", "kl", "final_rank"):
         np.testing.assert_array_equal(getattr(ident, f), getattr(plain, f), err_msg=f)
 
 
@@ -412,9 +412,9 @@ def test_session_lens_readout_against_the_lens_and_the_model(demo_session, kind)
     q = logp[-1:]
     np.testing.assert_allclose(np.log(a.top_probs), logp.topk(5, -1).values.numpy(), rtol=1e-4, atol=2e-4)
     # float32 readout: KL is a difference of terms of the logits' size (hundreds at BOS), so 1e-3 nats
-    np.testing.assert_allclose(a.kl_to_output, (q.exp() * (q - logp)).sum(-1).numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(a.kl, (q.exp() * (q - logp)).sum(-1).numpy(), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(a.entropy, -(logp.exp() * logp).sum(-1).numpy(), rtol=1e-3, atol=2e-4)
-    assert np.abs(a.kl_to_output[-1]).max() == 0.0
+    assert np.abs(a.kl[-1]).max() == 0.0
 
 
 def test_switching_lenses_reuses_the_forward_pass(demo_session, monkeypatch):

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NEEDED = [
     "resid_widgets/static/widget.js",
     "resid_widgets/static/widget.css",
+    "resid_widgets/static/export.js",
     "resid_widgets/demo_model/config.json",
     "resid_widgets/demo_model/model.safetensors",
     "resid_widgets/demo_model/tokenizer.json",

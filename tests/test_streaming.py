@@ -123,7 +123,7 @@ def test_lens_switch_is_one_edit_and_switching_back_is_instant(demo_session, mon
         _edit(w, "v", 1, lens="tuned")
         w.wait()
         assert w.lens == "tuned" and w.analysis.lens == "tuned" and w._meta["lens"] == "tuned"
-        assert (w.analysis.kl_to_output[:-1].mean() < logit.kl_to_output[:-1].mean())  # the tuned lens reads closer
+        assert (w.analysis.kl[:-1].mean() < logit.kl[:-1].mean())  # the tuned lens reads closer
         runs = []
         real = w.session.stream
         monkeypatch.setattr(w.session, "stream", lambda *a, **k: runs.append(k.get("lens")) or real(*a, **k))

@@ -5,7 +5,10 @@
 // DataView at an arbitrary (unaligned) byteOffset, so every slice is copied before a typed array
 // is made from it. float16 is decoded by hand (Float16Array is not everywhere yet).
 
-export type DType = "float16" | "float32" | "int32" | "uint16" | "uint8";
+import type { DType } from "./contract.gen";
+import { DTYPE_BYTES, METRICS, registerExtras } from "./protocol";
+
+export type { DType } from "./contract.gen";
 
 export interface ArraySpec {
   offset: number;
@@ -40,6 +43,11 @@ export interface Meta {
   row_labels: string[];
   hook_names: string[];
   has_bos: boolean;
+  /** positions holding a BOS token the tokenizer prepended (Python's `Analysis.is_bos`) */
+  bos_positions?: number[];
+  /** metrics (and their arrays) registered in Python at run time: protocol.json entries */
+  extra_metrics?: unknown[];
+  extra_arrays?: unknown[];
   targets: string[];
   target_ids: number[];
   logit_diff: null | { answer: string; counterfactual: string };
@@ -50,6 +58,10 @@ export interface Meta {
   strings: Record<string, string>;
   arrays: Record<string, ArraySpec>;
 }
+
+/** A decoded payload array: ids and ranks as Int32Array (-1 = not read yet), values as Float32Array,
+ *  proj_grid as Uint8Array. */
+export type Values = Float32Array | Int32Array | Uint8Array;
 
 /** Everything the views need, decoded once per payload. Flat arrays are row-major. */
 export interface LensData {
@@ -62,23 +74,12 @@ export interface LensData {
   L: number;
   /** number of targets */
   nTargets: number;
+  /** every payload array by its protocol.json name (the metric registry's `array`) */
+  arrays: Map<string, Values>;
   tokenIds: Int32Array; // [T]
   top1Id: Int32Array; // [R,T]
   top1Prob: Float32Array; // [R,T]
-  projPct: Float32Array; // [R,T]
   projGrid: Uint8Array | null; // [G,R,T], value/2.55 = %
-  projFinal: Float32Array | null; // [T]
-  residNorm: Float32Array | null; // [R,T]
-  attnNorm: Float32Array | null; // [L,T]
-  mlpNorm: Float32Array | null; // [L,T]
-  targetRank: Int32Array | null; // [R,T,n]
-  targetProb: Float32Array | null; // [R,T,n]
-  logitDiff: Float32Array | null; // [R,T]
-  /** how the lens reads compared with the model's output (per cell): KL(output ‖ lens) and entropy in
-   *  nats, the rank of the model's own final top-1; the row from which that top-1 stays in the top-k */
-  kl: Float32Array | null; // [R,T]
-  entropy: Float32Array | null; // [R,T]
-  finalRank: Int32Array | null; // [R,T]
   emergence: Int32Array | null; // [T] (-1: never)
   /** optional (static export): full top-k per cell */
   topIds: Int32Array | null; // [R,T,k]
@@ -89,7 +90,7 @@ export interface LensData {
 
 export type PayloadInput = DataView | ArrayBuffer | Uint8Array | null | undefined;
 
-const BYTES: Record<DType, number> = { float16: 2, float32: 4, int32: 4, uint16: 2, uint8: 1 };
+const BYTES: Readonly<Record<string, number>> = DTYPE_BYTES;
 
 /** IEEE 754 half -> float32, via a 64 Ki lookup table built on first use. */
 let HALF_TABLE: Float32Array | null = null;
@@ -204,7 +205,15 @@ export function isMeta(x: unknown): x is Meta {
   return !!m && typeof m === "object" && typeof m.n_rows === "number" && !!m.arrays;
 }
 
+/** Decode one array into its view form (see `Values`). */
+function decodeArray(data: PayloadInput, spec: ArraySpec): Values {
+  if (spec.dtype === "uint8") return readArray(data, spec) as Uint8Array;
+  if (spec.dtype === "uint16" || spec.dtype === "int32") return i32(data, spec)!;
+  return f32(data, spec)!;
+}
+
 export function decodePayload(meta: Meta, data: PayloadInput): LensData {
+  registerExtras(meta);
   const A = meta.arrays;
   const R = meta.n_rows;
   const T = meta.n_tokens;
@@ -215,19 +224,12 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
   }
   expectShape("token_ids", A.token_ids, [T]);
   expectShape("top1_id", A.top1_id, [R, T]);
-  expectShape("top1_prob", A.top1_prob, [R, T]);
-  expectShape("proj_pct", A.proj_pct, [R, T]);
   expectShape("proj_grid", A.proj_grid, [(meta.tau_grid ?? []).length, R, T]);
-  expectShape("resid_norm", A.resid_norm, [R, T]);
-  expectShape("attn_norm", A.attn_norm, [L, T]);
-  expectShape("mlp_norm", A.mlp_norm, [L, T]);
-  expectShape("logit_diff", A.logit_diff, [R, T]);
-  expectShape("kl", A.kl, [R, T]);
-  expectShape("entropy", A.entropy, [R, T]);
-  expectShape("final_rank", A.final_rank, [R, T]);
   expectShape("emergence", A.emergence, [T]);
-  if (A.target_rank) expectShape("target_rank", A.target_rank, [R, T, nTargets]);
-  if (A.target_prob) expectShape("target_prob", A.target_prob, [R, T, nTargets]);
+  for (const m of METRICS) {
+    const rows = m.rows === "layers" ? L : R;
+    expectShape(m.array, A[m.array], m.per_target ? [rows, T, nTargets] : [rows, T]);
+  }
   const topK = A.top_ids ? A.top_ids.shape[2] ?? 0 : 0;
   if (A.top_ids) expectShape("top_ids", A.top_ids, [R, T, topK]);
   if (A.top_probs) expectShape("top_probs", A.top_probs, [R, T, topK]);
@@ -235,34 +237,43 @@ export function decodePayload(meta: Meta, data: PayloadInput): LensData {
   const strings = new Map<number, string>();
   for (const [k, v] of Object.entries(meta.strings ?? {})) strings.set(Number(k), String(v));
 
-  const grid = A.proj_grid ? readArray(data, A.proj_grid) : null;
+  const arrays = new Map<string, Values>();
+  for (const [name, spec] of Object.entries(A)) arrays.set(name, decodeArray(data, spec));
+  const full = !!(A.top_ids && A.top_probs);
   return {
     meta,
     R,
     T,
     L,
     nTargets,
-    tokenIds: i32(data, A.token_ids)!,
-    top1Id: i32(data, A.top1_id)!,
-    top1Prob: f32(data, A.top1_prob)!,
-    projPct: f32(data, A.proj_pct)!,
-    projGrid: grid ? (grid instanceof Uint8Array ? grid : Uint8Array.from(grid as ArrayLike<number>)) : null,
-    projFinal: f32(data, A.proj_final),
-    residNorm: f32(data, A.resid_norm),
-    attnNorm: f32(data, A.attn_norm),
-    mlpNorm: f32(data, A.mlp_norm),
-    targetRank: nTargets ? i32(data, A.target_rank) : null,
-    targetProb: nTargets ? f32(data, A.target_prob) : null,
-    logitDiff: meta.logit_diff ? f32(data, A.logit_diff) : null,
-    kl: f32(data, A.kl),
-    entropy: f32(data, A.entropy),
-    finalRank: i32(data, A.final_rank),
-    emergence: A.emergence ? i32(data, A.emergence) : null,
-    topIds: A.top_ids && A.top_probs ? i32(data, A.top_ids) : null,
-    topProbs: A.top_ids && A.top_probs ? f32(data, A.top_probs) : null,
-    topK: A.top_ids && A.top_probs ? topK : 0,
+    arrays,
+    tokenIds: arrays.get("token_ids") as Int32Array,
+    top1Id: arrays.get("top1_id") as Int32Array,
+    top1Prob: arrays.get("top1_prob") as Float32Array,
+    projGrid: (arrays.get("proj_grid") as Uint8Array | undefined) ?? null,
+    emergence: (arrays.get("emergence") as Int32Array | undefined) ?? null,
+    topIds: full ? (arrays.get("top_ids") as Int32Array) : null,
+    topProbs: full ? (arrays.get("top_probs") as Float32Array) : null,
+    topK: full ? topK : 0,
     strings,
   };
+}
+
+/** The BOS rule, defined once: position `p` holds a BOS token the tokenizer prepended, as Python
+ *  sent it (`bos_positions` = `Analysis.is_bos`); a header without it: `has_bos` at position 0. */
+export function isBos(d: LensData, p: number): boolean {
+  const bos = d.meta.bos_positions;
+  return bos ? bos.includes(p) : !!d.meta.has_bos && p === 0;
+}
+
+/** The heatmap's label of residual row `row` ("embed", "0", "1", ...: row l + 1 = after layer l). */
+export function rowLabel(meta: Meta, row: number): string {
+  return meta.row_labels[row] ?? String(row);
+}
+
+/** A residual row in prose, with the heatmap's label: "the embeddings", "layer 3". */
+export function rowName(meta: Meta, row: number): string {
+  return row === 0 ? "the embeddings" : `layer ${rowLabel(meta, row)}`;
 }
 
 /** Token text for an id ("⟨id⟩" when the string table lacks it). */

@@ -1,10 +1,10 @@
 // Inputs: the prompt editor (prompt, targets, top-k) and the toolbar (layer and τ sliders,
 // metric and target pickers, PNG button). Views only: widget.ts decides what the events mean.
 
-import type { LensData } from "./codecs";
+import { rowLabel, type LensData } from "./codecs";
 import { h } from "./dom";
 import { METRICS, available, fmt, type MetricName } from "./metrics";
-import { LENSES } from "./protocol";
+import { LENSES, TRAITS, lensLabel } from "./protocol";
 import { tauChoice } from "./tau";
 import { visible } from "./text";
 
@@ -28,8 +28,6 @@ export interface EditValues {
   lens: string;
 }
 
-const LENS_LABELS: Record<string, string> = { logit: "logit lens", jacobian: "Jacobian lens", tuned: "tuned lens" };
-
 export class Editor {
   readonly el: HTMLDivElement;
   readonly prompt: HTMLTextAreaElement;
@@ -38,7 +36,7 @@ export class Editor {
   readonly lens: HTMLSelectElement;
   private readonly note: HTMLParagraphElement;
 
-  constructor(onInput: () => void) {
+  constructor(onInput: () => void, onCommit: () => void = onInput) {
     const pid = nextId("prompt");
     const tid = nextId("targets");
     const kid = nextId("topk");
@@ -51,14 +49,14 @@ export class Editor {
       placeholder: "single tokens, comma-separated",
       title: "Comma-separated target tokens; spaces are kept (a leading space is part of the token)",
     });
-    this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: 1, max: 100, step: 1 });
+    this.topk = h("input", { class: "rw-topk-input", id: kid, type: "number", min: TRAITS.top_k.min, max: TRAITS.top_k.max, step: 1 });
     const lid = nextId("lens");
     this.lens = h("select", {
       class: "rw-lens",
       id: lid,
       title: "How each residual row is read out: the logit lens (as is), the Jacobian lens (transported by the average Jacobian to the last layer) or the tuned lens (a trained affine translator per row)",
     });
-    for (const l of LENSES) this.lens.append(h("option", { value: l, text: LENS_LABELS[l] ?? l }));
+    for (const l of LENSES) this.lens.append(h("option", { value: l, text: lensLabel(l) }));
     this.note = h("p", { class: "rw-static-note", hidden: true, text: "Static export: editing is disabled (hover, layer and τ still work)." });
     this.el = h(
       "div",
@@ -78,15 +76,16 @@ export class Editor {
       this.note,
     );
     for (const e of [this.prompt, this.targets, this.topk]) e.addEventListener("input", onInput);
-    this.lens.addEventListener("change", onInput);
+    this.lens.addEventListener("change", onCommit);
   }
 
   values(): EditValues {
-    const k = Math.round(Number(this.topk.value));
     return {
       prompt: this.prompt.value,
       targets: parseTargets(this.targets.value),
-      top_k: Number.isFinite(k) && k >= 1 ? k : 1,
+      // as typed (an empty field reads 0): Python's contract says what is wrong with 0, 101 or 1.9
+      // instead of this view rounding or clamping it silently
+      top_k: Number(this.topk.value),
       lens: this.lens.value,
     };
   }
@@ -195,6 +194,10 @@ export class Toolbar {
     const G = d.meta.tau_grid?.length ?? 0;
     this.tau.max = String(Math.max(0, G - 1));
     this.tau.disabled = !d.projGrid || G === 0;
+    if (this.metric.options.length !== METRICS.length) {
+      // metrics registered in Python at run time arrive with the payload
+      this.metric.replaceChildren(...METRICS.map((m) => h("option", { value: m.name, text: m.label })));
+    }
     for (const o of Array.from(this.metric.options)) {
       o.disabled = !available(d, o.value as MetricName);
     }
@@ -203,8 +206,8 @@ export class Toolbar {
 
   showLayer(d: LensData, layer: number): void {
     this.layer.value = String(layer);
-    const lab = d.meta.row_labels[layer] ?? String(layer);
-    this.layerOut.textContent = layer === 0 ? "embed" : lab;
+    const lab = rowLabel(d.meta, layer);
+    this.layerOut.textContent = lab;
     this.layer.setAttribute("aria-valuetext", `${lab} (${d.meta.hook_names[layer] ?? ""})`);
     this.layer.title = d.meta.hook_names[layer] ?? lab;
   }

@@ -16,6 +16,8 @@ import type { AnyModel } from "./model";
 
 export const EDIT_DEBOUNCE_MS = 500;
 const EDIT_SAFETY_MS = 120_000;
+/** A lens switch is often answered from Python's cache at once: "computing…" only after this long. */
+export const QUIET_MS = 250;
 
 export class PendingEdits {
   private seq = 0; // last edit seq sent by this view
@@ -23,6 +25,11 @@ export class PendingEdits {
   private requested: EditValues;
   private readonly debounced = debounce(() => this.send(), EDIT_DEBOUNCE_MS);
   private readonly safety = debounce(() => this.settle(), EDIT_SAFETY_MS);
+  private quiet = false; // a lens-only edit within QUIET_MS: not shown as busy yet
+  private readonly unquiet = debounce(() => {
+    this.quiet = false;
+    this.onChange();
+  }, QUIET_MS);
 
   constructor(
     private readonly model: AnyModel,
@@ -54,9 +61,15 @@ export class PendingEdits {
     return this.debounced.pending();
   }
 
-  /** This view's last edit is unanswered. */
+  /** This view's last edit is unanswered (a lens switch: and has been for QUIET_MS). */
   get busy(): boolean {
-    return this.awaiting;
+    return this.awaiting && !this.quiet;
+  }
+
+  /** A choice that needs no typing pause (the lens menu): send now. */
+  commit(): void {
+    this.debounced.cancel();
+    this.send();
   }
 
   /** The model's values changed: they are what this view has "requested" from now on. */
@@ -79,6 +92,8 @@ export class PendingEdits {
     this.requested = { ...r, ...changes };
     this.seq += 1;
     this.awaiting = true;
+    this.quiet = Object.keys(changes).every((k) => k === "lens");
+    if (this.quiet) this.unquiet.call();
     this.safety.call();
     const win = this.window();
     this.model.send({ type: "edit", view: this.viewId, seq: this.seq, changes, ...(win ? { window: win } : {}) });
@@ -101,6 +116,8 @@ export class PendingEdits {
   private settle(): void {
     if (!this.awaiting) return;
     this.awaiting = false;
+    this.quiet = false;
+    this.unquiet.cancel();
     this.safety.cancel();
     this.onChange();
   }
@@ -108,5 +125,6 @@ export class PendingEdits {
   dispose(): void {
     this.debounced.cancel();
     this.safety.cancel();
+    this.unquiet.cancel();
   }
 }

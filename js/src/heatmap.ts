@@ -12,10 +12,11 @@
 // Theme colours (grid lines, text, band) are read from the --jp-* variables at draw time;
 // `themeChanged()` redraws when they differ from the last draw.
 
-import { tokenText, type LensData } from "./codecs";
+import { rowLabel, tokenText, type LensData } from "./codecs";
 import { css, sample, textOn } from "./colors";
 import { h } from "./dom";
 import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
+import { TRAITS } from "./protocol";
 import { truncate, visible } from "./text";
 import "./narrow.css";
 
@@ -97,7 +98,7 @@ export class Heatmap {
   private labelEls: HTMLDivElement[] = [];
 
   private d: LensData | null = null;
-  private metric: MetricName = "projection";
+  private metric: MetricName = TRAITS.metric.default;
   private opts: ViewOpts = { tauIdx: null, target: 0 };
   private scale: Scale | null = null;
 
@@ -240,16 +241,11 @@ export class Heatmap {
   private buildLabels(): void {
     const d = this.d!;
     this.labels.replaceChildren();
-    this.labelEls = d.meta.row_labels.slice(0, d.R).map((lab, r) => {
+    this.labelEls = Array.from({ length: d.R }, (_, r) => rowLabel(d.meta, r)).map((lab, r) => {
       const e = h("div", { class: "rw-row-label", text: lab, title: d.meta.hook_names[r] ?? lab });
       this.labels.append(e);
       return e;
     });
-    while (this.labelEls.length < d.R) {
-      const e = h("div", { class: "rw-row-label", text: String(this.labelEls.length) });
-      this.labels.append(e);
-      this.labelEls.push(e);
-    }
     this.labels.append(h("div", { class: "rw-row-label rw-axis-label", text: "pos" }));
     this.labelEls[this.layer]?.classList.add("rw-row-current");
   }
@@ -353,7 +349,31 @@ export class Heatmap {
       }
     }
 
-    // ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k
+    this.paintEmergence(ctx, fg, bg);
+
+    // x axis: input tokens when wide, position numbers otherwise
+    ctx.fillStyle = fg;
+    ctx.font = this.font(10);
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "center";
+    const y = gh + AXIS_H / 2 + 1;
+    if (cellW >= 30) {
+      const charW = ctx.measureText("M").width || 6;
+      const maxChars = Math.max(1, Math.floor((cellW - 3) / charW));
+      for (let p = 0; p < d.T; p++) {
+        const t = cellLabel(tokenText(d, d.tokenIds[p]), maxChars);
+        ctx.fillText(t, p * cellW + cellW / 2, y, cellW - 2);
+      }
+    } else {
+      const every = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((n) => n * cellW >= 36) ?? 1000;
+      for (let p = 0; p < d.T; p += every) ctx.fillText(String(p), p * cellW + cellW / 2, y);
+    }
+  }
+
+  /** ◆ where the model's final top-1 emerges: the first row from which it stays in the lens's top-k. */
+  private paintEmergence(ctx: CanvasRenderingContext2D, fg: string, bg: string): void {
+    const d = this.d!;
+    const { cellW, rowH } = this;
     if (d.emergence && rowH >= 8 && cellW >= 14) { // narrower cells: the tooltip says it (a mark would hide the colour)
       const sz = Math.max(2, Math.min(4, rowH / 4, cellW / 3));
       ctx.strokeStyle = bg;
@@ -375,23 +395,6 @@ export class Heatmap {
       }
     }
 
-    // x axis: input tokens when wide, position numbers otherwise
-    ctx.fillStyle = fg;
-    ctx.font = this.font(10);
-    ctx.textBaseline = "middle";
-    ctx.textAlign = "center";
-    const y = gh + AXIS_H / 2 + 1;
-    if (cellW >= 30) {
-      const charW = ctx.measureText("M").width || 6;
-      const maxChars = Math.max(1, Math.floor((cellW - 3) / charW));
-      for (let p = 0; p < d.T; p++) {
-        const t = cellLabel(tokenText(d, d.tokenIds[p]), maxChars);
-        ctx.fillText(t, p * cellW + cellW / 2, y, cellW - 2);
-      }
-    } else {
-      const every = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((n) => n * cellW >= 36) ?? 1000;
-      for (let p = 0; p < d.T; p += every) ctx.fillText(String(p), p * cellW + cellW / 2, y);
-    }
   }
 
   private draw(): void {
@@ -532,7 +535,7 @@ export class Heatmap {
     titleLines.forEach((line, i) => ctx.fillText(line, pad, 4 + 16 * i + 8));
     ctx.font = this.font(11);
     ctx.textAlign = "right";
-    d.meta.row_labels.slice(0, d.R).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
+    Array.from({ length: d.R }, (_, r) => rowLabel(d.meta, r)).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
     ctx.save();
     ctx.translate(labelW, titleH);
     this.paint(ctx, LIGHT);

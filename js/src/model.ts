@@ -1,18 +1,28 @@
 // The anywidget model interface the views use (get/set/on/off/save_changes/send): JupyterLab,
 // Notebook 7, VS Code, Colab and the static export's in-page model all provide it.
 
+import type { WidgetModel } from "./contract.gen";
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
-export interface AnyModel {
-  get(key: string): any;
-  set(key: string, value: unknown): void;
+/** anywidget's model, typed by the traits of protocol.json (`WidgetModel`, generated): the same
+ *  shape as anywidget's `AnyModel<T>` in `RenderProps<T>`. */
+export interface AnyModel<T = WidgetModel> {
+  get<K extends keyof T & string>(key: K): T[K];
+  set<K extends keyof T & string>(key: K, value: T[K]): void;
   on(event: string, cb: (...args: any[]) => void): void;
   off(event?: string | null, cb?: ((...args: any[]) => void) | null): void;
   save_changes(): void;
   send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
 }
 
+/** What anywidget passes to `render` (its `RenderProps<T>`), typed by the traits. */
+export interface RenderProps<T = WidgetModel> {
+  model: AnyModel<T>;
+  el: HTMLElement;
+}
+
 /** Subscribe to model events; the returned function unsubscribes all of them. */
-export function subscriber(model: AnyModel) {
+export function subscriber<T>(model: AnyModel<T>) {
   const offs: (() => void)[] = [];
   return {
     on(evt: string, cb: (...a: any[]) => void): void {

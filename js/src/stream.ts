@@ -6,13 +6,13 @@
 // begin: the new analysis' header and every array for positions [keep, T); positions [0, keep) are
 //        those of payload `base_seq`, which this view must be showing (else it waits for the
 //        final payload); lens: the lens arrays of positions [p0, p1); done: emergence rows.
-// Each array's axis of positions comes from protocol.json (`position_axis`). The merged arrays are
+// Each array's axis of positions comes from protocol.json (`arrays[].position_axis`). The merged arrays are
 // kept in wire form (the payload's dtypes), so showing a stage is one `decodePayload`.
 
 import type { ArraySpec, Meta } from "./codecs";
-import { POSITION_AXIS, versionProblem } from "./protocol";
+import { DTYPE_BYTES, positionAxis, versionProblem } from "./protocol";
 
-const WIDTH: Record<string, number> = { float16: 2, float32: 4, int32: 4, uint16: 2, uint8: 1 };
+const WIDTH = DTYPE_BYTES;
 
 export interface Wire {
   meta: Meta;
@@ -84,7 +84,7 @@ export class StreamMerger {
     for (const [name, spec] of Object.entries(msg.arrays)) {
       const dst = live.meta.arrays[name];
       if (!dst) continue;
-      copyPositions(part, spec, 0, live.blob, dst, p0, p1 - p0, POSITION_AXIS[name] ?? 0);
+      copyPositions(part, spec, 0, live.blob, dst, p0, p1 - p0, positionAxis(name));
     }
     Object.assign(live.meta.strings, msg.strings);
     return { meta: { ...live.meta }, blob: live.blob };
@@ -106,7 +106,7 @@ export class StreamMerger {
     let offset = 0;
     for (const [name, spec] of Object.entries(msg.arrays)) {
       const shape = spec.shape.slice();
-      shape[POSITION_AXIS[name] ?? 0] = T;
+      shape[positionAxis(name)] = T;
       offset += (8 - (offset % 8)) % 8;
       arrays[name] = { offset, dtype: spec.dtype, shape };
       offset += count(shape) * WIDTH[spec.dtype];
@@ -114,7 +114,7 @@ export class StreamMerger {
     const blob = new Uint8Array(offset);
     const [p0, p1] = msg.positions;
     for (const [name, spec] of Object.entries(msg.arrays)) {
-      const axis = POSITION_AXIS[name] ?? 0;
+      const axis = positionAxis(name);
       if (keep > 0) {
         const old = base!.meta.arrays[name];
         if (!old || old.dtype !== spec.dtype) return (this.live = null);

@@ -9,7 +9,7 @@
 // only the predictions of chips scrolled into view; the others are marked stale and painted when
 // the strip scrolls to them (a wrapping row of 256 chips costs several ms of style and layout).
 
-import { tokenText, type LensData } from "./codecs";
+import { isBos, rowName, tokenText, type LensData } from "./codecs";
 import { css, sample, textOn } from "./colors";
 import { h } from "./dom";
 import { valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
@@ -103,7 +103,7 @@ export class TokenStrip {
     this.painted = [];
     const frag = document.createDocumentFragment();
     for (let p = this.start; p < end; p++) {
-      const bos = d.meta.has_bos && p === 0;
+      const bos = isBos(d, p);
       const runs = chars[String(p)];
       const charText = charRunText(runs);
       const tok = h(
@@ -162,7 +162,7 @@ export class TokenStrip {
   private showCaption(): void {
     const d = this.d;
     if (!d) return;
-    const lab = this.layer === 0 ? "the embeddings" : `layer ${d.meta.row_labels[this.layer] ?? this.layer}`;
+    const lab = rowName(d.meta, this.layer);
     const by = this.colouring ? `coloured by ${this.colouring.label} (legend below the heatmap)` : "";
     this.caption.textContent = `input tokens; under each, the top-1 next-token prediction at ${lab}${by ? `, ${by}` : ""}`;
   }

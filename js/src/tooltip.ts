@@ -1,8 +1,9 @@
 // Cell details (hover tooltip and the pinned-cell panel share the same content builder).
 
-import { tokenText, type LensData } from "./codecs";
+import { isBos, rowName, tokenText, type LensData } from "./codecs";
 import { h } from "./dom";
-import { fmt, projAt, type ViewOpts } from "./metrics";
+import { METRICS, arrayAt, available, coversRow, fmt, valueAt, type MetricSpec, type ViewOpts } from "./metrics";
+import { lensLabel } from "./protocol";
 import { tauChoice } from "./tau";
 import { charRunText } from "./chars";
 import { visible } from "./text";
@@ -21,49 +22,64 @@ function kv(tbody: HTMLTableSectionElement, key: string, ...value: (Node | strin
   tbody.append(h("tr", {}, h("th", { scope: "row", text: key }), h("td", {}, ...value)));
 }
 
-/** Build the content for cell (row, pos). Pure DOM building; every string goes in as text. */
-export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, topk: TopK): HTMLDivElement {
+/** One tooltip line of a metric: its registry `tooltip` template, placeholders filled in. Tokens
+ *  ({top1} {final_top1} {target} {answer} {counterfactual}) become token chips, {v} the value, the
+ *  name of a payload array (e.g. {target_prob}) that array's value at the cell, {tau} {k} {lens_label}
+ *  text. Every string goes in as text. */
+function metricLine(d: LensData, s: MetricSpec, row: number, pos: number, o: ViewOpts): (Node | string)[] {
   const i = row * d.T + pos;
   const m = d.meta;
-  const label = m.row_labels[row] ?? String(row);
+  const { tau, k } = tauChoice(m, o.tauIdx);
+  const digits = s.digits ?? 3;
+  const tokens: Record<string, () => Node> = {
+    top1: () => tok(tokenText(d, d.top1Id[i]), "rw-tok rw-tip-top1"),
+    final_top1: () => tok(tokenText(d, d.top1Id[(d.R - 1) * d.T + pos])),
+    target: () => tok(m.targets[Math.min(o.target, d.nTargets - 1)] ?? ""),
+    answer: () => tok(m.logit_diff?.answer ?? ""),
+    counterfactual: () => tok(m.logit_diff?.counterfactual ?? ""),
+  };
+  const words: Record<string, () => string> = {
+    v: () => fmt(valueAt(d, s.name, row, pos, o), digits),
+    tau: () => fmt(tau, 3),
+    k: () => String(k),
+    lens_label: () => lensLabel(m.lens),
+  };
+  return s.tooltip.split(/(\{\w+\})/).filter((x) => x !== "").map((part) => {
+    const key = /^\{(\w+)\}$/.exec(part)?.[1];
+    if (!key) return part;
+    if (tokens[key]) return tokens[key]();
+    if (words[key]) return words[key]();
+    if (d.arrays.has(key)) return fmt(arrayAt(d, s, key, row, pos, o.target), digits);
+    return part;
+  });
+}
+
+/** Build the content for cell (row, pos). Pure DOM building; every string goes in as text. */
+export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, topk: TopK): HTMLDivElement {
+  const m = d.meta;
   const inTok = tokenText(d, d.tokenIds[pos]);
-  const isBos = m.has_bos && pos === 0;
 
   const head = h(
     "div",
     { class: "rw-tip-head" },
     h("span", { class: "rw-tip-pos", text: `pos ${pos}` }),
     tok(inTok, "rw-tok rw-tip-input"),
-    isBos ? h("span", { class: "rw-bos-flag", text: "BOS" }) : null,
+    isBos(d, pos) ? h("span", { class: "rw-bos-flag", text: "BOS" }) : null,
   );
   const chars = charRunText(m.chars?.[String(pos)]);
-  const sub = h("div", {
-    class: "rw-tip-layer",
-    text: `${row === 0 ? "embeddings" : `layer ${label}`} · ${m.hook_names[row] ?? ""}`,
-  });
+  const sub = h("div", { class: "rw-tip-layer", text: `${rowName(m, row)} · ${m.hook_names[row] ?? ""}` });
 
+  // one line per metric of the registry that this cell has (per-target metrics: one per target)
   const body = h("tbody");
-  kv(body, "top-1", tok(tokenText(d, d.top1Id[i]), "rw-tok rw-tip-top1"), ` ${fmt(d.top1Prob[i], 3)}`);
-  const { tau, k } = tauChoice(m, o.tauIdx);
-  kv(body, "projection", `${fmt(projAt(d, row, pos, o.tauIdx), 3)} % (τ ${fmt(tau, 3)}, k ${k})`);
-  for (let t = 0; t < d.nTargets && d.targetRank && d.targetProb; t++) {
-    const j = i * d.nTargets + t;
-    kv(body, "target", tok(m.targets[t] ?? ""), ` rank ${d.targetRank[j]} · p ${fmt(d.targetProb[j], 3)}`);
+  for (const s of METRICS) {
+    if (!available(d, s.name) || !coversRow(s, d, row)) continue;
+    const targets = s.per_target ? Array.from({ length: d.nTargets }, (_, t) => t) : [o.target];
+    for (const t of targets) kv(body, s.tooltip_label, ...metricLine(d, s, row, pos, { ...o, target: t }));
   }
-  if (d.logitDiff && m.logit_diff) {
-    kv(body, "logit diff", `${fmt(d.logitDiff[i], 3)} (`, tok(m.logit_diff.answer), " − ", tok(m.logit_diff.counterfactual), ")");
-  }
-  const lens = m.lens ?? "logit";
-  if (d.kl) kv(body, "KL to output", `${fmt(d.kl[i], 3)} nats (${lens} lens)`);
-  if (d.entropy) kv(body, "entropy", `${fmt(d.entropy[i], 3)} nats`);
-  if (d.finalRank && d.finalRank[i] >= 0) kv(body, "final top-1", tok(tokenText(d, d.top1Id[(d.R - 1) * d.T + pos])), ` rank ${d.finalRank[i]} here`);
   if (d.emergence) {
     const e = d.emergence[pos];
-    kv(body, "emerges", e < 0 ? "not yet read" : `from row ${m.row_labels[e] ?? e} on (stays in the top-${m.top_k})`);
+    kv(body, "emerges", e < 0 ? "not yet read" : `from ${rowName(m, e)} on (stays in the top-${m.top_k})`);
   }
-  if (d.residNorm) kv(body, "‖resid‖", fmt(d.residNorm[i], 4));
-  if (row > 0 && d.attnNorm) kv(body, "‖attn out‖", fmt(d.attnNorm[(row - 1) * d.T + pos], 4));
-  if (row > 0 && d.mlpNorm) kv(body, "‖MLP out‖", fmt(d.mlpNorm[(row - 1) * d.T + pos], 4));
 
   const list = h("div", { class: "rw-topk" });
   if (topk.state === "loading") list.append(h("div", { class: "rw-topk-status", text: "loading top-k…" }));

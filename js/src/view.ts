@@ -8,7 +8,8 @@ import { h } from "./dom";
 import { Header } from "./header";
 import { Heatmap, type Cell } from "./heatmap";
 import { Legend } from "./legend";
-import { METRICS, available, isMetric, scaleFor, type MetricName } from "./metrics";
+import { METRICS, available, isMetric, metricSpec, scaleFor, type MetricName } from "./metrics";
+import { TRAITS } from "./protocol";
 import { TokenStrip } from "./tokens";
 import { Tooltip, cellInfo } from "./tooltip";
 import { HOVER_DWELL_MS, TopKSource } from "./topk";
@@ -17,6 +18,8 @@ import type { ViewState } from "./viewstate";
 export interface ViewHooks {
   /** a keystroke in the prompt / targets / top-k fields */
   editInput(): void;
+  /** a choice to send at once (the lens menu) */
+  editCommit(): void;
   /** the view failed locally (decode, PNG): show this in the error banner */
   localError(msg: string): void;
 }
@@ -53,7 +56,7 @@ export class LensView {
       if (!(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) e.stopPropagation();
     });
     guardKeysFromLumino();
-    this.editor = new Editor(() => hooks.editInput());
+    this.editor = new Editor(() => hooks.editInput(), () => hooks.editCommit());
     this.toolbar = new Toolbar({
       layer: (l) => this.setLayer(l, true),
       tau: (i) => this.setTau(i),
@@ -93,7 +96,6 @@ export class LensView {
     this.data = d;
     if (!st.tauPending()) st.opts.tauIdx = null;
     st.opts.target = Math.min(st.opts.target, Math.max(0, d.nTargets - 1));
-    if (!available(d, st.metric)) st.metric = "projection";
     this.header.setData(d);
     this.editor.suggest(suggestedTargets(d));
     this.empty.hidden = true;
@@ -116,19 +118,30 @@ export class LensView {
     this.body.hidden = true;
   }
 
+  /** The metric drawn: the chosen one (the `metric` trait) while this payload has it, else the
+   *  trait's default (a probability). The choice is kept, so clearing the targets and adding them
+   *  again brings a target metric back. */
+  shownMetric(): MetricName {
+    const d = this.data;
+    const m = this.state.metric;
+    if (!d || available(d, m)) return m;
+    return available(d, TRAITS.metric.default) ? TRAITS.metric.default : METRICS[0].name;
+  }
+
   private redraw(): void {
     const d = this.data;
     if (!d) return;
     const st = this.state;
-    const s = scaleFor(d, st.metric, st.opts);
-    this.heatmap.setData(d, st.metric, st.opts, s);
-    this.legend.set(st.metric, s);
-    this.strip.setColouring(st.metric, st.opts, s, METRICS.find((m) => m.name === st.metric)?.label ?? st.metric);
-    this.toolbar.showMetric(st.metric, this.showTarget(), st.opts.target);
+    const m = this.shownMetric();
+    const s = scaleFor(d, m, st.opts);
+    this.heatmap.setData(d, m, st.opts, s);
+    this.legend.set(m, s);
+    this.strip.setColouring(m, st.opts, s, metricSpec(m)?.label ?? m);
+    this.toolbar.showMetric(m, this.showTarget(), st.opts.target);
   }
 
   private showTarget(): boolean {
-    return this.state.metric === "target_rank" && !!this.data && this.data.nTargets > 1;
+    return !!metricSpec(this.shownMetric())?.per_target && !!this.data && this.data.nTargets > 1;
   }
 
   // ------------------------------------------------------------------ layer / τ / metric / selection
@@ -154,21 +167,20 @@ export class LensView {
     const i = Math.max(0, Math.min(d.meta.tau_grid.length - 1, idx));
     this.state.scrubTau(i, d.meta.tau_grid[i]);
     this.toolbar.showTau(d, i);
-    if (this.state.metric === "projection") this.redraw();
+    if (metricSpec(this.shownMetric())?.tau_array) this.redraw();
     this.refreshTip();
     this.refreshPinned();
   }
 
   setMetric(m: MetricName, local: boolean): void {
-    if (!isMetric(m)) return;
     const st = this.state;
-    if (this.data && !available(this.data, m)) {
-      if (local) this.toolbar.showMetric(st.metric, this.showTarget(), st.opts.target); // refuse: revert the select
+    if (this.data && !isMetric(m)) return;
+    if (local && this.data && !available(this.data, m)) {
+      this.toolbar.showMetric(this.shownMetric(), this.showTarget(), st.opts.target); // refuse: revert the select
       return;
     }
-    const changed = m !== st.metric;
-    if (local && changed) st.writeMetric(m);
-    else st.metric = m;
+    if (local && m !== st.metric) st.writeMetric(m);
+    else st.metric = m; // a chosen metric this payload lacks is kept (shownMetric falls back)
     if (this.data) this.redraw();
   }
 
@@ -245,9 +257,9 @@ export class LensView {
     if (!d) return;
     try {
       const st = this.state;
-      const blob = await this.heatmap.toPNG(`${d.meta.model_name} · ${scaleFor(d, st.metric, st.opts).title}`);
+      const blob = await this.heatmap.toPNG(`${d.meta.model_name} · ${scaleFor(d, this.shownMetric(), st.opts).title}`);
       const url = URL.createObjectURL(blob);
-      const a = h("a", { class: "rw-download", href: url, download: `logit-lens-${st.metric}.png`, hidden: true });
+      const a = h("a", { class: "rw-download", href: url, download: `logit-lens-${this.shownMetric()}.png`, hidden: true });
       this.root.append(a);
       a.click();
       a.remove();

@@ -5,8 +5,10 @@
 // model echoes.
 
 import type { Cell } from "./heatmap";
-import { isMetric, type MetricName, type ViewOpts } from "./metrics";
+import type { MetricName, ViewOpts } from "./metrics";
+import { TRAITS } from "./protocol";
 import type { AnyModel } from "./model";
+import type { WidgetModel } from "./protocol";
 import { debounce } from "./dom";
 
 export const WRITE_BACK_MS = 600;
@@ -27,7 +29,7 @@ export class ViewState {
   constructor(private readonly model: AnyModel) {
     this.layer = Number(model.get("layer")) || 0;
     const m = model.get("metric");
-    this.metric = isMetric(m) ? m : "projection";
+    this.metric = typeof m === "string" && m ? m : TRAITS.metric.default; // run-time metrics arrive with the payload
     this.selected = ViewState.readSelected(model);
   }
 
@@ -36,7 +38,7 @@ export class ViewState {
     return Array.isArray(s) && s.length === 2 ? { row: Number(s[0]), pos: Number(s[1]) } : null;
   }
 
-  private write(key: string, value: unknown): void {
+  private write<K extends "layer" | "tau" | "metric" | "selected">(key: K, value: WidgetModel[K]): void {
     this.model.set(key, value);
     this.model.save_changes();
   }

@@ -10,8 +10,8 @@
 import "./styles.css";
 import { decodePayload, isMeta, payloadLength, requiredBytes, type LensData } from "./codecs";
 import { PendingEdits } from "./edits";
-import { newViewId, subscriber, type AnyModel } from "./model";
-import { versionProblem } from "./protocol";
+import { newViewId, subscriber, type AnyModel, type RenderProps } from "./model";
+import { versionProblem, type WidgetModel } from "./protocol";
 import { DetailsClient } from "./rpc";
 import { watchTheme } from "./theme";
 import { TopKSource } from "./topk";
@@ -23,122 +23,138 @@ export type { AnyModel } from "./model";
 export { EDIT_DEBOUNCE_MS } from "./edits";
 export { WRITE_BACK_MS } from "./viewstate";
 
-function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
-  const viewId = newViewId();
-  const state = new ViewState(model);
-  const details = new DetailsClient((msg) => model.send(msg), 10_000, viewId);
-  let localError = "";
-  const view = new LensView(state, new TopKSource(details, () => !!model.get("_static")), {
-    editInput: () => edits.input(),
-    localError: (msg) => {
-      localError = msg;
-      showError();
-    },
-  });
-  const edits = new PendingEdits(model, viewId, () => view.editor.values(), () => showStatus(), () => view.visible);
-  const merger = new StreamMerger();
-  view.root.dataset.view = viewId;
-  el.append(view.root);
+/** One view wired to the model: payloads and streamed stages in, status and errors shown. */
+class Wiring {
+  readonly viewId = newViewId();
+  readonly state: ViewState;
+  readonly details: DetailsClient;
+  readonly view: LensView;
+  readonly edits: PendingEdits;
+  readonly merger = new StreamMerger();
+  private localError = "";
+  private loadQueued = false;
 
-  function showStatus(): void {
-    const computing = model.get("status") === "computing";
-    view.showStatus(computing || edits.busy, computing ? Number(model.get("progress")) : null);
+  constructor(private readonly model: AnyModel) {
+    this.state = new ViewState(model);
+    this.details = new DetailsClient((msg) => model.send(msg), 10_000, this.viewId);
+    this.view = new LensView(this.state, new TopKSource(this.details, () => !!model.get("_static")), {
+      editInput: () => this.edits.input(),
+      editCommit: () => this.edits.commit(),
+      localError: (msg) => {
+        this.localError = msg;
+        this.showError();
+      },
+    });
+    this.edits = new PendingEdits(model, this.viewId, () => this.view.editor.values(), () => this.showStatus(), () => this.view.visible);
+    this.view.root.dataset.view = this.viewId;
   }
 
-  function showError(): void {
-    view.header.showError(String(model.get("error") ?? "") || localError);
+  showStatus(): void {
+    const computing = this.model.get("status") === "computing";
+    this.view.showStatus(computing || this.edits.busy, computing ? Number(this.model.get("progress")) : null);
   }
 
-  function syncEditor(): void {
-    const v = edits.syncFromModel();
-    if (v) view.setEditorValues(v);
+  showError(): void {
+    this.view.header.showError(String(this.model.get("error") ?? "") || this.localError);
+  }
+
+  syncEditor(): void {
+    const v = this.edits.syncFromModel();
+    if (v) this.view.setEditorValues(v);
   }
 
   /** Decode `_meta` + `_payload` and show them; a payload the view cannot read leaves the last good
    *  view in place and says why. */
-  function loadPayload(): void {
-    const meta = model.get("_meta");
-    const payload = model.get("_payload");
-    if (!isMeta(meta)) return view.showEmpty();
+  loadPayload(): void {
+    const meta = this.model.get("_meta");
+    const payload = this.model.get("_payload");
+    if (!isMeta(meta)) return this.view.showEmpty();
     const problem = versionProblem(meta);
     if (problem) {
-      localError = problem;
-      return showError();
+      this.localError = problem;
+      return this.showError();
     }
     if (payloadLength(payload) < requiredBytes(meta)) return; // the other half hasn't arrived yet
     let d: LensData;
     try {
       d = decodePayload(meta, payload);
     } catch (e) {
-      localError = `could not decode the payload: ${e instanceof Error ? e.message : String(e)}`;
-      return showError();
+      this.localError = `could not decode the payload: ${e instanceof Error ? e.message : String(e)}`;
+      return this.showError();
     }
-    localError = "";
-    merger.shown(meta, payload);
-    details.setSeq(meta.seq);
-    edits.payload(meta);
-    state.selected = ViewState.readSelected(model);
-    view.applyPayload(d, Number(model.get("layer")) || 0);
-    showStatus();
-    showError();
+    this.localError = "";
+    if (payload) this.merger.shown(meta, payload);
+    this.details.setSeq(meta.seq);
+    this.edits.payload(meta);
+    this.state.selected = ViewState.readSelected(this.model);
+    this.view.applyPayload(d, Number(this.model.get("layer")) || 0);
+    this.showStatus();
+    this.showError();
   }
 
   /** A streamed stage merged into the payload being built: show it as it is so far. */
-  function showStage(w: Wire): void {
+  showStage(w: Wire): void {
     let d: LensData;
     try {
       d = decodePayload(w.meta, w.blob);
     } catch {
       return; // the final payload follows; it will say what is wrong
     }
-    details.setSeq(w.meta.seq);
-    view.applyPayload(d, Number(model.get("layer")) || 0);
+    this.details.setSeq(w.meta.seq);
+    this.view.applyPayload(d, Number(this.model.get("layer")) || 0);
   }
 
-  let loadQueued = false;
-  function queueLoad(): void {
-    if (loadQueued) return;
-    loadQueued = true;
+  queueLoad(): void {
+    if (this.loadQueued) return;
+    this.loadQueued = true;
     queueMicrotask(() => {
-      loadQueued = false;
-      loadPayload();
+      this.loadQueued = false;
+      this.loadPayload();
     });
   }
 
+  /** Model events -> this view. */
+  subscribe(sub: ReturnType<typeof subscriber>): void {
+    const { model, state, view } = this;
+    sub.on("change:_meta", () => this.queueLoad());
+    sub.on("change:_payload", () => this.queueLoad());
+    sub.on("change:status", () => this.showStatus());
+    sub.on("change:progress", () => this.showStatus());
+    sub.on("change:error", () => this.showError());
+    sub.on("change:layer", () => {
+      if (state.layerPending()) return; // mid-scrub: the local value wins
+      const v = Number(model.get("layer"));
+      if (Number.isFinite(v) && v !== state.layer) view.setLayer(v, false);
+    });
+    // tau: Python answers a τ write with a new payload; nothing to do until then.
+    sub.on("change:metric", () => {
+      const m = model.get("metric");
+      if (m !== state.metric) view.setMetric(m, false);
+    });
+    sub.on("change:selected", () => {
+      const c = ViewState.readSelected(model);
+      const s = state.selected;
+      if (c?.row !== s?.row || c?.pos !== s?.pos) view.setSelected(c, false);
+    });
+    for (const k of ["prompt", "targets", "top_k", "lens"]) sub.on(`change:${k}`, () => this.syncEditor());
+    sub.on("change:_static", () => view.setStatic(!!model.get("_static")));
+    sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
+      if (isDelta(msg)) {
+        const w = this.merger.apply(msg, buffers?.[0]);
+        if (w) this.showStage(w);
+        return;
+      }
+      if (!this.edits.handle(msg)) this.details.handle(msg);
+    });
+  }
+}
+
+function render({ model, el }: RenderProps<WidgetModel>): () => void {
+  const w = new Wiring(model);
+  const { view } = w;
+  el.append(view.root);
   const sub = subscriber(model);
-  sub.on("change:_meta", queueLoad);
-  sub.on("change:_payload", queueLoad);
-  sub.on("change:status", showStatus);
-  sub.on("change:progress", showStatus);
-  sub.on("change:error", showError);
-  sub.on("change:layer", () => {
-    if (state.layerPending()) return; // mid-scrub: the local value wins
-    const v = Number(model.get("layer"));
-    if (Number.isFinite(v) && v !== state.layer) view.setLayer(v, false);
-  });
-  // tau: Python answers a τ write with a new payload; nothing to do until then.
-  sub.on("change:metric", () => {
-    const m = model.get("metric");
-    if (m !== state.metric) view.setMetric(m, false);
-  });
-  sub.on("change:selected", () => {
-    const c = ViewState.readSelected(model);
-    const s = state.selected;
-    if (c?.row !== s?.row || c?.pos !== s?.pos) view.setSelected(c, false);
-  });
-  sub.on("change:prompt", syncEditor);
-  sub.on("change:targets", syncEditor);
-  sub.on("change:top_k", syncEditor);
-  sub.on("change:lens", syncEditor);
-  sub.on("change:_static", () => view.setStatic(!!model.get("_static")));
-  sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
-    if (isDelta(msg)) {
-      const w = merger.apply(msg, buffers?.[0]);
-      if (w) showStage(w);
-      return;
-    }
-    if (!edits.handle(msg)) details.handle(msg);
-  });
+  w.subscribe(sub);
 
   // size and theme: the heatmap re-lays out (and repaints) when its width or the colours change
   const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(() => view.heatmap.resize()) : null;
@@ -146,20 +162,20 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   const unwatchTheme = watchTheme(() => view.heatmap.themeChanged());
 
   // first paint
-  syncEditor();
+  w.syncEditor();
   view.setStatic(!!model.get("_static"));
-  showStatus();
-  showError();
-  loadPayload();
+  w.showStatus();
+  w.showError();
+  w.loadPayload();
   requestAnimationFrame(() => view.heatmap.resize());
 
   return () => {
     sub.dispose();
-    state.flush();
-    edits.dispose();
+    w.state.flush();
+    w.edits.dispose();
     ro?.disconnect();
     unwatchTheme();
-    details.dispose();
+    w.details.dispose();
     view.dispose();
   };
 }

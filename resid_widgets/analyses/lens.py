@@ -43,8 +43,8 @@ READOUT_FIELDS = {
     "target_probs": "n",
     "target_ranks": "n",
     "entropy": "",
-    "kl_to_output": "",
-    "final_top1_rank": "",
+    "kl": "",
+    "final_rank": "",
 }
 
 
@@ -161,8 +161,8 @@ def read_block(
         "target_logits": np.empty((P, rows, n_t), np.float32),
         "target_ranks": np.empty((P, rows, n_t), np.int32),
         "entropy": np.empty((P, rows), np.float32),
-        "kl_to_output": np.full((P, rows), np.nan, np.float32),
-        "final_top1_rank": np.full((P, rows), -1, np.int32),
+        "kl": np.full((P, rows), np.nan, np.float32),
+        "final_rank": np.full((P, rows), -1, np.int32),
     }
     ws = workspace if workspace is not None else Workspace()
     step = max(1, int(chunk_elements // max(1, rows * V)))  # positions per product
@@ -215,14 +215,14 @@ def _statistics(z: torch.Tensor, out: dict[str, np.ndarray], sl, rows: int, top_
         # sum_v q_v z_v for every cell: one batched pass, positions as the batch
         qz = torch.bmm(z.view(n, rows, V), ref.probs().unsqueeze(-1)).squeeze(-1)  # [n, rows]
         kl = ref.neg_entropy[:, None] - qz + lse.view(n, rows)
-        out["kl_to_output"][sl] = kl.clamp_min_(0.0).numpy(force=True)
+        out["kl"][sl] = kl.clamp_min_(0.0).numpy(force=True)
         thresholds.append(z.view(n, rows, V).gather(2, ref.top1.view(-1, 1, 1).expand(-1, rows, 1)).reshape(c, 1))
     if thresholds:
         counts = _count_greater(z, torch.cat(thresholds, dim=1), ws).view(n, rows, -1).numpy()
         if n_t:
             out["target_ranks"][sl] = counts[..., :n_t]
         if ref is not None:
-            out["final_top1_rank"][sl] = counts[..., -1]
+            out["final_rank"][sl] = counts[..., -1]
 
 
 class Workspace:

@@ -5,11 +5,11 @@ lens=kind)``). Per residual row r they pool the cells of every kept position of 
 never enters: each ``Analysis`` holds exactly its real tokens; BOS is dropped with ``exclude_bos``, the
 one mask of ``workflows.position_mask``) and summarise:
 
-* ``kl_by_row``: ``KL(model output ‖ lens)`` in nats (``Analysis.kl_to_output``): mean, population s.d.,
+* ``kl_by_row``: ``KL(model output ‖ lens)`` in nats (``Analysis.kl``): mean, population s.d.,
   quartiles (numpy's linear interpolation), median, and n, the number of pooled positions;
 * ``entropy_by_row``: the lens distribution's entropy in nats, the same statistics;
 * ``top1_agreement_by_row``: the percentage of positions where the model's own final top-1 token is also
-  the lens's top-1 (``final_top1_rank == 0``), and the median of that rank.
+  the lens's top-1 (``final_rank == 0``), and the median of that rank.
 
 Rows follow ``Session``: row 0 = embeddings, row l+1 = after layer l; the last row is the model's own
 output (KL 0, agreement 100 %).
@@ -61,7 +61,7 @@ def row_stats(values: np.ndarray) -> dict[str, Any]:
 
 def kl_by_row(analyses: Sequence[Any], exclude_bos: bool = True) -> dict[str, Any]:
     """``KL(model output ‖ lens)`` per row over the kept positions: ``dict(mean, std, q25, median, q75)`` [R] and n."""
-    return row_stats(pooled(analyses, "kl_to_output", exclude_bos=exclude_bos))
+    return row_stats(pooled(analyses, "kl", exclude_bos=exclude_bos))
 
 
 def entropy_by_row(analyses: Sequence[Any], exclude_bos: bool = True) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def entropy_by_row(analyses: Sequence[Any], exclude_bos: bool = True) -> dict[st
 
 def top1_agreement_by_row(analyses: Sequence[Any], exclude_bos: bool = True) -> dict[str, Any]:
     """``pct`` [R]: % of kept positions whose lens top-1 is the model's final top-1; ``median_rank`` [R]; n."""
-    ranks = pooled(analyses, "final_top1_rank", exclude_bos=exclude_bos)
+    ranks = pooled(analyses, "final_rank", exclude_bos=exclude_bos)
     return {"pct": 100.0 * (ranks == 0).mean(axis=1), "median_rank": np.median(ranks, axis=1), "n": int(ranks.shape[1])}
 
 

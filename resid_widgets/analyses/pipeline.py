@@ -136,17 +136,38 @@ def run_stages(
     base_key: tuple | None = None,
     view: tuple[int, int] | None = None,
 ) -> Iterator[Update]:
-    """The stages of one prompt's analysis (see the module docstring).
+    """The stages of one prompt's analysis (see the module docstring): ``begin``, then ``lens_blocks``,
+    then ``done``.
 
     ``base`` is the analysis whose first ``acts.start`` positions these activations share (its
     lens cells are reused when ``base_key == req.readout_key()``); ``view`` = positions [a, b)
     read first.
     """
+    state = begin(acts, req, ctx, base=base, base_key=base_key)
+    yield Update("begin", state.analysis, (state.keep, acts.n_tokens), keep=state.keep, fraction=0.1, base=base if state.keep else None)
+    yield from lens_blocks(acts, req, ctx, state, view)
+    yield done(req, state)
+
+
+@dataclass
+class _Run:
+    """What the stages of one run share: the analysis being filled and the readout's state."""
+
+    analysis: Analysis
+    arrays: dict[str, np.ndarray]  # the lens arrays (READOUT_FIELDS), filled in place
+    reference: Reference  # the model's own distribution at positions lo..T-1
+    workspace: Workspace
+    strings: dict[int, str]
+    keep: int  # positions [0, keep) reused from the base analysis (every array)
+    lo: int  # first position whose lens cells are read in this run
+
+
+def begin(acts: Activations, req: Request, ctx: Context, *, base: Analysis | None = None, base_key: tuple | None = None) -> _Run:
+    """Norms, additivity, projection % (cumulative curves: any tau) and the final row's lens (the
+    model's own logits): the Analysis, allocated once, its other lens cells unread (-1 / NaN)."""
     T, R = acts.n_tokens, int(acts.resid.shape[0])
     start = acts.start if base is not None else 0
     keep = start if (start and base_key == req.readout_key()) else 0
-
-    # ---- begin: norms, projection, the final row -------------------------------------------------
     _check(ctx)
     sub = ctx.subspace
     proj_new = cumulative_fraction(acts.resid[:, start:], sub.U).numpy(force=True)
@@ -162,39 +183,11 @@ def run_stages(
     if keep:
         for name in READOUT_FIELDS:
             lens_arrays[name][:, :keep] = getattr(base, name)[:, :keep]
-    # the final row is the model's own output: its logits are at hand for the new positions; for a
-    # reused prefix read with another readout (other targets), the formula gives the same logits
-    lo = keep
-    final_logits = acts.logits
-    if lo < start:
-        extra = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, lo:start]))
-        final_logits = torch.cat([extra, acts.logits], dim=0)
     workspace = Workspace()  # the readout's [chunk, vocab] buffers, reused by every block
-    last = read_block(
-        acts.final_norm[lo:, None].float(),  # unused: known logits
-        ctx.readout,
-        top_k=req.top_k,
-        target_ids=req.target_ids,
-        known_logits=final_logits[:, None],
-        chunk_elements=ctx.chunk_elements,
-        workspace=workspace,
-    )
-    for name, arr in last.items():
-        lens_arrays[name][R - 1, lo:] = arr[:, 0]
-    # the model's own distribution, by definition: no divergence, and its top-1 is its own top
-    lens_arrays["kl_to_output"][R - 1, lo:] = 0.0
-    lens_arrays["final_top1_rank"][R - 1, lo:] = 0
-    reference = Reference.from_readout(final_logits, last)  # positions lo..T-1, from the row just read
-
-    # the other rows use the formula: check it against the model's own output at the last position
-    formula = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, -1:]))[0]
-    info = dict(ctx.info)
-    info["lens_vs_model_max_abs"] = float((formula - acts.logits[-1]).abs().max())
-    info["lens_formula_matches_model"] = info["lens_vs_model_max_abs"] <= 1e-3 * max(1.0, float(formula.abs().max()))
-
+    reference = _final_row(acts, req, ctx, lens_arrays, keep, start, workspace)
+    info = _formula_check(acts, ctx)
     strings: dict[int, str] = dict(base.strings) if start else {}
     strings.update(ctx.strings(np.concatenate([acts.ids, lens_arrays["top_ids"][R - 1].reshape(-1), req.target_ids])))
-    additivity = additivity_from_parts(acts.add_keys, acts.add_diff, acts.add_scale)
     analysis = Analysis(
         prompt=req.prompt,
         model_name=ctx.model_name,
@@ -214,7 +207,7 @@ def run_stages(
         resid_norm=torch.linalg.vector_norm(acts.resid, dim=-1).numpy(force=True),
         attn_norm=acts.attn_norm,
         mlp_norm=acts.mlp_norm,
-        additivity=additivity,
+        additivity=additivity_from_parts(acts.add_keys, acts.add_diff, acts.add_scale),
         strings=strings,
         lens=req.lens_kind,
         emergence_row=np.full(T, -1, np.int32),
@@ -224,15 +217,54 @@ def run_stages(
         _proj_final_cum=final_cum,
         _resid=acts.resid.numpy(force=True),  # force: GPU tensors come back to the host
     )
-    yield Update("begin", analysis, (keep, T), keep=keep, fraction=0.1, base=base if keep else None)
+    return _Run(analysis, lens_arrays, reference, workspace, strings, keep, keep)
 
-    # ---- lens: the other rows, a block of positions at a time -----------------------------------
+
+def _final_row(acts: Activations, req: Request, ctx: Context, lens_arrays: dict, lo: int, start: int, workspace: Workspace) -> Reference:
+    """Read the final row (the model's own output) for positions lo..T-1 into ``lens_arrays``; the
+    model's output distribution there, for the other rows' KL and final rank. Its logits are at hand
+    for the new positions; for a reused prefix read with another readout (other targets), the
+    formula gives the same logits."""
+    R = int(acts.resid.shape[0])
+    final_logits = acts.logits
+    if lo < start:
+        extra = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, lo:start]))
+        final_logits = torch.cat([extra, acts.logits], dim=0)
+    last = read_block(
+        acts.final_norm[lo:, None].float(),  # unused: known logits
+        ctx.readout,
+        top_k=req.top_k,
+        target_ids=req.target_ids,
+        known_logits=final_logits[:, None],
+        chunk_elements=ctx.chunk_elements,
+        workspace=workspace,
+    )
+    for name, arr in last.items():
+        lens_arrays[name][R - 1, lo:] = arr[:, 0]
+    # the model's own distribution, by definition: no divergence, and its top-1 is its own top
+    lens_arrays["kl"][R - 1, lo:] = 0.0
+    lens_arrays["final_rank"][R - 1, lo:] = 0
+    return Reference.from_readout(final_logits, last)  # positions lo..T-1, from the row just read
+
+
+def _formula_check(acts: Activations, ctx: Context) -> dict[str, Any]:
+    """The other rows use the readout formula: check it against the model's own output at the last position."""
+    formula = ctx.readout.logits(ctx.readout.normalise(acts.resid[-1, -1:]))[0]
+    info = dict(ctx.info)
+    info["lens_vs_model_max_abs"] = float((formula - acts.logits[-1]).abs().max())
+    info["lens_formula_matches_model"] = info["lens_vs_model_max_abs"] <= 1e-3 * max(1.0, float(formula.abs().max()))
+    return info
+
+
+def lens_blocks(acts: Activations, req: Request, ctx: Context, run: _Run, view: tuple[int, int] | None = None) -> Iterator[Update]:
+    """The other rows' lens readout, a block of positions at a time, the positions in ``view`` first."""
+    T, R = acts.n_tokens, int(acts.resid.shape[0])
     rows = list(range(R - 1))
     V = ctx.readout.d_vocab
     step = max(1, ctx.chunk_elements // max(1, len(rows) * V))
-    blocks = [(p, min(b, p + step)) for a, b in _segments(lo, T, view) for p in range(a, b, step)] if rows else []
+    blocks = [(p, min(b, p + step)) for a, b in _segments(run.lo, T, view) for p in range(a, b, step)] if rows else []
     total = sum(p1 - p0 for p0, p1 in blocks)
-    done = 0
+    done_ = 0
     for p0, p1 in blocks:
         _check(ctx)
         x = acts.resid[:-1, p0:p1]
@@ -244,21 +276,24 @@ def run_stages(
             ctx.readout,
             top_k=req.top_k,
             target_ids=req.target_ids,
-            reference=reference.select(slice(p0 - lo, p1 - lo)),
+            reference=run.reference.select(slice(p0 - run.lo, p1 - run.lo)),
             chunk_elements=ctx.chunk_elements,
-            workspace=workspace,
+            workspace=run.workspace,
         )
         for name, arr in part.items():
-            lens_arrays[name][: R - 1, p0:p1] = arr.swapaxes(0, 1)
-        strings.update(ctx.strings(np.unique(part["top_ids"])))
-        done += p1 - p0
-        yield Update("lens", analysis, (p0, p1), fraction=0.1 + 0.88 * done / max(1, total))
+            run.arrays[name][: R - 1, p0:p1] = arr.swapaxes(0, 1)
+        run.strings.update(ctx.strings(np.unique(part["top_ids"])))
+        done_ += p1 - p0
+        yield Update("lens", run.analysis, (p0, p1), fraction=0.1 + 0.88 * done_ / max(1, total))
 
-    # ---- done --------------------------------------------------------------------------------
-    final_em, target_em = emergence_rows(lens_arrays["top_ids"], lens_arrays["top_ids"][-1, :, 0], req.target_ids)
-    analysis.emergence_row[:] = final_em
-    analysis.target_emergence[:] = target_em
-    yield Update("done", analysis, (0, T), fraction=1.0)
+
+def done(req: Request, run: _Run) -> Update:
+    """Emergence rows; the Analysis is complete."""
+    top_ids = run.arrays["top_ids"]
+    final_em, target_em = emergence_rows(top_ids, top_ids[-1, :, 0], req.target_ids)
+    run.analysis.emergence_row[:] = final_em
+    run.analysis.target_emergence[:] = target_em
+    return Update("done", run.analysis, (0, run.analysis.n_tokens), fraction=1.0)
 
 
 def _allocate(R: int, T: int, k: int, n: int) -> dict[str, np.ndarray]:
@@ -271,8 +306,8 @@ def _allocate(R: int, T: int, k: int, n: int) -> dict[str, np.ndarray]:
         "target_probs": np.full((R, T, n), np.nan, np.float32),
         "target_ranks": np.full((R, T, n), -1, np.int32),
         "entropy": np.full((R, T), np.nan, np.float32),
-        "kl_to_output": np.full((R, T), np.nan, np.float32),
-        "final_top1_rank": np.full((R, T), -1, np.int32),
+        "kl": np.full((R, T), np.nan, np.float32),
+        "final_rank": np.full((R, T), -1, np.int32),
     }
 
 
@@ -305,4 +340,4 @@ def drain(updates: Iterator[Update]) -> Analysis:
     return last.analysis
 
 
-__all__ = ["Activations", "Cancelled", "Context", "Lens", "Request", "Update", "UNREAD_ID", "drain", "run_stages"]
+__all__ = ["Activations", "Cancelled", "Context", "Lens", "Request", "Update", "UNREAD_ID", "begin", "done", "drain", "lens_blocks", "run_stages"]

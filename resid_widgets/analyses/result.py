@@ -35,8 +35,8 @@ class Analysis:
     target_ranks: np.ndarray  # [R, T, n] int32, 0 = top
     # how the lens reads compared with the model's own output (per cell, nats)
     entropy: np.ndarray  # [R, T] entropy of the lens distribution
-    kl_to_output: np.ndarray  # [R, T] KL(model output at that position || lens)
-    final_top1_rank: np.ndarray  # [R, T] int32: rank under the lens of the model's own top-1 token
+    kl: np.ndarray  # [R, T] KL(model output at that position || lens), nats (the metric kl)
+    final_rank: np.ndarray  # [R, T] int32: rank under the lens of the model's own top-1 token (the metric final_rank)
     emergence_row: np.ndarray  # [T] int32: first row from which the final top-1 stays in the lens's top-k (-1: never)
     target_emergence: np.ndarray  # [T, n] int32: the same for each target
     # projection onto the token subspace
@@ -80,6 +80,16 @@ class Analysis:
     def row_labels(self) -> list[str]:
         """``["embed", "0", ...]``: row r > 0 is after layer r - 1 (``analyses.rows``, the one numbering)."""
         return row_labels(self.n_rows)
+
+    # deprecated spellings of ``kl`` and ``final_rank`` (one name per quantity: the metric's), kept for
+    # notebooks written before the rename
+    @property
+    def kl_to_output(self) -> np.ndarray:
+        return self.kl
+
+    @property
+    def final_top1_rank(self) -> np.ndarray:
+        return self.final_rank
 
     @property
     def top_tokens(self) -> np.ndarray:
@@ -162,8 +172,8 @@ class Analysis:
             "projection_pct": self.projection_pct.reshape(-1),
             "resid_norm": self.resid_norm.reshape(-1),
             "entropy": self.entropy.reshape(-1),
-            "kl_to_output": self.kl_to_output.reshape(-1),
-            "final_top1_rank": self.final_top1_rank.reshape(-1),
+            "kl": self.kl.reshape(-1),
+            "final_rank": self.final_rank.reshape(-1),
         }
         pad = np.full((1, T), np.nan, dtype=np.float32)
         data["attn_norm"] = np.concatenate([pad, self.attn_norm]).reshape(-1)
@@ -193,8 +203,8 @@ class Analysis:
             "attn_norm": self.attn_norm,
             "mlp_norm": self.mlp_norm,
             "entropy": self.entropy,
-            "kl_to_output": self.kl_to_output,
-            "final_top1_rank": self.final_top1_rank,
+            "kl": self.kl,
+            "final_rank": self.final_rank,
             "emergence_row": self.emergence_row,
             "target_emergence": self.target_emergence,
         }

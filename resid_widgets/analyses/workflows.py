@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from resid_widgets.analyses.rows import row_labels
-
-from resid_widgets.payload.protocol import METRICS
+from resid_widgets.payload.arrays import metric_values as _metric_values
+from resid_widgets.payload.protocol import METRIC_SPECS, METRICS
 
 # ---- tables -------------------------------------------------------------------------------------
 
@@ -336,62 +336,16 @@ def contribution_workflow(
 # ---- A/B comparison -----------------------------------------------------------------------------
 
 # the metric names are the widget protocol's (one list); these are the longer chart labels
-METRIC_LABELS = {
-    "projection": "projection % onto the token subspace",
-    "top1_prob": "lens top-1 probability",
-    "target_rank": "rank of the answer (0 = top)",
-    "logit_diff": "logit(answer) − logit(counterfactual)",
-    "resid_norm": "‖resid‖₂",
-    "attn_norm": "‖attn_out‖₂",
-    "mlp_norm": "‖mlp_out‖₂",
-    "kl": "KL(model output ‖ lens), nats",
-    "entropy": "lens entropy, nats",
-    "final_rank": "rank of the model's final top-1 under the lens",
-}
-#: short y-axis titles (the long labels go in the chart titles, where they can wrap)
-METRIC_AXIS_LABELS = {
-    "projection": "% in token subspace",
-    "top1_prob": "top-1 probability",
-    "target_rank": "rank (0 = top)",
-    "logit_diff": "logit difference",
-    "resid_norm": "‖resid‖₂",
-    "attn_norm": "‖attn_out‖₂",
-    "mlp_norm": "‖mlp_out‖₂",
-    "kl": "KL, nats",
-    "entropy": "entropy, nats",
-    "final_rank": "rank (0 = top)",
-}
+#: long labels (chart titles) and short y-axis titles of every metric, from the registry (protocol.json)
+METRIC_LABELS = {m: s.get("long_label", s["label"]) for m, s in METRIC_SPECS.items()}
+METRIC_AXIS_LABELS = {m: s.get("axis_label", s["label"]) for m, s in METRIC_SPECS.items()}
 
 
 def metric_values(analysis: Any, metric: str, *, answer=None, counterfactual=None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows [n], values [n, T]) of one metric. Rows index the residual points: the residual metrics
-    cover rows 0..R-1; ``attn_norm`` / ``mlp_norm`` cover rows 1..R-1 (layer l's output reaches row l+1)."""
-    R = analysis.n_rows
-    if metric == "projection":
-        v = analysis.projection_pct
-    elif metric == "top1_prob":
-        v = analysis.top_probs[..., 0]
-    elif metric == "resid_norm":
-        v = analysis.resid_norm
-    elif metric == "kl":
-        v = analysis.kl_to_output
-    elif metric == "entropy":
-        v = analysis.entropy
-    elif metric == "final_rank":
-        v = analysis.final_top1_rank
-    elif metric in ("attn_norm", "mlp_norm"):
-        return np.arange(1, R), np.asarray(getattr(analysis, metric), dtype=np.float64)
-    elif metric == "target_rank":
-        if answer is None:
-            raise ValueError("the metric 'target_rank' needs targets=[answer, counterfactual]")
-        v = analysis.target_ranks[..., analysis.target_index(answer)]
-    elif metric == "logit_diff":
-        if answer is None or counterfactual is None:
-            raise ValueError("the metric 'logit_diff' needs targets=[answer, counterfactual]")
-        v = analysis.logit_diff(answer, counterfactual)
-    else:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
-    return np.arange(R), np.asarray(v, dtype=np.float64)
+    """(rows [n], values [n, T]) of one metric: the registry's generic accessor (``payload/arrays.py``).
+    Rows index the residual points: most metrics cover rows 0..R-1; ``attn_norm`` / ``mlp_norm`` cover
+    rows 1..R-1 (layer l's output reaches row l+1)."""
+    return _metric_values(analysis, metric, answer=answer, counterfactual=counterfactual)
 
 
 def compare_metric(a: Any, b: Any, metric: str, *, answer=None, counterfactual=None, exclude_bos: bool = True) -> dict[str, np.ndarray]:

@@ -20,53 +20,44 @@ import numpy as np
 
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.codec import pack_arrays, unpack_arrays
-from resid_widgets.analyses.projection import pct_at_k
-from resid_widgets.payload.protocol import GRID_SCALE, PROTOCOL_VERSION, TAU_GRID
+from resid_widgets.payload.arrays import ARRAY_COMPUTE, ArrayContext, sent
+from resid_widgets.payload.protocol import ARRAY_SPECS, GRID_SCALE, PROTOCOL_VERSION, TAU_GRID, extra_header
 
 
 
-def payload_arrays(analysis: Analysis, positions: slice = slice(None), *, full: bool = False, tau_grid=TAU_GRID) -> dict[str, np.ndarray]:
-    """The payload's arrays for a range of positions (all by default), each sliced along its
-    position axis (``POSITION_AXIS``). Lens cells not read yet have NaN probabilities."""
+def payload_arrays(analysis: Analysis, positions: slice = slice(None), *, full: bool = False, tau_grid=TAU_GRID, stage: str | None = None) -> dict[str, np.ndarray]:
+    """The payload's arrays (``protocol.json`` ``arrays``, in that order) for a range of positions
+    (all by default), each sliced along its position axis (``POSITION_AXIS``); ``stage`` keeps only
+    the arrays that stage fills (``lens``, ``done``). Lens cells not read yet have NaN probabilities."""
     a = analysis
-    d_vocab = int(a.info.get("d_vocab", 0)) or int(a.top_ids.max()) + 1
-    index_dtype = np.uint16 if d_vocab <= np.iinfo(np.uint16).max else np.int32
-    p = positions
-    grid = np.stack([pct_at_k(a._proj_cum[:, p], a.k_for_tau(t)) for t in tau_grid])  # [G, R, P]
-    arrays: dict[str, np.ndarray] = {
-        "token_ids": a.token_ids[p].astype(index_dtype),
-        "proj_pct": a.projection_pct[:, p].astype(np.float16),
-        "proj_grid": np.clip(np.rint(grid * GRID_SCALE), 0, 255).astype(np.uint8),
-        "proj_final": a.projection_final_pct[p].astype(np.float16),
-        "resid_norm": _f16(a.resid_norm[:, p]),
-        "attn_norm": _f16(a.attn_norm[:, p]),
-        "mlp_norm": _f16(a.mlp_norm[:, p]),
-        "emergence": a.emergence_row[p].astype(np.int32),
-        **lens_arrays(a, p, index_dtype=index_dtype),
-    }
-    if a.targets:
-        arrays["target_emergence"] = a.target_emergence[p].astype(np.int32)
-    if full:
-        arrays["top_ids"] = _ids(a.top_ids[:, p], index_dtype)
-        arrays["top_probs"] = a.top_probs[:, p].astype(np.float16)
+    index_dtype = _index_dtype(a)
+    ctx = ArrayContext(tau_grid=tuple(tau_grid))
+    arrays: dict[str, np.ndarray] = {}
+    for name, spec in ARRAY_SPECS.items():
+        if (stage is not None and spec["stage"] != stage) or not sent(name, a, full=full):
+            continue
+        arrays[name] = _wire(ARRAY_COMPUTE[name](a, positions, ctx), spec["dtype"], index_dtype)
     return arrays
 
 
-def lens_arrays(a: Analysis, p: slice, *, index_dtype) -> dict[str, np.ndarray]:
+def lens_arrays(a: Analysis, p: slice, *, index_dtype=None) -> dict[str, np.ndarray]:
     """The arrays that the lens stage fills (per cell, [R, P, ...])."""
-    arrays = {
-        "top1_id": _ids(a.top_ids[:, p, 0], index_dtype),
-        "top1_prob": a.top_probs[:, p, 0].astype(np.float16),
-        "entropy": _f16(a.entropy[:, p]),
-        "kl": _f16(a.kl_to_output[:, p]),
-        "final_rank": _ids(a.final_top1_rank[:, p], index_dtype),
-    }
-    if a.targets:
-        arrays["target_rank"] = _ids(a.target_ranks[:, p], index_dtype)
-        arrays["target_prob"] = a.target_probs[:, p].astype(np.float16)
-        if len(a.targets) >= 2:
-            arrays["logit_diff"] = _f16(a.logit_diff(a.targets[0], a.targets[1])[:, p])
-    return arrays
+    return payload_arrays(a, p, stage="lens")
+
+
+def _index_dtype(a: Analysis):
+    """uint16 ids and ranks while the vocabulary fits, else int32."""
+    d_vocab = int(a.info.get("d_vocab", 0)) or int(a.top_ids.max()) + 1
+    return np.uint16 if d_vocab <= np.iinfo(np.uint16).max else np.int32
+
+
+def _wire(x: np.ndarray, dtype: str, index_dtype) -> np.ndarray:
+    """Values in the wire dtype of their ``protocol.json`` entry."""
+    if dtype == "index":
+        return _ids(np.asarray(x), index_dtype)
+    if dtype == "float16":
+        return _f16(np.asarray(x))
+    return np.asarray(x).astype(dtype)
 
 
 def encode_analysis(
@@ -110,6 +101,7 @@ def header(a: Analysis, *, seq: int, client_seq: int = 0, is_demo: bool = False,
         "row_labels": a.row_labels,
         "hook_names": list(a.hook_names),
         "has_bos": bool(a.is_bos.any()),
+        "bos_positions": [int(i) for i in np.flatnonzero(a.is_bos)],
         "targets": list(a.targets),
         "target_ids": [int(i) for i in a.target_ids],
         "logit_diff": logit_diff,
@@ -118,6 +110,7 @@ def header(a: Analysis, *, seq: int, client_seq: int = 0, is_demo: bool = False,
         "tau_grid": [float(t) for t in tau_grid],
         "k_grid": [int(a.k_for_tau(t)) for t in tau_grid],
         "additivity_holds": bool(a.additivity["holds"]),
+        **extra_header(),
     }
 
 
@@ -130,8 +123,6 @@ def encode_delta(
     [0, keep) equal those of payload ``base_seq``; ``lens``: the lens arrays of positions [p0, p1);
     ``done``: the emergence rows (every position)."""
     a = update.analysis
-    d_vocab = int(a.info.get("d_vocab", 0)) or int(a.top_ids.max()) + 1
-    index_dtype = np.uint16 if d_vocab <= np.iinfo(np.uint16).max else np.int32
     p0, p1 = update.positions
     content: dict[str, Any] = {"type": "delta", "version": PROTOCOL_VERSION, "stage": update.stage, "seq": int(seq), "positions": [int(p0), int(p1)]}
     if update.stage == "begin":
@@ -141,12 +132,10 @@ def encode_delta(
         content["base_seq"] = int(base_seq)
         ids = [a.token_ids, a.top_ids[-1, :, 0]]
     elif update.stage == "lens":
-        arrays = lens_arrays(a, slice(p0, p1), index_dtype=index_dtype)
+        arrays = payload_arrays(a, slice(p0, p1), tau_grid=tau_grid, stage="lens")
         ids = [a.top_ids[:, p0:p1, 0].reshape(-1)]
     else:
-        arrays = {"emergence": a.emergence_row.astype(np.int32)}
-        if a.targets:
-            arrays["target_emergence"] = a.target_emergence.astype(np.int32)
+        arrays = payload_arrays(a, tau_grid=tau_grid, stage="done")
         ids = []
     index, blob = pack_arrays(arrays)
     content["arrays"] = index

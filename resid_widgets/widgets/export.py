@@ -6,7 +6,8 @@ in Jupyter with a tiny in-page model object implementing anywidget's model inter
 ``set``, ``on``, ``off``, ``save_changes``, ``send``). Nothing is fetched: the bundle is imported
 from a ``blob:`` URL made from inlined text (with a ``data:`` URL as fallback), so hover, layer
 and τ scrubbing work from ``file://`` with no network. Editing (prompt, targets, top-k) is
-disabled: the page has no kernel.
+disabled: the page has no kernel. The in-page model and boot code are js/src/export.ts (the
+bundle's second entry, static/export.js).
 
 Every inlined text goes into a ``<script type="application/json">`` element as JSON with ``<``,
 ``>`` and ``&`` escaped as ``\\u003c`` etc., so no content can close the element (``</script>``)
@@ -49,71 +50,19 @@ def json_for_script(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-_BOOT = r"""
-const $ = (id) => JSON.parse(document.getElementById(id).textContent);
-const app = document.getElementById("rw-app");
-try {
-  const esm = $("rw-esm"), css = $("rw-css"), state = $("rw-state"), meta = $("rw-meta"), b64 = $("rw-blob");
-  const style = document.createElement("style");
-  style.textContent = css;
-  document.head.append(style);
+#: the boot script (anywidget's model interface in memory, then ``render``): js/src/export.ts, built
+#: into static/export.js beside the widget bundle
+BOOT_FILE = pathlib.Path(__file__).resolve().parent.parent / "static" / "export.js"
 
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  state._meta = meta;
-  state._payload = new DataView(bytes.buffer);
-  state._static = true;
 
-  // anywidget's model interface, in memory. Events: "change:<name>" and "msg:custom".
-  class StaticModel {
-    constructor(s) { this.state = s; this.handlers = new Map(); }
-    get(k) { return this.state[k]; }
-    set(k, v) {
-      const old = this.state[k];
-      this.state[k] = v;
-      if (old !== v) this.emit("change:" + k, this, v);
-    }
-    on(evt, cb) {
-      if (!this.handlers.has(evt)) this.handlers.set(evt, new Set());
-      this.handlers.get(evt).add(cb);
-    }
-    off(evt, cb) {
-      if (!evt) this.handlers.clear();
-      else if (!cb) this.handlers.delete(evt);
-      else this.handlers.get(evt)?.delete(cb);
-    }
-    emit(evt, ...args) { for (const cb of [...(this.handlers.get(evt) ?? [])]) cb(...args); }
-    save_changes() {}
-    send(msg) {
-      // No kernel: edits are ignored; details are answered locally by the widget when the export
-      // includes top_ids/top_probs, otherwise with an error reply.
-      if (msg && msg.type === "details") {
-        setTimeout(() => this.emit("msg:custom", { type: "details", req: msg.req, error: "not included in this export" }, []), 0);
-      }
-    }
-  }
-
-  let mod;
-  try {
-    const url = URL.createObjectURL(new Blob([esm], { type: "text/javascript" }));
-    mod = await import(url);
-  } catch (e) {
-    mod = await import("data:text/javascript;charset=utf-8," + encodeURIComponent(esm));
-  }
-  const widget = mod.default;
-  const model = new StaticModel(state);
-  if (typeof widget.initialize === "function") await widget.initialize({ model });
-  await widget.render({ model, el: app });
-  app.dataset.ready = "1";
-} catch (e) {
-  const p = document.createElement("pre");
-  p.className = "rw-export-error";
-  p.textContent = "Could not start the widget: " + (e && e.stack ? e.stack : String(e));
-  app.append(p);
-  app.dataset.ready = "error";
-}
-"""
+def _boot() -> str:
+    if not BOOT_FILE.is_file():
+        raise FileNotFoundError(
+            f"The export's boot script {BOOT_FILE} is missing. Install the package with `pip install .` "
+            "(which builds it) or run `npm --prefix js install && npm --prefix js run build`."
+        )
+    # a module script's text may not contain "</script": escape the slash (same code in JS)
+    return BOOT_FILE.read_text(encoding="utf-8").replace("</script", "<\\/script")
 
 _PAGE_CSS = """
 body { margin: 16px; font-family: system-ui, -apple-system, "Segoe UI", sans-serif;
@@ -179,7 +128,7 @@ def export_html(
         f'<script type="application/json" id="rw-state">{json_for_script(st)}</script>',
         f'<script type="application/json" id="rw-meta">{json_for_script(meta)}</script>',
         f'<script type="application/json" id="rw-blob">{json_for_script(b64)}</script>',
-        f'<script type="module">{_BOOT}</script>',
+        f'<script type="module">{_boot()}</script>',
         "</body>",
         "</html>",
         "",

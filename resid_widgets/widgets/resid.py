@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,23 @@ import traitlets as t
 
 from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
+from resid_widgets.payload.contract import Checked, ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
-from resid_widgets.payload.protocol import LENSES, METRICS
-from resid_widgets.session import Session
+from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
+from resid_widgets.session import as_session
 from resid_widgets.session.tokens import multibyte_chars
+from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 #: a prompt on which the embedded demo model's lens is telling (family names fill it from layer 1 on).
 DEMO_PROMPT = "Mr. and Mrs."
 DEFAULT_PROMPT = "The capital of France is"
 #: the largest top-k the widget asks for (the editor's limit; the session allows up to d_vocab)
-MAX_TOP_K = 100
+MAX_TOP_K = TRAITS["top_k"]["max"]
 #: traits a user sets from Python; a TraitError on them is also shown in the widget's error banner
-_USER_TRAITS = frozenset({"prompt", "targets", "top_k", "lens", "tau", "metric", "layer", "selected"})
-#: analyses kept per (prompt, targets, top-k, lens): switching lens back and forth is instant
-_CACHE_SIZE = 3  # one per lens of the current prompt (each holds the residual rows: ~80 MB at 1,024 tokens of GPT-2 small)
+_USER_TRAITS = frozenset(k for k, v in TRAITS.items() if v["from_browser"] != "none")
+#: the traits an edit changes (recomputed), from Python or the browser
+_EDIT_TRAITS = tuple(k for k, v in TRAITS.items() if v["from_browser"] == "edit")
 
 
 def _bundle_file(name: str) -> Path:
@@ -58,23 +59,25 @@ def _bundle_file(name: str) -> Path:
     return path
 
 
-def as_session(model_or_session: Any = None, *, device: str | None = None) -> Session:
-    if isinstance(model_or_session, Session):
-        return model_or_session
-    return Session(model_or_session, device=device)
+__all__ = ["DEMO_PROMPT", "DEFAULT_PROMPT", "MAX_TOP_K", "METRICS", "ResidWidget", "as_session"]
+
 
 
 class ResidWidget(anywidget.AnyWidget):
+    """Traits (the small UI state, limits in protocol.json ``traits``) and messages; the edits'
+    ordering, cache and payload numbering live in ``EditQueue``, the limits in ``payload/contract.py``."""
+
     _esm = STATIC / "widget.js"
     _css = STATIC / "widget.css"
 
-    prompt = t.Unicode("").tag(sync=True)
-    targets = t.List(t.Unicode()).tag(sync=True)
-    top_k = t.Int(10).tag(sync=True)
-    lens = t.Enum(LENSES, default_value="logit").tag(sync=True)
-    tau = t.Float(0.9).tag(sync=True)
-    metric = t.Enum(METRICS, default_value="projection").tag(sync=True)
-    layer = t.Int(0).tag(sync=True)
+    # the user's traits: types, defaults and limits from protocol.json, checked by the contract
+    prompt = Checked("prompt").tag(sync=True)
+    targets = t.List(t.Union([t.Unicode(), t.Int()])).tag(sync=True)
+    top_k = Checked("top_k").tag(sync=True)
+    lens = Checked("lens").tag(sync=True)
+    tau = Checked("tau").tag(sync=True)
+    metric = Checked("metric").tag(sync=True)  # any registered metric (register_metric)
+    layer = Checked("layer").tag(sync=True)
     selected = t.List(t.Int(), maxlen=2).tag(sync=True)
     status = t.Unicode("idle").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
@@ -91,30 +94,24 @@ class ResidWidget(anywidget.AnyWidget):
         targets: list[str] | None = None,
         top_k: int = 10,
         tau: float = 0.9,
-        metric: str = "projection",
+        metric: str | None = None,
         device: str | None = None,
         wait: bool = True,
         lens: str = "logit",
         **kwargs: Any,
     ):
         """``wait=False`` returns as soon as the first stage is shown (norms, projection, the final row)
-        and reads the lens in the background; ``w.wait()`` blocks until ``w.analysis`` is complete."""
+        and reads the lens in the background; ``w.wait()`` blocks until ``w.analysis`` is complete.
+        ``metric`` defaults to the top-1 probability, or the target rank when targets are given."""
         self.session = as_session(model_or_session, device=device)
         if prompt is None:
             prompt = DEMO_PROMPT if self.session.is_demo else DEFAULT_PROMPT
+        if metric is None:
+            metric = TRAITS["metric"]["default_with_targets" if targets else "default"]
         self._applying = False
         self._pending: Analysis | None = None
-        self._seq = 0
-        self._edit_no = 0  # edits from any view, counted in arrival order
-        self._requested: dict | None = None  # prompt/targets/top_k once the queued edits apply
         self._trait_error = False  # the banner shows a rejected trait value
-        self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resid-widget")
-        self._last_job: Future | None = None
-        self._state_lock = threading.RLock()
-        self._sent: dict[int, int] = {}  # id(analysis) -> the payload seq it was sent as
-        self._sent_objects: list[Analysis] = []
-        self._stream_seq = 0  # the seq of the analysis being streamed (0: none)
-        self._cache: dict[tuple, Analysis] = {}
+        self._queue = EditQueue()
         self._lens = lens
         if wait:
             self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
@@ -144,7 +141,7 @@ class ResidWidget(anywidget.AnyWidget):
 
         def run() -> None:
             try:
-                analysis = self._compute(prompt, targets, top_k, tau, progress=self._progress_for(self._edit_no), on_begin=first)
+                analysis = self._compute(prompt, targets, top_k, tau, progress=self._progress_for(0), on_begin=first)
                 self._publish(analysis, client_seq=0)
             except BaseException as exc:  # noqa: BLE001 - reported to the constructor or the banner
                 failure.append(exc)
@@ -155,13 +152,16 @@ class ResidWidget(anywidget.AnyWidget):
                 begun.set()
 
         self.status = "computing"
-        self._last_job = self._jobs.submit(run)
+        self._queue.submit(run)
         begun.wait()
         if failure and not hasattr(self, "analysis"):
             self.close()
             raise failure[0]
 
     # ---- computing ------------------------------------------------------------------------------
+    def _cache_key(self, prompt, targets, top_k, lens) -> tuple:
+        return params_key({"prompt": prompt, "targets": targets, "top_k": top_k, "lens": lens}, self.session._params_key())
+
     def _compute(
         self, prompt, targets, top_k, tau, progress=None, cancelled=None, window=None, on_begin=None, lens=None
     ) -> Analysis:
@@ -169,8 +169,8 @@ class ResidWidget(anywidget.AnyWidget):
         ``delta`` message while the rest is computed (the browser paints as they arrive). An analysis of
         the same prompt, targets, top-k and lens computed before (a lens switched back) is reused."""
         lens = self._lens if lens is None else lens
-        key = (prompt, tuple(targets or ()), int(top_k), lens, self.session._params_key())
-        cached = self._cache.get(key)
+        key = self._cache_key(prompt, targets, top_k, lens)
+        cached = self._queue.cached(key)
         if cached is not None:
             return cached if cached.tau == tau else cached.with_tau(tau)
         updates = self.session.stream(
@@ -185,38 +185,27 @@ class ResidWidget(anywidget.AnyWidget):
                 self._send_delta(update)
             if on_begin is not None and update.stage == "begin":
                 on_begin(update.analysis)
-        self._cache[key] = update.analysis
-        while len(self._cache) > _CACHE_SIZE:
-            self._cache.pop(next(iter(self._cache)))
+        self._queue.store(key, update.analysis)
         return update.analysis
 
     def _send_delta(self, update) -> None:
         """One stage to the views. The begin stage reserves the seq that the final payload will carry;
         its kept positions refer to the payload the base analysis was sent as (else everything is sent)."""
-        with self._state_lock:
+        q = self._queue
+        with q.lock:
             if update.stage == "begin":
-                self._seq += 1
-                self._stream_seq = self._seq
-                base_seq = self._sent.get(id(update.base), 0) if update.base is not None else 0
+                seq, base_seq = q.begin_stream(update.analysis, update.base)
                 if not base_seq:  # the views never saw that analysis: send every position
                     update = dataclasses.replace(update, keep=0, positions=(0, update.analysis.n_tokens))
-                self._remember(update.analysis, self._seq)
             else:
-                base_seq = 0
-            content, blob = encode_delta(update, seq=self._stream_seq, base_seq=base_seq, is_demo=self.session.is_demo)
+                seq, base_seq = q.stream_seq, 0
+            content, blob = encode_delta(update, seq=seq, base_seq=base_seq, is_demo=self.session.is_demo)
             if update.stage == "begin":
                 content["meta"].update(self._header_extras(update.analysis))
         try:
             self.send(content, buffers=[blob])
         except Exception:  # the widget was closed meanwhile
             pass
-
-    def _remember(self, analysis: Analysis, seq: int) -> None:
-        """Which payload seq an analysis was sent as (the last few), so an edit can send only a delta."""
-        self._sent[id(analysis)] = seq
-        self._sent_objects.append(analysis)  # keeps the id valid while it is in the table
-        while len(self._sent_objects) > 4:
-            self._sent.pop(id(self._sent_objects.pop(0)), None)
 
     def _encode(self, analysis: Analysis, **kwargs) -> tuple[dict, bytes]:
         """The payload of `analysis`, with what the widget adds to the header: the characters that
@@ -262,12 +251,8 @@ class ResidWidget(anywidget.AnyWidget):
         return out
 
     def _publish(self, analysis: Analysis, *, client_seq: int, client_view: str = "") -> None:
-        with self._state_lock:
-            seq = self._sent.get(id(analysis), 0)  # the analysis being streamed keeps the seq its deltas had
-            if not seq or seq != self._stream_seq:  # anything else (a cached one shown again) gets a new seq
-                self._seq += 1
-                seq = self._seq
-                self._remember(analysis, seq)
+        with self._queue.lock:
+            seq = self._queue.publish_seq(analysis)  # the analysis being streamed keeps the seq its deltas had
             meta, blob = self._encode(analysis, seq=seq, client_seq=client_seq)
             meta["client_view"] = str(client_view)
             self.analysis = analysis
@@ -279,6 +264,104 @@ class ResidWidget(anywidget.AnyWidget):
                 self.layer = min(self.layer, analysis.n_rows - 1)
                 if self.selected and (self.selected[0] >= analysis.n_rows or self.selected[1] >= analysis.n_tokens):
                     self.selected = []
+
+    # ---- the one edit path: Python trait changes and browser edits ------------------------------
+    def _params(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
+
+    def _edit(self, changes: dict, *, view: str = "", seq: int = 0, window=None, sync: bool = False) -> Analysis | None:
+        """Queue an edit on top of the edits before it (any view's, or Python's), in arrival order.
+        ``sync`` (a trait set from Python): compute now and return the analysis, raising
+        ``ContractError`` on a bad value. Otherwise the worker computes it and every view is told
+        ``edit_done``; an edit whose analysis is cached (a lens switched back) shows at once."""
+        ticket = self._queue.enqueue(self._params(), changes, view=view, seq=seq)
+        if sync:
+            return self._run_edit(ticket, window, sync=True)
+        if self._is_cached(ticket):
+            self._run_and_ack(ticket, window)  # instant: no "computing" state at all
+            return None
+        with self._queue.lock:
+            self.status = "computing"
+            self.progress = 0.0
+        self._queue.submit(self._run_and_ack, ticket, window)
+        return None
+
+    def _is_cached(self, ticket: Ticket) -> bool:
+        p = ticket.params
+        try:
+            key = self._cache_key(p["prompt"], list(p["targets"]), int(p["top_k"]), p["lens"])
+        except (TypeError, ValueError):
+            return False
+        return self._queue.cached(key) is not None and self._queue.last_job_done()
+
+    def _run_and_ack(self, ticket: Ticket, window=None) -> None:
+        self._edit_error = ""
+        try:
+            self._run_edit(ticket, window)
+        finally:
+            self._ack(ticket.view, ticket.seq, self._edit_error)
+
+    def _run_edit(self, ticket: Ticket, window=None, *, sync: bool = False) -> Analysis | None:
+        q, no = self._queue, ticket.no
+        if not q.is_latest(no):
+            return None  # a newer edit is queued: skip the stale one entirely
+        try:
+            p = {k: check(k, v) for k, v in ticket.params.items()}  # the contract, in arrival order
+            analysis = self._compute(
+                p["prompt"], p["targets"], p["top_k"], self.tau, progress=self._progress_for(no),
+                cancelled=q.cancelled(no), window=window, lens=p["lens"],
+            )
+        except Cancelled:
+            return None
+        except Exception as exc:  # shown in the widget; the last good view stays
+            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
+            self._edit_error = message
+            with q.lock:
+                if q.is_latest(no):
+                    self.error = message
+                    self._trait_error = False
+                    q.settle(no)
+                    self.status = "idle"
+            if sync:
+                raise (exc if isinstance(exc, ContractError) else ContractError(message)) from exc
+            return None
+        with q.lock:
+            if not q.is_latest(no):
+                return None  # stale: a newer edit arrived while computing
+            q.settle(no)
+            if sync:
+                return analysis  # the trait being set publishes it (_inputs_changed)
+            self._apply(analysis, p["prompt"], ticket)
+        return analysis
+
+    def _apply(self, analysis: Analysis, prompt: str, ticket: Ticket) -> None:
+        """A browser edit's analysis: its inputs into the traits, its payload to the views."""
+        self._applying = True
+        try:
+            with self.hold_trait_notifications():
+                self.prompt = prompt
+                self.targets = list(analysis.targets)  # exactly what the analysis reports
+                self.top_k = analysis.top_k
+                self.lens = analysis.lens
+        finally:
+            self._applying = False
+        self._publish(analysis, client_seq=ticket.seq, client_view=ticket.view)
+        self.status = "idle"
+        self.progress = 1.0
+
+    def _ack(self, view: str, seq: int, error: str = "") -> None:
+        """Tell the views that edit (view, seq) is done (computed, superseded or failed)."""
+        try:
+            self.send({"type": "edit_done", "view": view, "seq": seq, **({"error": error} if error else {})})
+        except Exception:  # the widget was closed meanwhile
+            pass
+
+    def _progress_for(self, no: int):
+        def report(fraction: float, stage: str) -> None:
+            if self._queue.is_latest(no) and (fraction >= 1.0 or abs(fraction - self.progress) >= 0.05):
+                self.progress = fraction
+
+        return report
 
     # ---- validation: a rejected value raises in Python AND shows in the widget ------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -298,28 +381,33 @@ class ResidWidget(anywidget.AnyWidget):
         self._trait_error = True
         self.error = message
 
-    @t.validate("layer")
-    def _validate_layer(self, proposal):
-        value = proposal["value"]
-        rows = self._rows()
-        if rows is not None and not 0 <= value < rows:
-            raise t.TraitError(f"layer must be a residual row 0..{rows - 1} (0 = embeddings), got {value}")
-        return value
+    def set_state(self, sync_data: dict) -> None:
+        """A state update from the browser: only the traits it may set (protocol.json ``traits``:
+        ``from_browser == "sync"``), each checked by the contract before anything changes or is
+        echoed to other views; a refused value shows in the banner and the browser gets the kept one."""
+        accepted, refused, problems = {}, [], []
+        for name, value in sync_data.items():
+            if name not in TRAITS:  # not the contract's (ipywidgets' own layout, tooltip...): as before
+                accepted[name] = value
+                continue
+            try:
+                if not browser_may_set(name):
+                    raise ContractError(f"the browser cannot set {name}")
+                check(name, value, rows=self._rows(), tokens=self._tokens())
+            except ContractError as exc:
+                refused.append(name)
+                problems.append(str(exc))
+            else:
+                accepted[name] = value
+        if accepted:
+            super().set_state(accepted)
+        if refused:
+            self._show_trait_error("; ".join(problems))
+            self.send_state(refused)  # the browser's copy goes back to the kept values
 
     @t.validate("selected")
-    def _validate_selected(self, proposal):
-        value = list(proposal["value"])
-        if not value:
-            return value
-        if len(value) != 2:
-            raise t.TraitError(f"selected must be [] or [row, pos], got {value}")
-        rows, tokens = self._rows(), self._tokens()
-        row, pos = value
-        if rows is not None and not (0 <= row < rows and 0 <= pos < tokens):
-            raise t.TraitError(
-                f"selected must be [] or [row, pos] with row in 0..{rows - 1} and pos in 0..{tokens - 1}, got {value}"
-            )
-        return value
+    def _validate_view(self, proposal):
+        return check(proposal["trait"].name, proposal["value"], rows=self._rows(), tokens=self._tokens())
 
     def _rows(self) -> int | None:
         a = self.__dict__.get("analysis")
@@ -329,24 +417,16 @@ class ResidWidget(anywidget.AnyWidget):
         a = self.__dict__.get("analysis")
         return a.n_tokens if a is not None else 0
 
-    @t.validate("prompt", "targets", "top_k", "lens")
+    @t.validate(*_EDIT_TRAITS)
     def _validate_inputs(self, proposal):
-        value = proposal["value"]
-        if proposal["trait"].name == "top_k" and not 1 <= value <= MAX_TOP_K:
-            raise t.TraitError(f"top_k must be between 1 and {MAX_TOP_K}, got {value}")
+        name, value = proposal["trait"].name, proposal["value"]
+        value = check(name, value)
         if self._applying:
             return value
-        params = {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
-        params[proposal["trait"].name] = value
-        try:
-            self._pending = self._compute(params["prompt"], params["targets"], params["top_k"], self.tau, lens=params["lens"])
-        except (ValueError, TypeError) as exc:
-            self._trait_error = False
-            self.error = str(exc)
-            raise
+        self._pending = self._edit({name: value}, sync=True)
         return value
 
-    @t.observe("prompt", "targets", "top_k", "lens")
+    @t.observe(*_EDIT_TRAITS)
     def _inputs_changed(self, change) -> None:
         if change["name"] == "lens":
             self._lens = change["new"]
@@ -357,11 +437,9 @@ class ResidWidget(anywidget.AnyWidget):
 
     @t.validate("tau")
     def _validate_tau(self, proposal):
-        from resid_widgets.analyses.projection import check_tau
-
         try:
-            return check_tau(proposal["value"])
-        except (ValueError, TypeError) as exc:
+            return check("tau", proposal["value"])
+        except ContractError as exc:
             self._trait_error = False
             self.error = str(exc)
             raise
@@ -374,115 +452,47 @@ class ResidWidget(anywidget.AnyWidget):
         self._publish(self.analysis.with_tau(change["new"]), client_seq=0)
 
     # ---- messages from the browser --------------------------------------------------------------
-    def _on_frontend_msg(self, _widget, content: dict, buffers) -> None:
+    def _on_frontend_msg(self, _widget, content: Any, buffers) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "edit":
-            window = content.get("window")
-            window = (int(window[0]), int(window[1])) if isinstance(window, list) and len(window) == 2 else None
-            self._submit_edit(str(content.get("view", "")), int(content.get("seq", 0)), dict(content.get("changes") or {}), window)
-        elif kind == "details":
-            self._send_details(content)
-
-    def _submit_edit(self, view: str, seq: int, changes: dict, window: tuple[int, int] | None = None) -> None:
-        """Queue an edit on top of the edits before it (any view's), in arrival order."""
-        with self._state_lock:
-            self._edit_no += 1
-            no = self._edit_no
-            self.status = "computing"
-            self.progress = 0.0
-            base = self._requested or {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
-            unknown = sorted(set(changes) - base.keys())
-            params = {**base, **{k: v for k, v in changes.items() if k in base}}
-            if not unknown:
-                self._requested = params
-            self._last_job = self._jobs.submit(self._run_edit, no, view, seq, params, unknown, window)
-
-    def _is_latest(self, no: int) -> bool:
-        return no == self._edit_no
-
-    def _run_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str], window=None) -> None:
         try:
-            self._compute_edit(no, view, seq, params, unknown, window)
-        finally:
-            self._ack(view, seq)
+            if kind == "edit":
+                edit = parse_edit(content)
+                self._edit(edit.changes, view=edit.view, seq=edit.seq, window=edit.window)
+            elif kind == "details":
+                self._send_details(content)
+            else:
+                raise ContractError(f"the widget got a message it does not know ({str(kind)[:40]!r}); expected edit or details")
+        except ContractError as exc:
+            self._refuse(content, str(exc), ack=kind == "edit")
 
-    def _compute_edit(self, no: int, view: str, seq: int, params: dict, unknown: list[str], window=None) -> None:
-        if not self._is_latest(no):
-            return  # a newer edit is queued: skip the stale one entirely
-        try:
-            if unknown:
-                raise ValueError(f"cannot edit {', '.join(unknown)} from the browser")
-            targets = params["targets"]
-            if isinstance(targets, str):
-                targets = [x for x in targets.split(",") if x != ""]
-            analysis = self._compute(
-                params["prompt"],
-                list(targets),
-                int(params["top_k"]),
-                self.tau,
-                progress=self._progress_for(no),
-                cancelled=lambda: not self._is_latest(no),  # a newer edit stops this one between blocks
-                window=window,
-                lens=params["lens"],
-            )
-        except Cancelled:
-            return
-        except Exception as exc:  # shown in the widget; the last good view stays
-            with self._state_lock:
-                if self._is_latest(no):
-                    self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ValueError, TypeError)) else str(exc)
-                    self._requested = None
-                    self.status = "idle"
-            return
-        with self._state_lock:
-            if not self._is_latest(no):
-                return  # stale: a newer edit arrived while computing
-            self._applying = True
-            try:
-                with self.hold_trait_notifications():
-                    self.prompt = params["prompt"]
-                    self.targets = list(analysis.targets)  # exactly what the analysis reports
-                    self.top_k = analysis.top_k
-                    self.lens = analysis.lens
-            finally:
-                self._applying = False
-            self._requested = None
-            self._publish(analysis, client_seq=seq, client_view=view)
-            self.status = "idle"
-            self.progress = 1.0
-
-    def _ack(self, view: str, seq: int) -> None:
-        """Tell the views that edit (view, seq) is done (computed, superseded or failed)."""
-        try:
-            self.send({"type": "edit_done", "view": view, "seq": seq})
-        except Exception:  # the widget was closed meanwhile
-            pass
-
-    def _progress_for(self, seq: int):
-        def report(fraction: float, stage: str) -> None:
-            if self._is_latest(seq) and (fraction >= 1.0 or abs(fraction - self.progress) >= 0.05):
-                self.progress = fraction
-
-        return report
+    def _refuse(self, content: Any, message: str, *, ack: bool) -> None:
+        """A malformed message: the reason in the banner, the sender's edit acknowledged, nothing else changes."""
+        with self._queue.lock:
+            self._show_trait_error(message)
+            if not self._queue.pending and (self._queue.last_job is None or self._queue.last_job.done()):
+                self.status = "idle"
+        if ack:
+            self._ack(*reply_address(content), error=message)
 
     def _send_details(self, content: dict) -> None:
         req = content.get("req")
         try:
+            ask = parse_details(content)
             # a view showing a streamed analysis asks about that one (its cells not read yet come back as -1)
             seq, analysis = self._meta.get("seq", 0), self.analysis
-            live = self._sent_objects[-1] if self._sent_objects else None
-            if live is not None and content.get("seq") == self._sent.get(id(live)) and content.get("seq") != seq:
-                seq, analysis = content["seq"], live
-            reply = cell_details(analysis, int(content.get("pos", -1)))
+            live = self._queue.live
+            if live is not None and ask.seq == self._queue.seq_of(live) and ask.seq != seq:
+                seq, analysis = ask.seq, live
+            reply = cell_details(analysis, ask.pos)
             reply.update(type="details", req=req, seq=seq)
         except (IndexError, TypeError, ValueError) as exc:
-            reply = {"type": "details", "req": req, "error": str(exc)}
+            reply = {"type": "details", "req": req if isinstance(req, (str, int)) else None, "error": str(exc)}
         self.send(reply)
 
     # ---- Python API -----------------------------------------------------------------------------
     def wait(self, timeout: float | None = 30.0) -> "ResidWidget":
         """Block until edits sent from the browser have been computed (for scripts and tests)."""
-        job = self._last_job
+        job = self._queue.last_job
         if job is not None:
             job.result(timeout=timeout)
         return self
@@ -495,7 +505,7 @@ class ResidWidget(anywidget.AnyWidget):
         """Write one self-contained offline HTML file (data and code inline; hover and scrubbing work)."""
         from resid_widgets.widgets.export import export_html
 
-        meta, blob = self._encode(self.analysis, seq=self._seq, full=True)
+        meta, blob = self._encode(self.analysis, seq=self._queue.seq, full=True)
         state = {
             "prompt": self.prompt,
             "targets": list(self.targets),
@@ -521,5 +531,5 @@ class ResidWidget(anywidget.AnyWidget):
         )
 
     def close(self) -> None:
-        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._queue.shutdown()
         super().close()

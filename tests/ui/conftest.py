@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 
 def _bundle_is_stale() -> bool:
-    out = [STATIC / "widget.js", STATIC / "widget.css"]
+    out = [STATIC / "widget.js", STATIC / "widget.css", STATIC / "export.js"]
     if not all(p.exists() for p in out):
         return True
     inputs = [p for p in (JS_DIR / "src").iterdir() if p.is_file()]

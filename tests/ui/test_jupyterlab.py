@@ -383,15 +383,16 @@ def _canvas_px(canvas, x: float, y: float):
 
 
 def _check_painted(out, kernel, var: str, cells, what: str) -> None:
-    """Cells of the view in `out` are painted with the colour of the kernel's projection % (viridis)."""
+    """Cells of the view in `out` are painted with the colour of the kernel's top-1 probability (the
+    default colour without targets; viridis over 0..1)."""
     canvas = out.locator(".rw-heatmap-canvas")
     cw = float(canvas.get_attribute("data-cell-width"))
     rh = float(canvas.get_attribute("data-row-height"))
-    values = kernel.eval(f"[float({var}.analysis.projection_pct[r, p]) for r, p in {list(cells)!r}]")
+    values = kernel.eval(f"[float({var}.analysis.top_probs[r, p, 0]) for r, p in {list(cells)!r}]")
     for (r, p), v in zip(cells, values):
         got = _canvas_px(canvas, p * cw + 2, r * rh + 2)
         assert got[3] == 255, f"{what}: cell ({r}, {p}) is blank: {got}"
-        want = _viridis(v / 100)
+        want = _viridis(v)
         assert max(abs(a - b) for a, b in zip(got[:3], want)) <= 4, (what, r, p, got, want)
 
 
@@ -409,7 +410,7 @@ def _check_grid(out, kernel, var: str, row: int, pos: int, what: str) -> None:
     canvas = out.locator(".rw-heatmap-canvas")
     cw = float(canvas.get_attribute("data-cell-width"))
     rh = float(canvas.get_attribute("data-row-height"))
-    cell = _viridis(kernel.eval(f"float({var}.analysis.projection_pct[{row}, {pos}])") / 100)
+    cell = _viridis(kernel.eval(f"float({var}.analysis.top_probs[{row}, {pos}, 0])"))
     bg = _bg(out)
     got = _canvas_px(canvas, pos * cw + cw / 2 + 3, row * rh)  # beside the centred cell text
     want = [0.5 * b + 0.5 * c for b, c in zip(bg, cell)]
