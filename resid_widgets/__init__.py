@@ -31,6 +31,8 @@ _LAZY = {
     "ContributionExplorer": "resid_widgets.widgets",
     "CompareWidget": "resid_widgets.widgets",
     "LensKLExplorer": "resid_widgets.widgets",
+    "AttributionExplorer": "resid_widgets.widgets",
+    "AttributionRun": "resid_widgets.session.attribution",
 }
 
 __all__ = ["__version__", *_LAZY]

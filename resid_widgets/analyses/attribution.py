@@ -502,6 +502,39 @@ def neuron_dla(
     )
 
 
+# ---- over a prompt set (seed 001) -----------------------------------------------------------------------------
+def row_lens_values(writers: Writers, weights: Weights, target_id: int, counterfactual_id: int | None = None, *, position: int = -1) -> np.ndarray:
+    """[R]: the lens's pre-cap logit (difference) at one position at every row: the accumulated residual
+    through the final norm recomputed per row (TransformerLens's ``accumulated_resid(apply_ln=True)``)."""
+    (p,) = check_positions(position, writers.n_positions)
+    R = writers.resid.shape[0]
+    cf = None if counterfactual_id is None else [counterfactual_id] * R
+    return lens_value(weights, writers.resid[:, p], [target_id] * R, cf).numpy(force=True)
+
+
+def summarize(attributions: Sequence[Attribution], *, index: int = -1) -> dict[str, Any]:
+    """Per-prompt attributions at one position each (``positions[index]``) stacked and averaged. Every
+    attribution must share the labels (same model, same row). Returns ``labels`` [W], ``values`` [P, W],
+    ``mean`` / ``std`` [W] (population s.d.), ``head_mean`` [L, H], ``layer_mean`` [L, 2] (attn, MLP)."""
+    if not attributions:
+        raise ValueError("no attributions to summarise")
+    labels = attributions[0].labels
+    if any(a.labels != labels for a in attributions):
+        raise ValueError("attributions have different writers (rows or models differ)")
+    values = np.stack([a.values[:, index] for a in attributions]).astype(np.float64)
+    layers = np.stack([a.layer_values[:, :, index] for a in attributions]).astype(np.float64)
+    a0 = attributions[0]
+    mean = values.mean(0)
+    return {
+        "labels": list(labels),
+        "values": values,
+        "mean": mean,
+        "std": values.std(0),
+        "head_mean": mean[: a0.row * a0.n_heads].reshape(a0.row, a0.n_heads),
+        "layer_mean": layers.mean(0),
+    }
+
+
 __all__ = [
     "Attribution",
     "Decomposition",
@@ -521,5 +554,7 @@ __all__ = [
     "neuron_label",
     "neuron_vectors",
     "readout_direction",
+    "row_lens_values",
+    "summarize",
     "writer_labels",
 ]
