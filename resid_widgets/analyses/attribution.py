@@ -284,7 +284,7 @@ def decompose(writers: Writers, weights: Weights, *, row: int | None = None, pos
             parts[f"{l}_mlp_out"] = writers.mlp_out[l][pos].float()
     if granularity == "heads":
         parts["bias"] = bias_vectors(writers, weights, r, pos)
-    labels = [x for x in writer_labels(r, H, has_pos_embed=writers.pos_embed is not None, has_mlp=has_mlp, granularity=granularity)]
+    labels = writer_labels(r, H, has_pos_embed=writers.pos_embed is not None, has_mlp=has_mlp, granularity=granularity)
     vectors = torch.stack([parts[k] for k in labels])
     resid = writers.resid[r][pos].float()
     err = float((vectors.sum(0) - resid).abs().max() / resid.abs().max().clamp_min(1e-12))

@@ -192,8 +192,14 @@ def collect_writers(model: Any, ids: np.ndarray, weights: A.Weights, *, neuron_p
     fwd = [(n, save(n)) for n in wanted]
     if len(npos) and weights.has_neuron_hook:
         fwd += [(hooks.mlp_post(l), save(hooks.mlp_post(l), npos)) for l in range(L)]
+    if _FINAL_IN in hook_dict:  # stop at the final norm: the unembedding (~40 % of GPT-2 small's pass) is not needed
+        fwd.append((_FINAL_IN, _stop))
+    tokens = torch.as_tensor(ids)[None].to(model.W_U.device)
     with torch.inference_mode():
-        model.run_with_hooks(torch.as_tensor(ids)[None].to(model.W_U.device), fwd_hooks=fwd, return_type=None)
+        try:
+            model.run_with_hooks(tokens, fwd_hooks=fwd, return_type=None)
+        except _Stopped:
+            pass
     need = [hooks.EMBED, *hooks.residual_rows(L)] + [hooks.attn_z(l) for l in range(L)] + [hooks.attn_out(l) for l in range(L)]
     missing = [n for n in need if n not in saved]
     if missing:
@@ -217,6 +223,18 @@ def collect_writers(model: Any, ids: np.ndarray, weights: A.Weights, *, neuron_p
         neuron_positions=np.asarray(neuron_positions, dtype=np.int64),
         neuron_acts={l: saved[hooks.mlp_post(l)] for l in range(L) if hooks.mlp_post(l) in saved},
     )
+
+
+#: the final norm's input: the forward pass is stopped there (everything attribution reads is computed by then)
+_FINAL_IN = "ln_final.hook_in"
+
+
+class _Stopped(Exception):
+    """Raised by a hook to end the forward pass early (run_with_hooks removes its hooks on the way out)."""
+
+
+def _stop(t, hook):
+    raise _Stopped
 
 
 def _scale(saved: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:

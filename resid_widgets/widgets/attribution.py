@@ -16,13 +16,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import bqplot as bq
-import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses import attribution as A
 from resid_widgets.analyses.workflows import mean_spread, per_prompt
 from resid_widgets.widgets._charts import prompt_labels
-from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown, fit_dropdown, flow_row, int_ticks, legend_html, status_line, update
+from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown, fit_dropdown, flow_row, int_ticks, status_line, update
 from resid_widgets.widgets.resid import as_session
 
 #: capital after a full stop, on prose the demo model knows (as ``LogitDiffExplorer``)
@@ -171,10 +170,7 @@ class AttributionExplorer(Explorer):
 
     def top_writers(self) -> tuple[list[str], np.ndarray]:
         """The ``top_k`` writers by |value| in the current view, sorted by value (largest first)."""
-        v = self.view()["values"]
-        order = np.argsort(-np.abs(v), kind="stable")[: self.top_k]
-        order = order[np.argsort(-v[order], kind="stable")]
-        return [self._data["writers"][j] for j in order], v[order]
+        return top_by_magnitude(self._data["writers"], self.view()["values"], self.top_k)
 
     def top_neurons(self) -> tuple[list[str], np.ndarray]:
         n, layers = self.view()["neurons"], self._data["neuron_layers"]
@@ -202,19 +198,9 @@ class AttributionExplorer(Explorer):
         self._layer_lines = bq.Lines(x=[0], y=[[0], [0]], scales=layers.scales, colors=[POS_COLOR, "#f28e2b"], stroke_width=2)
         layers.figure.marks = [self._layer_lines]
         layers.set_legend([("attention", POS_COLOR, "solid", "line"), ("MLP", "#f28e2b", "solid", "line")])
-        writers = self._bar_chart("Top writers", "writer")
-        neurons = self._bar_chart("Top neurons of the top MLPs", "neuron")
+        writers = bar_chart("Top writers", "writer")
+        neurons = bar_chart("Top neurons of the top MLPs", "neuron")
         self._charts = {"heads": heads, "rows": rows, "layers": layers, "writers": writers, "neurons": neurons}
-
-    def _bar_chart(self, title: str, what: str) -> Chart:
-        c = Chart(title, what, "dla", x_scale=bq.OrdinalScale(), margin=dict(bottom=70), basis="420px")
-        c.x_axis.tick_rotate = -40
-        c.x_axis.label_offset = "58px"
-        tip = bq.Tooltip(fields=["x", "y"], labels=[what, "dla"], formats=["", ".4f"])
-        c.bars = [bq.Bars(x=["-"], y=[0.0], scales=c.scales, colors=[col], tooltip=tip, padding=0.2) for col in (POS_COLOR, NEG_COLOR)]
-        c.figure.marks = list(c.bars)
-        c.set_legend([("raises answer − cf.", POS_COLOR, "solid", "bar"), ("lowers it", NEG_COLOR, "solid", "bar")])
-        return c
 
     def _draw(self) -> None:
         d, v = self._data, self.view()
@@ -232,21 +218,40 @@ class AttributionExplorer(Explorer):
         update(self._curve, x=np.arange(R), y=curve)
         int_ticks(ch["layers"].x_axis, np.arange(L))
         update(self._layer_lines, x=np.arange(L), y=v["layers"].T)
-        self._draw_bars(ch["writers"], *self.top_writers())
-        self._draw_bars(ch["neurons"], *self.top_neurons())
+        draw_bars(ch["writers"], *self.top_writers())
+        draw_bars(ch["neurons"], *self.top_neurons())
         ch["neurons"].title = (
             f"Top neurons of MLP layer(s) {', '.join(map(str, d['neuron_layers']))}" if len(d["neuron_layers"]) else "No MLP neurons in this model"
         )
         who = "mean over prompts" if i < 0 else d["labels"][i]
         ch["heads"].title = f"Heads: direct logit attribution ({who})"
 
-    @staticmethod
-    def _draw_bars(chart: Chart, labels: list[str], values: np.ndarray) -> None:
-        labels = labels or ["-"]
-        values = values if len(values) else np.zeros(1)
-        pos, neg = chart.bars
-        update(pos, x=labels, y=np.maximum(values, 0.0))
-        update(neg, x=labels, y=np.minimum(values, 0.0))
+def bar_chart(title: str, what: str, *, basis: str = "420px") -> Chart:
+    """A bar chart of signed values (positive and negative bars in two colours), labels on an ordinal x axis."""
+    c = Chart(title, what, "dla", x_scale=bq.OrdinalScale(), margin=dict(bottom=70), basis=basis)
+    c.x_axis.tick_rotate = -40
+    c.x_axis.label_offset = "58px"
+    tip = bq.Tooltip(fields=["x", "y"], labels=[what, "dla"], formats=["", ".4f"])
+    c.bars = [bq.Bars(x=["-"], y=[0.0], scales=c.scales, colors=[col], tooltip=tip, padding=0.2) for col in (POS_COLOR, NEG_COLOR)]
+    c.figure.marks = list(c.bars)
+    c.set_legend([("raises answer − cf.", POS_COLOR, "solid", "bar"), ("lowers it", NEG_COLOR, "solid", "bar")])
+    return c
 
 
-__all__ = ["AttributionExplorer"]
+def draw_bars(chart: Chart, labels: Sequence[str], values: np.ndarray) -> None:
+    labels = list(labels) or ["-"]
+    values = np.asarray(values, dtype=np.float64) if len(values) else np.zeros(1)
+    pos, neg = chart.bars
+    update(pos, x=labels, y=np.maximum(values, 0.0))
+    update(neg, x=labels, y=np.minimum(values, 0.0))
+
+
+def top_by_magnitude(labels: Sequence[str], values: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    """The k entries with the largest |value|, sorted by value (largest first)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(-np.abs(values), kind="stable")[:k]
+    order = order[np.argsort(-values[order], kind="stable")]
+    return [labels[j] for j in order], values[order]
+
+
+__all__ = ["AttributionExplorer", "bar_chart", "draw_bars", "top_by_magnitude"]
