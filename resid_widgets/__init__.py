@@ -32,6 +32,7 @@ _LAZY = {
     "CompareWidget": "resid_widgets.widgets",
     "LensKLExplorer": "resid_widgets.widgets",
     "AttributionExplorer": "resid_widgets.widgets",
+    "AttributionPanel": "resid_widgets.widgets",
     "AttributionRun": "resid_widgets.session.attribution",
 }
 

@@ -328,7 +328,7 @@ class Attribution:
     def head_values(self) -> np.ndarray:
         """The heads' values as [row, n_heads, P] (layers at or after ``row`` did not write yet)."""
         n = self.row * self.n_heads
-        return self.values[:n].reshape(self.row, self.n_heads, -1)
+        return self.values[:n].reshape(self.row, self.n_heads, self.values.shape[1])
 
     def top(self, k: int = 10, *, index: int = -1) -> list[tuple[str, float]]:
         """The k writers with the largest |value| at ``positions[index]``, sorted by value (largest first)."""

@@ -109,14 +109,18 @@ class AttributionPanel(Explorer):
         draw_bars(self._charts["writers"], *top_by_magnitude(att.labels, att.values[:, pos], self.top_k))
         grid = att.head_values()[:, :, pos]
         m = float(np.abs(grid).max()) if grid.size else 0.0
-        if grid.size:
+        if grid.size:  # row 0 has no heads or layers yet: their charts go blank
             update(self._head_color, min=-(m or 1.0), max=m or 1.0)
-            update(self._heads, row=np.arange(grid.shape[0]), column=np.arange(grid.shape[1]), color=grid)
+            update(self._heads, row=np.arange(grid.shape[0]), column=np.arange(grid.shape[1]), color=grid, visible=True)
+        else:
+            update(self._heads, visible=False)
         strip = att.layer_values[:, :, pos].T  # [2, row]
         if strip.size:
             s = float(np.abs(strip).max()) or 1.0
             update(self._layer_color, min=-s, max=s)
-            update(self._layers, row=["attn", "MLP"], column=np.arange(strip.shape[1]), color=strip)
+            update(self._layers, row=["attn", "MLP"], column=np.arange(strip.shape[1]), color=strip, visible=True)
+        else:
+            update(self._layers, visible=False)
         options = list(att.labels)
         keep = self.writer_select.value if self.writer_select.value in options else top_by_magnitude(att.labels, att.values[:, pos], 1)[0][0]
         if list(self.writer_select.options) != options:
