@@ -41,7 +41,10 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from resid_widgets.analyses import Analysis
     from resid_widgets.session import DEMO_MODEL_DIR, Session, load_model
+    from resid_widgets.session.attribution import AttributionRun
     from resid_widgets.widgets import (
+        AttributionExplorer,
+        AttributionPanel,
         CompareWidget,
         ContributionExplorer,
         LensKLExplorer,
