@@ -59,3 +59,15 @@ def test_without_targets_the_lens_top1_and_the_embedding_row(pair, demo_session)
     assert not panel._heads.visible and not panel._layers.visible  # no stale grid from the previous cell
     w.selected = []  # unpinned: what is shown stays
     assert panel.cell == (0, 1)
+
+
+def test_a_new_prompt_is_followed(pair, demo_session):
+    from resid_widgets import AttributionRun
+
+    w, panel = pair
+    w.selected = [3, 2]
+    w.prompt = "She said nothing at all."  # a new analysis is published; the pinned cell now reads the new prompt
+    w.selected = [3, 2]
+    ref = AttributionRun(demo_session, "She said nothing at all.").dla(" Bennet", " Darcy", row=3)
+    np.testing.assert_allclose(panel.attribution.values, ref.values, **TOL)
+    assert panel.status.value == ""

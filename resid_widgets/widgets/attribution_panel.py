@@ -21,6 +21,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.attribution import check_positions
 from resid_widgets.widgets._explorer import Chart, Explorer, dropdown, fit_dropdown, flow_row, guarded, status_line, title_html, update
 from resid_widgets.widgets.attribution import bar_chart, draw_bars, top_by_magnitude
 
@@ -31,14 +32,17 @@ class AttributionPanel(Explorer):
     def __init__(self, widget: Any, *, top_k: int = 12):
         self.widget, self.session, self.top_k = widget, widget.session, int(top_k)
         self._runs: dict[tuple, Any] = {}
+        self._atts: dict[tuple, Any] = {}  # (row, target, counterfactual) -> Attribution, for the current run
         self.attribution = None  # the pinned cell's Attribution (every position, same direction)
         self.cell: tuple[int, int] | None = None
+        self._drawn: tuple | None = None
         self.status = status_line()
         self.caption = W.HTML(title_html("Click a cell of the lens to pin it: its writers appear here"))
         self.writer_select = dropdown([("-", "-")], "-", "writer at every position")
         self._build()
         self.writer_select.observe(lambda _: guarded(self.status, self._draw_positions), "value")
-        widget.observe(lambda _: guarded(self.status, self.refresh), ["selected", "prompt", "targets"])
+        # a new analysis (prompt, targets, weights) is published through _meta; refresh skips what is already drawn
+        widget.observe(lambda _: guarded(self.status, self.refresh), ["selected", "_meta"])
         ch = self._charts
         self._init_layout(
             [self.caption, flow_row(ch["writers"].widget, ch["heads"].widget, ch["layers"].widget), self.writer_select, ch["positions"].widget]
@@ -50,9 +54,10 @@ class AttributionPanel(Explorer):
         from resid_widgets.session.attribution import AttributionRun
 
         ids = tuple(int(i) for i in self.widget.analysis.token_ids)
-        if ids not in self._runs:
-            self._runs = {ids: AttributionRun(self.session, list(ids))}  # one prompt at a time
-        return self._runs[ids]
+        key = (ids, self.session._params_key())  # a prompt, and weights not edited since
+        if key not in self._runs:
+            self._runs, self._atts = {key: AttributionRun(self.session, list(ids))}, {}  # one prompt at a time
+        return self._runs[key]
 
     def direction(self, row: int, pos: int) -> tuple[Any, Any, str]:
         """(target, counterfactual, text) from the widget's targets, or the lens top-1 at the cell."""
@@ -74,10 +79,15 @@ class AttributionPanel(Explorer):
         row, pos = int(sel[0]), int(sel[1])
         run = self._run()
         target, cf, text = self.direction(row, pos)
-        att = run.dla(target, cf, row=row)  # every position: the per-writer view needs them; row / pos checked here
-        from resid_widgets.analyses.attribution import check_positions
-
+        key = (row, target, cf)  # of the current run (a new run clears them)
+        if key not in self._atts:  # every position: the per-writer view needs them; row checked here
+            self._atts = {k: v for k, v in list(self._atts.items())[-7:]}  # a few rows of one prompt
+            self._atts[key] = run.dla(target, cf, row=row)
+        att = self._atts[key]
         (pos,) = check_positions(pos, len(run.token_ids))
+        if self._drawn is not None and self._drawn[0] is att and self._drawn[1] == pos:
+            return
+        self._drawn = (att, int(pos))
         self.attribution, self.cell = att, (att.row, int(pos))
         token = self.session.token_strings([run.token_ids[pos]])[int(run.token_ids[pos])]
         self.caption.value = title_html(
