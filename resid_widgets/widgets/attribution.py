@@ -183,7 +183,7 @@ class AttributionExplorer(Explorer):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        heads = Chart("Heads: direct logit attribution", "head", "layer", x_scale=bq.OrdinalScale(), y_scale=bq.OrdinalScale(reverse=True))
+        heads = Chart("Heads: direct logit attribution (blue raises, red lowers)", "head", "layer", x_scale=bq.OrdinalScale(), y_scale=bq.OrdinalScale(reverse=True))
         self._color = bq.ColorScale(scheme="RdBu", mid=0.0)
         self._grid = bq.GridHeatMap(
             color=np.zeros((2, 2)), scales={"row": heads.scales["y"], "column": heads.scales["x"], "color": self._color},
@@ -224,13 +224,14 @@ class AttributionExplorer(Explorer):
             f"Top neurons of MLP layer(s) {', '.join(map(str, d['neuron_layers']))}" if len(d["neuron_layers"]) else "No MLP neurons in this model"
         )
         who = "mean over prompts" if i < 0 else d["labels"][i]
-        ch["heads"].title = f"Heads: direct logit attribution ({who})"
+        ch["heads"].title = f"Heads: direct logit attribution, {who} (blue raises, red lowers)"
 
 def bar_chart(title: str, what: str, *, basis: str = "420px") -> Chart:
     """A bar chart of signed values (positive and negative bars in two colours), labels on an ordinal x axis."""
-    c = Chart(title, what, "dla", x_scale=bq.OrdinalScale(), margin=dict(bottom=70), basis=basis)
-    c.x_axis.tick_rotate = -40
-    c.x_axis.label_offset = "58px"
+    c = Chart(title, what, "dla", x_scale=bq.OrdinalScale(), margin=dict(bottom=84), basis=basis)
+    c.x_axis.tick_rotate = -35
+    c.x_axis.tick_style = {"text-anchor": "end"}  # a rotated label ends at its tick, below the axis
+    c.x_axis.label_offset = "62px"
     tip = bq.Tooltip(fields=["x", "y"], labels=[what, "dla"], formats=["", ".4f"])
     c.bars = [bq.Bars(x=["-"], y=[0.0], scales=c.scales, colors=[col], tooltip=tip, padding=0.2) for col in (POS_COLOR, NEG_COLOR)]
     c.figure.marks = list(c.bars)
@@ -238,12 +239,25 @@ def bar_chart(title: str, what: str, *, basis: str = "420px") -> Chart:
     return c
 
 
-def draw_bars(chart: Chart, labels: Sequence[str], values: np.ndarray) -> None:
+def draw_bars(chart: Chart, labels: Sequence[str], values: np.ndarray, *, max_labels: int = 24) -> None:
+    """Signed bars; beyond ``max_labels`` bars only every n-th is labelled (hover shows each bar's label)."""
     labels = list(labels) or ["-"]
     values = np.asarray(values, dtype=np.float64) if len(values) else np.zeros(1)
     pos, neg = chart.bars
     update(pos, x=labels, y=np.maximum(values, 0.0))
     update(neg, x=labels, y=np.minimum(values, 0.0))
+    step = -(-len(labels) // max_labels)
+    chart.x_axis.tick_values = list(labels[::step]) if step > 1 else None  # None: every label
+    chart.y_axis.tick_values = nice_ticks(min(0.0, float(values.min())), max(0.0, float(values.max())))
+
+
+def nice_ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
+    """About ``n`` round ticks (1, 2 or 5 times a power of ten apart) inside [lo, hi]."""
+    span = max(hi - lo, 1e-12)
+    raw = span / n
+    step = min((m * 10.0 ** np.floor(np.log10(raw)) for m in (1, 2, 5, 10) if m * 10.0 ** np.floor(np.log10(raw)) >= raw), default=raw)
+    ticks = np.arange(np.ceil(lo / step - 1e-9), np.floor(hi / step + 1e-9) + 1) * step
+    return ticks + 0.0  # no -0.0
 
 
 def top_by_magnitude(labels: Sequence[str], values: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:

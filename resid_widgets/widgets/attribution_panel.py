@@ -98,7 +98,7 @@ class AttributionPanel(Explorer):
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        heads = Chart("Heads", "head", "layer", x_scale=bq.OrdinalScale(), y_scale=bq.OrdinalScale(reverse=True), basis="240px")
+        heads = Chart("Heads (blue raises, red lowers)", "head", "layer", x_scale=bq.OrdinalScale(), y_scale=bq.OrdinalScale(reverse=True), basis="240px")
         self._head_color = bq.ColorScale(scheme="RdBu", mid=0.0)
         tip = lambda a, b: bq.Tooltip(fields=["row", "column", "color"], labels=[a, b, "dla"], formats=["", "", ".4f"])  # noqa: E731
         self._heads = bq.GridHeatMap(color=np.zeros((2, 2)), scales={"row": heads.scales["y"], "column": heads.scales["x"], "color": self._head_color}, tooltip=tip("layer", "head"))
@@ -146,7 +146,7 @@ class AttributionPanel(Explorer):
         w = att.labels.index(self.writer_select.value)
         tokens = self.session.token_strings(att.token_ids)
         labels = [f"{p}:{tokens[int(i)]!r}" for p, i in enumerate(att.token_ids)]
-        draw_bars(self._charts["positions"], labels, att.values[w])
+        draw_bars(self._charts["positions"], labels, att.values[w], max_labels=16)
         self._charts["positions"].title = f"{self.writer_select.value} at every position (row {att.row})"
 
 
