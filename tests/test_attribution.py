@@ -87,6 +87,13 @@ def test_writers_sum_to_the_residual(fam):
     assert record(fam.key, "Σ dla + const = lens", att.checks["logit"]) <= TOL
 
 
+def test_grouped_query_heads_name_their_kv_group(fam):
+    """Qwen2, Llama, Mistral, Gemma, OLMo-2 here have 2 K/V heads for 4 query heads: heads 0, 1 read group 0."""
+    H = fam.model.cfg.n_heads
+    n_kv = FAMILIES[fam.key].config.get("num_key_value_heads", H)
+    assert fam.run.dla(TARGET, CF).kv_group.tolist() == [h // (H // n_kv) for h in range(H)]
+
+
 def test_layers_equal_tl_decompose_resid(fam):
     for row in (1, fam.L):
         dec = fam.run.decompose(row=row, granularity="layers")
