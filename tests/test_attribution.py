@@ -340,7 +340,6 @@ def test_bad_input_is_refused_clearly(demo_session):
 
 
 def test_neurons_refused_without_mlp_hook_post():
-    from conftest import native_bridge
     from resid_widgets import Session
     from resid_widgets.session.attribution import AttributionRun
 
@@ -354,4 +353,3 @@ def test_neurons_refused_without_mlp_hook_post():
         AttributionRun(session, list(range(5, 12)), neuron_positions=[-1])
     with pytest.raises(ValueError, match="hook_post"):
         run.neurons(3, positions=[0])
-    del native_bridge
