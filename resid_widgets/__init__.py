@@ -31,6 +31,9 @@ _LAZY = {
     "ContributionExplorer": "resid_widgets.widgets",
     "CompareWidget": "resid_widgets.widgets",
     "LensKLExplorer": "resid_widgets.widgets",
+    "AttributionExplorer": "resid_widgets.widgets",
+    "AttributionPanel": "resid_widgets.widgets",
+    "AttributionRun": "resid_widgets.session.attribution",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -38,7 +41,10 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from resid_widgets.analyses import Analysis
     from resid_widgets.session import DEMO_MODEL_DIR, Session, load_model
+    from resid_widgets.session.attribution import AttributionRun
     from resid_widgets.widgets import (
+        AttributionExplorer,
+        AttributionPanel,
         CompareWidget,
         ContributionExplorer,
         LensKLExplorer,

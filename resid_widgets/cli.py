@@ -127,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--positions", type=int, default=12, help="how many final positions the table shows")
     a.add_argument("--device", default=None)
     a.add_argument("--json", dest="json_path", default=None, help="write all arrays to this JSON file")
+    from resid_widgets import cli_attribute
+
+    cli_attribute.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "attribute":
+        return cli_attribute.run(args)
 
     from resid_widgets.session import Session
 

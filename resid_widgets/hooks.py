@@ -34,6 +34,29 @@ def mlp_out(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
+#: what the token / positional embedding writes into the residual stream (attribution writers)
+EMBED = "hook_embed"
+POS_EMBED = "hook_pos_embed"
+#: the final norm's scale (sqrt(var + eps)), one per position, as the forward pass computed it
+FINAL_SCALE = "ln_final.hook_scale"
+
+
+def attn_z(layer: int) -> str:
+    """Every head's mixed values ``z`` [batch, pos, n_heads, d_head] (query heads, K/V groups expanded)."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def mlp_post(layer: int) -> str:
+    """The MLP's neuron activations [batch, pos, d_mlp] (what ``W_out`` reads)."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def post_norm_scale(layer: int, sublayer: str) -> str:
+    """The scale of a norm applied to a sublayer's output before it joins the residual stream
+    (Gemma-2/3, OLMo-2 "sandwich" norms): ``sublayer`` is "attn" (``ln1_post``) or "mlp" (``ln2_post``)."""
+    return f"blocks.{layer}.{'ln1' if sublayer == 'attn' else 'ln2'}_post.hook_scale"
+
+
 def residual_rows(n_layers: int) -> list[str]:
     """The R = n_layers + 1 residual-stream points the lens reads, in order."""
     return [resid_pre(0)] + [resid_post(l) for l in range(n_layers)]
@@ -62,12 +85,18 @@ def is_parallel(model: Any) -> bool:
 
 
 __all__ = [
+    "EMBED",
     "FINAL_NORM",
+    "FINAL_SCALE",
+    "POS_EMBED",
     "attn_out",
+    "attn_z",
     "block_hooks",
     "is_parallel",
     "mlp_out",
+    "mlp_post",
     "needed_hooks",
+    "post_norm_scale",
     "resid_mid",
     "resid_post",
     "resid_pre",

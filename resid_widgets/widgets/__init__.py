@@ -12,6 +12,8 @@ _LAZY = {
     "ContributionExplorer": "resid_widgets.widgets.contributions",
     "CompareWidget": "resid_widgets.widgets.compare",
     "LensKLExplorer": "resid_widgets.widgets.lens_kl",
+    "AttributionExplorer": "resid_widgets.widgets.attribution",
+    "AttributionPanel": "resid_widgets.widgets.attribution_panel",
 }
 
 __all__ = list(_LAZY)

@@ -1,0 +1,138 @@
+"""Benchmark direct logit attribution against one forward pass, on bench.py's model (random GPT-2 small).
+
+    python bench/bench_attribution.py --json bench/results/attribution-cpu-2core.json [--lengths 128 1024]
+
+Per length and round (median over rounds; each ratio is the median of its per-round ratios):
+
+  forward_s        the model's plain forward pass (the faster of two)
+  per_head_dla_s   ``AttributionRun(session, ids)`` (one forward pass with the attribution hooks) + ``run.dla(target,
+                   counterfactual)`` at *every* position: 144 heads, 12 MLPs, embeddings, bias (goal ≤ 1.5× forward)
+  neurons_s        the same run recording neurons at the last position + ``run.neurons(...)`` there (36,864 neurons)
+  held_mb          what the run keeps (z, attn_out, mlp_out, residual rows, scales) against the [L, H, T, d_model]
+                   head results that a d_model-space stack would hold (``stack_mb``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench import MODEL_DIR, build_model_dir, timeit  # noqa: E402  (bench/bench.py: the same model)
+
+GOAL = 1.5  # per-head DLA at every position / one forward pass (issue 21)
+TARGET, CF = 262, 11
+
+
+def _held_bytes(writers) -> int:
+    tensors = [writers.embed, writers.resid, writers.row_scale, *writers.z, *writers.attn_out, *(writers.mlp_out or [])]
+    tensors += [t for t in (writers.pos_embed, writers.model_scale) if t is not None]
+    tensors += list(writers.neuron_acts.values())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def measure(session, n: int, rng, rounds: int) -> dict:
+    from resid_widgets.session.attribution import AttributionRun
+
+    ids = rng.integers(0, session.d_vocab - 1, n)
+    tokens = torch.as_tensor(ids)[None].to(session.device)
+    per_round = []
+    held = 0
+    for _ in range(rounds):
+        fwd = min(timeit(lambda: session.model(tokens)), timeit(lambda: session.model(tokens)))
+        box = {}
+
+        def per_head():
+            run = AttributionRun(session, ids)
+            box["att"] = run.dla(TARGET, CF)
+            box["run"] = run
+
+        t_dla = timeit(per_head)
+        held = _held_bytes(box["run"].writers)
+        assert box["att"].values.shape[1] == n and box["att"].checks["holds"], box["att"].checks
+        box.clear()
+
+        def neurons():
+            run = AttributionRun(session, ids, neuron_positions=[-1])
+            box["n"] = run.neurons(TARGET, CF, positions=-1)
+
+        t_neurons = timeit(neurons)
+        assert box["n"].error <= 1e-4
+        per_round.append({"forward_s": fwd, "per_head_dla_s": t_dla, "neurons_s": t_neurons})
+    L, H, d = session.n_layers, session.model.cfg.n_heads, session.d_model
+    med = {k: float(np.median([r[k] for r in per_round])) for k in per_round[0]}
+    ratio = float(np.median([r["per_head_dla_s"] / r["forward_s"] for r in per_round]))
+    return {
+        "tokens": n,
+        **med,
+        "per_head_dla_over_forward": ratio,
+        "best_round_ratio": float(min(r["per_head_dla_s"] for r in per_round) / min(r["forward_s"] for r in per_round)),
+        "neurons_over_forward": float(np.median([r["neurons_s"] / r["forward_s"] for r in per_round])),
+        "goal_met": ratio <= GOAL,
+        "held_mb": held / 2**20,
+        "stack_mb": L * H * n * d * 4 / 2**20,
+        "rounds": per_round,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", dest="json_path", required=True)
+    parser.add_argument("--lengths", type=int, nargs="*", default=[128, 1024])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    args = parser.parse_args(argv)
+
+    from importlib.metadata import version
+
+    from resid_widgets import Session
+
+    torch.set_grad_enabled(False)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    session = Session(str(build_model_dir(args.model_dir)), device=args.device)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in args.lengths:
+        row = measure(session, n, rng, args.rounds)
+        rows.append(row)
+        print(
+            f"{n:5d} tokens: forward {row['forward_s']:.3f}s  per-head DLA {row['per_head_dla_s']:.3f}s "
+            f"({row['per_head_dla_over_forward']:.2f}x, goal <= {GOAL}: {'met' if row['goal_met'] else 'NOT met'})  "
+            f"neurons {row['neurons_s']:.3f}s ({row['neurons_over_forward']:.2f}x)  held {row['held_mb']:.0f} MB "
+            f"vs a d_model head stack {row['stack_mb']:.0f} MB",
+            flush=True,
+        )
+    out = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "transformer_lens": version("transformer-lens"),
+            "device": args.device,
+            "load_before": load_before,
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "goal_per_head_dla_over_forward": GOAL,
+        "results": rows,
+    }
+    Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_path).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
