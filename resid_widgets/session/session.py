@@ -10,6 +10,7 @@ out only the changed positions (a causal model's activations before the edit are
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import warnings
@@ -25,6 +26,7 @@ from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
+from resid_widgets.session import fingerprint
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.tokens import token_bytes
 
@@ -40,8 +42,9 @@ class _Last:
     acts: Activations  # without logits
     analysis: Analysis
     readout_key: tuple | None  # set once every lens cell was read (a cancelled run reuses only its forward pass)
-    params_key: tuple  # the model's parameters (storage, version) when it ran
+    params_key: tuple  # the model's parameters (storage, content fingerprint) when it ran
     kv: Any  # the Hugging Face key/value cache of its forward pass, or None
+    lens_key: Any = None  # the lens's content fingerprint when its cells were read
 
 
 class Session:
@@ -74,6 +77,7 @@ class Session:
         self._kv_verified = False
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
+        self._fp_now: dict[tuple, Any] | None = None  # storage digests, computed once per locked operation
         #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
         self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
@@ -110,7 +114,10 @@ class Session:
         """Forget what was computed from the readout weights when any of them changed in place (tensor
         version counters and storage), and refuse non-finite weights with a clear error."""
         weights = self._readout_weights()
-        key = tuple((n, t.data_ptr(), t._version, tuple(t.shape)) for n, t in weights.items())
+        fp = fingerprint.digests(weights.values(), self._fp_now)
+        if self._fp_now is not None:
+            self._fp_now.update(fp)
+        key = tuple((n, _view_key(t), fp[fingerprint.storage_key(t)]) for n, t in weights.items())
         if key == self._weights_key:
             return
         self._subspace, self._info, self._last = None, None, None
@@ -312,9 +319,63 @@ class Session:
             logits=logits.float(),
         )
 
+    def _model_key(self) -> tuple:
+        """Changes when any parameter of the model is replaced or edited in place by any path (``.data``,
+        numpy views, ``copy_``): each parameter's view and its storage's content fingerprint."""
+        params = list(self.model.parameters())
+        fp = fingerprint.digests(params, self._fp_now)
+        return tuple((_view_key(p), fp[fingerprint.storage_key(p)]) for p in params)
+
+    def _lens_key(self, lens: Any) -> Any:
+        """The content fingerprint of a lens's tensors (None for the logit lens)."""
+        if lens is None:
+            return None
+        found = [t for v in vars(lens).values() for t in (v.values() if isinstance(v, dict) else [v])
+                 if isinstance(t, torch.Tensor) and t.device.type != "meta"]
+        found.sort(key=lambda t: fingerprint.storage_key(t))
+        return (id(lens), tuple((_view_key(t), fingerprint.digest(t)) for t in found))
+
     def _params_key(self) -> tuple:
-        """Changes when any parameter of the model is replaced or edited in place."""
-        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        """Changes when the model's weights or a lens the session holds change, by any path: what a cache
+        of analyses (the widget's) is keyed on. Reads every weight's bytes (see ``fingerprint``)."""
+        with self._lock, self._fingerprint_scope():
+            return self._model_key(), tuple((k, self._lens_key(v)) for k, v in sorted(self._lenses.items()))
+
+    @contextlib.contextmanager
+    def _fingerprint_scope(self) -> Iterator[None]:
+        """Within the scope (the lock held), every weight's storage is fingerprinted once."""
+        outer = self._fp_now is not None
+        if not outer:
+            self._fp_now = fingerprint.digests(self.model.parameters())
+        try:
+            yield
+        finally:
+            if not outer:
+                self._fp_now = None
+
+    @contextlib.contextmanager
+    def editing(self) -> Iterator[Any]:
+        """Edit the model's weights under the session's lock: an analysis running in another thread (a
+        widget's) finishes before the edit starts, and the next one sees the whole edit::
+
+            with session.editing() as model:
+                model.W_U[:, 17] *= 2        # gradients off inside the block
+
+        Edits made without it are still noticed (the caches are keyed on the weights' bytes), but an edit
+        from another thread while an analysis runs can mix old and new weights in that one analysis.
+        """
+        with self._lock:
+            self._fp_now = None
+            try:
+                with torch.no_grad():
+                    yield self.model
+            finally:
+                self._fp_now = None
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The session's lock (reentrant): held by every analysis and by ``editing()``."""
+        return self._lock
 
     def _new_kv(self) -> Any:
         if not self._kv_enabled:
@@ -462,20 +523,22 @@ class Session:
         ``resid_widgets.analyses.pipeline``). An edit of the previous prompt recomputes only the
         positions from the first changed token on. ``cancelled()`` is polled between blocks."""
         with self._lock:
-            self._check_weights()
-            top_k, tau = self._check_settings(top_k, tau)
-            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
-            req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
-            ctx = self._context(cancelled)
+            with self._fingerprint_scope():
+                self._check_weights()
+                top_k, tau = self._check_settings(top_k, tau)
+                ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
+                req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
+                ctx = self._context(cancelled)
+                params_key, lens_key = self._model_key(), self._lens_key(req.lens)
             if ctx.cancelled():
                 raise Cancelled("superseded by a newer request")
-            params_key = self._params_key()
             last, self._last = self._last, None  # its key/value cache is about to be extended
             acts, kv = self._forward(ids, last, params_key)
             base = last.analysis if acts.start else None
-            for update in run_stages(acts, req, ctx, base=base, base_key=last.readout_key if base is not None else None, view=view):
+            base_key = last.readout_key if base is not None and last.lens_key == lens_key else None
+            for update in run_stages(acts, req, ctx, base=base, base_key=base_key, view=view):
                 if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
-                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv)
+                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key)
                 elif update.stage == "done":
                     self._last.readout_key = req.readout_key()
                 yield update
@@ -518,7 +581,7 @@ class Session:
             raise TypeError("analyze_batch takes a list of prompts")
         if len(prompts) == 0:
             raise ValueError("analyze_batch got no prompts")
-        with self._lock:
+        with self._lock, self._fingerprint_scope():
             self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
             tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
@@ -560,6 +623,11 @@ def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
     for t in cache.values():
         by_shape.setdefault(tuple(t.shape), []).append(t)
     return list(by_shape.values())
+
+
+def _view_key(t: torch.Tensor) -> tuple:
+    """Which part of its storage a tensor views, and as what."""
+    return (fingerprint.storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
 
 
 def _without_logits(acts: Activations) -> Activations:
