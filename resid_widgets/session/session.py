@@ -480,13 +480,19 @@ class Session:
         return lens
 
     def load_lens(self, path, *, kind: str | None = None) -> Lens:
-        """Load a saved lens (ours, or a TransformerLens Jacobian-lens ``.pt`` file) for this session's model;
-        ``analyze(lens=kind)`` uses it from then on."""
-        from resid_widgets.lenses import JacobianLens, Lens as LensFile
+        """Load a lens for this session's model; ``analyze(lens=lens.kind)`` uses it from then on.
 
-        cls = JacobianLens if (kind == "jacobian" or str(path).endswith(".pt")) else LensFile
-        lens = cls.load(path, session_or_model=self)
-        self._lenses[lens.kind] = lens
+        ``path``: our ``.safetensors`` file (``lens.save``), a tuned-lens package directory (``config.json`` +
+        ``params.pt``), a TransformerLens Jacobian-lens ``.pt`` artifact (or a directory holding ``lens.pt``),
+        or, when no such path exists, a published lens's name on the Hugging Face hub (``kind`` required).
+        ``kind`` ("jacobian" / "tuned"), when given, must match what the file holds. The file is checked
+        against the model (width, layers, shapes, recorded library version) before its tensors are read.
+        """
+        from resid_widgets.lenses.published import load_lens_source
+
+        lens = load_lens_source(path, self, kind=kind)
+        with self._lock:
+            self._lenses[lens.kind] = lens
         return lens
 
     def fit_lens(self, kind: str, prompts: Sequence[Any], *, progress: Progress | None = None, **kwargs: Any) -> Lens:
