@@ -165,9 +165,13 @@ class Session:
     # ---- tokens ---------------------------------------------------------------------------------
     def to_token_ids(self, prompt: PromptLike, *, prepend_bos: bool | None = None) -> tuple[np.ndarray, bool]:
         """Token ids [T] and whether a BOS was prepended. Validates the prompt."""
+        if prepend_bos is not None and not isinstance(prepend_bos, (bool, np.bool_)):
+            raise TypeError(f"prepend_bos must be True, False or None, not {type(prepend_bos).__name__} {prepend_bos!r}")
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("the prompt is empty; type some text")
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise ValueError(f"the prompt is {len(prompt):,} characters long, more than {MAX_PROMPT_CHARS:,}; shorten it")
             if self.tokenizer is None:
                 raise ValueError(
                     f"the model {self.name!r} has no tokenizer, so a text prompt cannot be tokenised; pass token ids "
@@ -226,6 +230,12 @@ class Session:
             return [], []
         if isinstance(targets, (str, int, np.integer)):
             targets = [targets]
+        elif isinstance(targets, (np.ndarray, torch.Tensor)) and targets.ndim == 1:
+            targets = targets.tolist()
+        elif not isinstance(targets, (list, tuple)):
+            raise TypeError(f"targets must be a list of strings or token ids, not {type(targets).__name__}")
+        if len(targets) > MAX_TARGETS:
+            raise ValueError(f"{len(targets):,} targets; at most {MAX_TARGETS} can be followed at once")
         names: list[str] = []
         ids: list[int] = []
         problems: list[str] = []
@@ -242,7 +252,12 @@ class Session:
                 raise ValueError("a target is empty; give one token of the vocabulary, or a token id")
             tagged = _ID_TAG.fullmatch(t)
             if tagged is not None and 0 <= int(tagged.group(2)) < self.d_vocab:
-                ids.append(int(tagged.group(2)))
+                tid = int(tagged.group(2))
+                text = self.token_strings([tid])[tid]
+                if tagged.group(1) != text:  # "foo (#5)" must not name token 5 unless its text is "foo"
+                    raise ValueError(f"target {t!r} names token {tid}, whose text is {text!r}: write "
+                                     f"{f'{text} (#{tid})'!r} or the id {tid}")
+                ids.append(tid)
                 names.append(t)
                 continue
             if self.tokenizer is None:
@@ -619,6 +634,10 @@ class Session:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
 
 
+#: the most targets one analysis follows (each adds [R, T] ranks, logits and probabilities)
+MAX_TARGETS = 64
+#: the longest text prompt accepted, before tokenising (the model's context bounds the tokens)
+MAX_PROMPT_CHARS = 100_000
 #: how a target given as an id is named when its text alone is ambiguous: "<text> (#id)".
 _ID_TAG = re.compile(r"(.*) \(#(\d+)\)", re.DOTALL)
 

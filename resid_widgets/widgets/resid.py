@@ -30,7 +30,7 @@ import anywidget
 import traitlets as t
 
 from resid_widgets.analyses.pipeline import Cancelled
-from resid_widgets.analyses.result import Analysis
+from resid_widgets.analyses.result import Analysis, trim_cache
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import LENSES, METRICS
 from resid_widgets.session import Session
@@ -45,7 +45,7 @@ MAX_TOP_K = 100
 #: traits a user sets from Python; a TraitError on them is also shown in the widget's error banner
 _USER_TRAITS = frozenset({"prompt", "targets", "top_k", "lens", "tau", "metric", "layer", "selected"})
 #: analyses kept per (prompt, targets, top-k, lens): switching lens back and forth is instant
-_CACHE_SIZE = 3  # one per lens of the current prompt (each holds the residual rows: ~80 MB at 1,024 tokens of GPT-2 small)
+_CACHE_SIZE = 3  # one per lens of the current prompt (Analysis.nbytes: 89 MB at 1,000 tokens of GPT-2 small)
 
 
 def _bundle_file(name: str) -> Path:
@@ -186,8 +186,7 @@ class ResidWidget(anywidget.AnyWidget):
             if on_begin is not None and update.stage == "begin":
                 on_begin(update.analysis)
         self._cache[key] = update.analysis
-        while len(self._cache) > _CACHE_SIZE:
-            self._cache.pop(next(iter(self._cache)))
+        trim_cache(self._cache, _CACHE_SIZE)  # and at most CACHE_BYTES in all
         return update.analysis
 
     def _send_delta(self, update) -> None:
