@@ -83,3 +83,26 @@ def test_widget_cache_is_bounded_in_bytes(demo_session, monkeypatch):
         assert len(w._cache) == 1 and w.error == ""
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(targets={" Bennet": 1}), TypeError, "not dict"),
+    (dict(targets=[" Bennet"] * 65), ValueError, "at most 64"),
+    (dict(top_k=True), TypeError, "top_k"),
+    (dict(top_k=1.9), TypeError, "top_k"),
+])
+def test_widget_constructor_refuses_coercions(demo_session, kwargs, exc, match):
+    from resid_widgets.widgets.resid import ResidWidget
+
+    with pytest.raises(exc, match=match):
+        ResidWidget(demo_session, "Mr. and Mrs.", **kwargs)
+
+
+def test_widget_constructor_takes_one_target_string_as_one_target(demo_session):
+    from resid_widgets.widgets.resid import ResidWidget
+
+    w = ResidWidget(demo_session, "Mr. and Mrs.", targets=" Bennet")  # was split into its letters
+    try:
+        assert w.targets == [" Bennet"] and w.analysis.targets == [" Bennet"]
+    finally:
+        w.close()

@@ -226,16 +226,9 @@ class Session:
         the same single id and is not taken yet, else ``"<text> (#id)"``; both forms are accepted back,
         so the names an ``Analysis`` reports always round-trip. Every bad target is named in one error.
         """
-        if targets is None:
+        targets = target_list(targets)
+        if not targets:
             return [], []
-        if isinstance(targets, (str, int, np.integer)):
-            targets = [targets]
-        elif isinstance(targets, (np.ndarray, torch.Tensor)) and targets.ndim == 1:
-            targets = targets.tolist()
-        elif not isinstance(targets, (list, tuple)):
-            raise TypeError(f"targets must be a list of strings or token ids, not {type(targets).__name__}")
-        if len(targets) > MAX_TARGETS:
-            raise ValueError(f"{len(targets):,} targets; at most {MAX_TARGETS} can be followed at once")
         names: list[str] = []
         ids: list[int] = []
         problems: list[str] = []
@@ -642,6 +635,22 @@ MAX_PROMPT_CHARS = 100_000
 _ID_TAG = re.compile(r"(.*) \(#(\d+)\)", re.DOTALL)
 
 
+def target_list(targets: Any) -> list:
+    """``targets`` as a list (one string or id becomes a list of one), or a clear error: a dict, a set or any
+    other container is refused (not silently reduced to its keys or reordered); at most ``MAX_TARGETS``."""
+    if targets is None:
+        return []
+    if isinstance(targets, (str, int, np.integer)):
+        targets = [targets]
+    elif isinstance(targets, (np.ndarray, torch.Tensor)) and targets.ndim == 1:
+        targets = targets.tolist()
+    elif not isinstance(targets, (list, tuple)):
+        raise TypeError(f"targets must be a list of strings or token ids, not {type(targets).__name__}")
+    if len(targets) > MAX_TARGETS:
+        raise ValueError(f"{len(targets):,} targets; at most {MAX_TARGETS} can be followed at once")
+    return list(targets)
+
+
 def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
     """Cached tensors grouped by shape, so each group stacks into one tensor."""
     by_shape: dict[tuple, list[torch.Tensor]] = {}
@@ -722,4 +731,4 @@ def _sub_progress(progress: Progress, i: int, n: int) -> Progress:
     return lambda f, stage: progress((i + f) / n, f"prompt {i + 1}/{n}: {stage}")
 
 
-__all__ = ["Session"]
+__all__ = ["MAX_PROMPT_CHARS", "MAX_TARGETS", "Session", "target_list"]

@@ -34,6 +34,7 @@ from resid_widgets.analyses.result import Analysis, trim_cache
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import LENSES, METRICS
 from resid_widgets.session import Session
+from resid_widgets.session.session import target_list
 from resid_widgets.session.tokens import multibyte_chars
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -115,6 +116,7 @@ class ResidWidget(anywidget.AnyWidget):
         self._sent_objects: list[Analysis] = []
         self._stream_seq = 0  # the seq of the analysis being streamed (0: none)
         self._cache: dict[tuple, Analysis] = {}
+        targets = target_list(targets)  # a dict or a bare string is an error, not its keys / its letters
         self._lens = lens
         if wait:
             self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
