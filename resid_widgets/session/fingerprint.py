@@ -20,11 +20,14 @@ transposed view of a parameter).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 
 import torch
 
 _ROW = 4096
+_PARALLEL_BYTES = 64 << 20  # below this one thread hashes everything
+_THREADS = max(1, min(8, (os.cpu_count() or 1)))
 _WEIGHTS: dict[str, torch.Tensor] = {}
 
 
@@ -45,12 +48,24 @@ def digest(t: torch.Tensor) -> Any:
 
 
 def digests(tensors: Iterable[torch.Tensor], known: dict[tuple, Any] | None = None) -> dict[tuple, Any]:
-    """``storage_key -> digest`` for every distinct storage among ``tensors`` (``known`` entries are kept)."""
+    """``storage_key -> digest`` for every distinct storage among ``tensors`` (``known`` entries are kept).
+    CPU storages are hashed by a few threads (xxHash releases the GIL; the work is memory bound)."""
     out = dict(known or {})
+    todo: dict[tuple, torch.Tensor] = {}
     for t in tensors:
         key = storage_key(t)
-        if key not in out:
-            out[key] = digest(t)
+        if key not in out and key not in todo:
+            todo[key] = t
+    cpu = [k for k, t in todo.items() if t.device.type == "cpu"]
+    big = sum(todo[k].untyped_storage().nbytes() for k in cpu) > _PARALLEL_BYTES
+    if big and len(cpu) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(_THREADS, len(cpu))) as pool:
+            out.update(zip(cpu, pool.map(lambda k: digest(todo[k]), cpu)))
+    for k, t in todo.items():
+        if k not in out:
+            out[k] = digest(t)
     return out
 
 
