@@ -131,3 +131,25 @@ def test_editing_holds_the_lock_so_no_analysis_mixes_weights(hf_session):
     for r in seen:
         assert np.allclose(r, clean, rtol=1e-3) or np.allclose(r, scaled, rtol=1e-3)
     assert s.lock is s._lock
+
+
+def test_the_widget_key_is_read_once_per_edit_and_never_stale(hf_session, monkeypatch):
+    """``_params_key()`` hands its digests to the stream that follows on the same thread (one read of the
+    weights per widget edit), but a key asked for again after a ``.data`` edit is fresh."""
+    s = Session(hf_session.model)
+    calls = []
+    real = fingerprint.digests
+    monkeypatch.setattr(fingerprint, "digests", lambda ts, known=None: calls.append(known is None) or real(ts, known))
+    s._params_key()
+    calls.clear()
+    s.analyze("This is a sentence.")
+    assert calls.count(True) == 0  # nothing read from scratch: the handoff was used
+    key = s._params_key()
+    p = next(p for n, p in s.model.named_parameters() if ".1." in n and p.ndim == 2)
+    p.data.mul_(2)
+    try:
+        assert s._params_key() != key
+        fresh = Session(s.model).analyze("This is a sentence. And more.")
+        _assert_same(s.analyze("This is a sentence. And more."), fresh)
+    finally:
+        p.data.div_(2)

@@ -78,6 +78,7 @@ class Session:
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
         self._fp_now: dict[tuple, Any] | None = None  # storage digests, computed once per locked operation
+        self._fp_handoff: tuple[int, dict] | None = None  # (thread, digests) from _params_key for the next operation
         #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
         self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
@@ -346,19 +347,26 @@ class Session:
     def _params_key(self) -> tuple:
         """Changes when the model's weights or a lens the session holds change, by any path: what a cache
         of analyses (the widget's) is keyed on. Reads every weight's bytes (see ``fingerprint``)."""
-        with self._lock, self._fingerprint_scope():
-            return self._model_key(), tuple((k, self._lens_key(v)) for k, v in sorted(self._lenses.items()))
+        with self._lock, self._fingerprint_scope(fresh=True):
+            key = self._model_key(), tuple((k, self._lens_key(v)) for k, v in sorted(self._lenses.items()))
+            # the widget asks for this key and then (on a cache miss) streams on the same thread: hand the
+            # digests to that very next locked operation instead of reading every weight twice
+            self._fp_handoff = (threading.get_ident(), dict(self._fp_now))
+            return key
 
     @contextlib.contextmanager
-    def _fingerprint_scope(self) -> Iterator[None]:
-        """Within the scope (the lock held), every weight's storage is fingerprinted once."""
-        outer = self._fp_now is not None
-        if not outer:
-            self._fp_now = fingerprint.digests(self.model.parameters())
+    def _fingerprint_scope(self, *, fresh: bool = False) -> Iterator[None]:
+        """Within the scope (the lock held), every weight's storage is fingerprinted once. The digests that
+        ``_params_key()`` just computed are reused when the next locked operation runs on the same thread."""
+        nested = self._fp_now is not None
+        if not nested:
+            handoff, self._fp_handoff = self._fp_handoff, None
+            same_thread = not fresh and handoff is not None and handoff[0] == threading.get_ident()
+            self._fp_now = handoff[1] if same_thread else fingerprint.digests(self.model.parameters())
         try:
             yield
         finally:
-            if not outer:
+            if not nested:
                 self._fp_now = None
 
     @contextlib.contextmanager
@@ -373,12 +381,12 @@ class Session:
         from another thread while an analysis runs can mix old and new weights in that one analysis.
         """
         with self._lock:
-            self._fp_now = None
+            self._fp_now = self._fp_handoff = None
             try:
                 with torch.no_grad():
                     yield self.model
             finally:
-                self._fp_now = None
+                self._fp_now = self._fp_handoff = None
 
     @property
     def lock(self) -> threading.RLock:
