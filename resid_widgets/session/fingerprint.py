@@ -7,10 +7,11 @@ analyses) on the *bytes* of the weights:
 
 * CPU tensors: xxHash3 (64 bit) of each distinct storage's bytes, zero-copy (memory bound: about
   0.1 s for GPT-2 small's 737 MB of float32 on the 2-core CI machine; README "What is guarded").
-* other devices (CUDA, MPS): on the device, each storage's bytes read as int16 words, in rows of
+* CUDA: on the device, each storage's bytes read as int16 words, in rows of
   4,096, times 4,096 distinct random integer weights < 2^20, summed in float64 per row (exact: every
   partial sum stays below 2^53), then the row sums hashed on the CPU. A change of any word changes
-  its row's sum; a swap of two words changes it unless they are equal.
+  its row's sum; a swap of two words changes it unless they are equal. Other devices (MPS, which has no
+  float64): the bytes are copied to the CPU and hashed there.
 * a tensor whose bytes cannot be read (``meta``, offloaded) gets a fresh ``object()``: never equal to
   anything, so nothing keyed on it is reused ("refuse to reuse when unsure").
 
@@ -44,6 +45,8 @@ def digest(t: torch.Tensor) -> Any:
     raw = torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage())
     if raw.device.type == "cpu":
         return _xxh(raw.numpy())
+    if raw.device.type != "cuda":  # MPS and others lack float64: copy the bytes (unified memory on MPS)
+        return _xxh(raw.cpu().numpy())
     return _device_digest(raw)
 
 
