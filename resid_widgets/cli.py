@@ -129,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_args(args)  # before the model loads: bad options cost nothing
-        session = Session(args.model, device=args.device)
+        try:
+            session = Session(args.model, device=args.device)
+        except OSError as exc:  # hub unreachable, no such hub model, unreadable directory
+            raise OSError(f"cannot load the model {args.model or 'demo'!r}: {_one_line(exc)}") from exc
         lens = args.lens or "logit"
         if args.lens_file:  # without --lens, the file says which lens it holds
             lens = session.load_lens(args.lens_file, kind=args.lens).kind
