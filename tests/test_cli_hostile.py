@@ -117,3 +117,7 @@ def test_a_good_json_file_survives_a_kill_mid_write(tmp_path, sig):
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode != 0 and leftovers == [] and b"Traceback" not in err, err.decode()
+
+
+def test_a_model_that_cannot_be_loaded_is_named(capsys):
+    _one_line_error(capsys, main(["analyze", "Hi", "--model", "no-such-model-anywhere"]), "cannot load the model 'no-such-model-anywhere'")
