@@ -153,3 +153,17 @@ def test_the_widget_key_is_read_once_per_edit_and_never_stale(hf_session, monkey
         _assert_same(s.analyze("This is a sentence. And more."), fresh)
     finally:
         p.data.div_(2)
+
+
+def test_widget_key_changes_when_a_held_lens_is_replaced_or_edited_not_when_one_is_added(demo_session):
+    from resid_widgets.lenses import JacobianLens
+
+    s = Session(demo_session.model)
+    key = s._params_key()
+    s.analyze("Mr. and Mrs.", lens="tuned")  # loads the shipped tuned lens: earlier analyses stay valid
+    assert s._params_key() == key
+    s._lenses["tuned"].matrices[0].data.mul_(1.5)
+    edited = s._params_key()
+    assert edited != key
+    s._lenses["tuned"] = JacobianLens.identity(s)  # replaced (as load_lens / fit_lens do)
+    assert s._params_key() != edited

@@ -78,6 +78,8 @@ class Session:
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
         self._fp_now: dict[tuple, Any] | None = None  # storage digests, computed once per locked operation
+        self._lens_fps: dict[str, Any] = {}  # kind -> the held lens's fingerprint when last keyed
+        self._lens_epoch_n = 0
         self._fp_handoff: tuple[int, dict] | None = None  # (thread, digests) from _params_key for the next operation
         #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
         self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
@@ -344,11 +346,21 @@ class Session:
         found.sort(key=lambda t: fingerprint.storage_key(t))
         return (id(lens), tuple((_view_key(t), fingerprint.digest(t)) for t in found))
 
+    def _lens_epoch(self) -> int:
+        """A count that grows when a lens the session holds is replaced or edited in place (a lens loaded for
+        a kind not held before does not count: nothing computed earlier used it)."""
+        for kind, lens in self._lenses.items():
+            fp = self._lens_key(lens)
+            if self._lens_fps.get(kind, fp) != fp:
+                self._lens_epoch_n += 1
+            self._lens_fps[kind] = fp
+        return self._lens_epoch_n
+
     def _params_key(self) -> tuple:
         """Changes when the model's weights or a lens the session holds change, by any path: what a cache
         of analyses (the widget's) is keyed on. Reads every weight's bytes (see ``fingerprint``)."""
         with self._lock, self._fingerprint_scope(fresh=True):
-            key = self._model_key(), tuple((k, self._lens_key(v)) for k, v in sorted(self._lenses.items()))
+            key = self._model_key(), self._lens_epoch()
             # the widget asks for this key and then (on a cache miss) streams on the same thread: hand the
             # digests to that very next locked operation instead of reading every weight twice
             self._fp_handoff = (threading.get_ident(), dict(self._fp_now))
