@@ -4,7 +4,8 @@
 
 On the bench model (random GPT-2 small, bench/bench.py): ``Session._params_key()`` (every parameter's
 storage fingerprinted, see resid_widgets/session/fingerprint.py) against the model's plain forward pass
-at 16, 128 and 1,024 tokens, interleaved, the fastest of 5 (3 at 1,024); and the bytes one Analysis
+at 16, 128 and 1,024 tokens, interleaved, the fastest of 5 (3 at 1,024), in wall time and in process CPU
+time (steadier on a shared machine); and the bytes one Analysis
 of 1,000 tokens holds (``Analysis.nbytes``) with the process's RSS growth while it is built.
 """
 
@@ -21,11 +22,12 @@ import torch
 
 
 def best(fn, n):
+    """(wall seconds, process CPU seconds) of the fastest of n runs."""
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append((time.perf_counter() - t0, time.process_time() - c0))
     return min(out)
 
 
@@ -46,7 +48,10 @@ def main() -> None:
             with torch.inference_mode():
                 fwd.append(best(lambda: s.model(ids[:, :T]), 1))
             fp.append(best(s._params_key, 1))
-        rows.append({"tokens": T, "forward_s": min(fwd), "fingerprint_s": min(fp), "ratio": min(fp) / min(fwd)})
+        (fw, fc), (pw, pc) = min(fwd), min(fp)
+        # on a shared machine the CPU-time ratio is the steadier one (wall time waits for other jobs)
+        rows.append({"tokens": T, "forward_s": fw, "fingerprint_s": pw, "ratio": pw / fw,
+                     "forward_cpu_s": fc, "fingerprint_cpu_s": pc, "cpu_ratio": pc / fc})
         print(rows[-1], flush=True)
     gc.collect()
     proc = psutil.Process()
