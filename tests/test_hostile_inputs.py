@@ -27,6 +27,7 @@ from resid_widgets.session.session import MAX_PROMPT_CHARS, MAX_TARGETS
     (dict(prompt="a" * (MAX_PROMPT_CHARS + 1)), ValueError, "characters long"),
     (dict(prompt=[1.5, 2.0]), TypeError, "integers"),
     (dict(prompt=[True, False]), TypeError, "integers"),
+    (dict(prompt=[1] * 10_000_000), ValueError, "10,000,000 tokens long"),
 ])
 def test_coercions_are_refused_and_the_session_is_kept(demo_session, kwargs, exc, match):
     s = Session(demo_session.model)

@@ -185,6 +185,9 @@ class Session(WeightsGuard):
             added_bos = self._default_prepend_bos() if prepend_bos is None else bool(prepend_bos)
             added_bos = added_bos and bos_id is not None and len(ids) > 0 and int(ids[0]) == bos_id
         elif isinstance(prompt, (list, tuple, np.ndarray, torch.Tensor)):
+            if getattr(prompt, "ndim", 1) == 1 and len(prompt) > self.n_ctx:  # before converting a huge list
+                raise ValueError(f"the prompt is {len(prompt):,} tokens long, more than the model's context of "
+                                 f"{self.n_ctx} tokens; shorten it")
             ids = np.asarray(prompt.cpu() if isinstance(prompt, torch.Tensor) else prompt)
             if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
                 raise TypeError("token ids must be a 1-D sequence of integers")
