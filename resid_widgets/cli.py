@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -120,10 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--tau", type=float, default=0.9, help="energy threshold of the token subspace, in (0, 1]")
     a.add_argument(
         "--lens",
-        default="logit",
-        help="logit | jacobian | tuned (the demo model ships both; other models: a saved lens file's path with --lens-file)",
+        default=None,
+        help="logit (default) | jacobian | tuned (the demo model ships both; other models: a lens file with --lens-file)",
     )
-    a.add_argument("--lens-file", default=None, help="a saved Jacobian or tuned lens for --model (resid_widgets or TransformerLens .pt)")
+    a.add_argument("--lens-file", default=None, help="a Jacobian or tuned lens for --model: ours (.safetensors), a "
+                   "TransformerLens .pt artifact or a tuned-lens directory; --lens, when given, must match it")
     a.add_argument("--positions", type=int, default=12, help="how many final positions the table shows")
     a.add_argument("--device", default=None)
     a.add_argument("--json", dest="json_path", default=None, help="write all arrays to this JSON file")
@@ -137,27 +139,139 @@ def main(argv: Sequence[str] | None = None) -> int:
     from resid_widgets.session import Session
 
     try:
-        session = Session(args.model, device=args.device)
-        if args.lens_file:
-            session.load_lens(args.lens_file, kind=None if args.lens == "logit" else args.lens)
+        _check_args(args)  # before the model loads: bad options cost nothing
+        try:
+            session = Session(args.model, device=args.device)
+        except OSError as exc:  # hub unreachable, no such hub model, unreadable directory
+            raise OSError(f"cannot load the model {args.model or 'demo'!r}: {_one_line(exc)}") from exc
+        lens = args.lens or "logit"
+        if args.lens_file:  # without --lens, the file says which lens it holds
+            lens = session.load_lens(args.lens_file, kind=args.lens).kind
         bar, update = _progress_bar()
         try:
             analysis = session.analyze(
-                args.prompt, top_k=args.top_k, targets=args.targets, tau=args.tau, lens=args.lens, progress=update
+                args.prompt, top_k=args.top_k, targets=args.targets, tau=args.tau, lens=lens, progress=update
             )
         finally:
             bar.close()
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"resid-widgets: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("resid-widgets: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
+        print(f"resid-widgets: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(format_lens_table(analysis, max_positions=args.positions))
     print()
     print(format_summary(analysis, top_k=args.top_k))
     if args.json_path:
-        with open(args.json_path, "w", encoding="utf-8") as fh:
-            json.dump(_json_ready(analysis), fh)
+        try:
+            write_json_atomic(args.json_path, _json_ready(analysis))
+        except (OSError, KeyboardInterrupt) as exc:
+            print(f"resid-widgets: error: could not write {args.json_path}: {_one_line(exc) or 'interrupted'}", file=sys.stderr)
+            return 2
         print(f"wrote {args.json_path}")
     return 0
+
+
+# ---- checking options and writing files (issue 20: one-line errors, atomic --json) ----------------------
+def _check_args(args) -> None:
+    """Options that can be checked without the model: positions, device, the model path, the --json path."""
+    if args.positions < 1:
+        raise ValueError(f"--positions must be at least 1, got {args.positions}")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.device is not None:
+        _check_device(args.device)
+    if args.model is not None:
+        model = os.path.expanduser(args.model)
+        if os.path.isfile(model):
+            raise ValueError(f"--model {args.model} is a file; give a Hugging Face model directory or a hub name such as gpt2")
+        looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
+        if looks_local and not os.path.isdir(model):
+            raise FileNotFoundError(f"--model {args.model}: no such directory")
+    if args.lens_file and args.lens == "logit":
+        raise ValueError("--lens logit reads no lens file; drop --lens-file, or say --lens jacobian / tuned")
+    if args.lens_file and args.lens not in (None, "jacobian", "tuned"):
+        raise ValueError(f"unknown lens {args.lens!r}; with --lens-file choose jacobian or tuned")
+    if args.lens_file and not os.path.exists(args.lens_file):
+        raise FileNotFoundError(f"--lens-file {args.lens_file}: no such file or directory")
+    if args.json_path:
+        check_writable(args.json_path)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, mps): {_one_line(exc)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
+
+
+def check_writable(path: str) -> None:
+    """Fail now, not after the analysis, when ``path`` cannot be written."""
+    target = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"--json {path} is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--json {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
+        raise PermissionError(f"--json {path}: not writable")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path``: a reader (or a kill at any
+    moment) sees the old file or the new one, never a partial one. SIGTERM is turned into an exception
+    while writing, so the temporary file is removed; after SIGKILL a ``.<name>.*.tmp`` file may remain."""
+    import signal
+    import tempfile
+
+    target = os.path.abspath(os.path.expanduser(path))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    previous = _raise_on_sigterm(signal)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if os.path.exists(target):
+            os.chmod(tmp, os.stat(target).st_mode & 0o777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm(signal):
+    def handler(signum, frame):
+        raise KeyboardInterrupt("terminated")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,8 @@ soft-cap) is applied to; the last row is always the identity::
 
 Fit your own with :func:`fit_jacobian_lens` / :func:`train_tuned_lens`; ``lens.save(path)`` and
 ``Lens.load(path, session_or_model=...)`` round-trip them (one float16 ``.safetensors`` file);
-``JacobianLens.load`` also reads TransformerLens / reference-implementation ``.pt`` artifacts.
+``JacobianLens.load`` also reads TransformerLens / reference-implementation ``.pt`` artifacts, and
+``Session.load_lens`` the tuned-lens package's directories (``resid_widgets.lenses.published``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def get_lens(kind: str, session: Any, *, path: str | os.PathLike | None = None) 
             raise ValueError("the logit lens has no file; leave path out")
         return LogitLens.for_model(session)
     cls = JacobianLens if kind == "jacobian" else TunedLens
+    if path is not None:  # ours, a tuned-lens directory or a TransformerLens artifact, checked before it is read
+        from resid_widgets.lenses.published import load_lens_source
+
+        return load_lens_source(path, session, kind=kind)
     if path is None:
         if not _is_demo(session):
             how = "fit_jacobian_lens(session, prompts)" if kind == "jacobian" else "train_tuned_lens(session, texts, steps=..., seed=0)"

@@ -263,35 +263,26 @@ class Lens:
         With ``session_or_model`` the lens is checked against that model (layers, width).
         ``JacobianLens.load`` also reads TransformerLens ``JacobianLens`` artifacts (``.pt``).
         """
+        from resid_widgets.lenses import files
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no lens file at {path}")
+        meta, entries = files.read_safetensors_header(path)  # shapes and dtypes only: nothing allocated yet
+        kind, n_rows, d, centre, info = files.check_lens_header(
+            path, meta, entries, wanted_kind=None if cls is Lens else cls.kind, session_or_model=session_or_model)
         from safetensors import safe_open
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # not a safetensors file
-            raise ValueError(f"{path} is not a resid_widgets lens file (.safetensors): {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a resid_widgets lens file (format {meta.get('format')!r}, expected {FORMAT!r})")
-        kind = meta.get("kind")
-        target = _CLASSES.get(kind)
-        if target is None:
-            raise ValueError(f"{path}: unknown lens kind {kind!r}")
-        if cls is not Lens and not issubclass(target, cls):
-            raise ValueError(f"{path} holds a {kind} lens, not a {cls.kind} lens")
-        d = int(meta["d_model"])
-        eye = torch.eye(d)
-        lens = target(
-            int(meta["n_rows"]),
-            d,
-            matrices={int(k[2:]): eye + v.float() for k, v in tensors.items() if k.startswith("D.")},
-            offsets={int(k[2:]): v for k, v in tensors.items() if k.startswith("c.")},
-            centre_input=meta.get("centre_input") == "1",
-            info=json.loads(meta.get("info", "{}")),
-        )
+        matrices, offsets = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            for k in entries:
+                row = int(k[2:])
+                if k.startswith("D."):
+                    m = f.get_tensor(k).float()
+                    matrices[row] = m.add_(torch.eye(d))
+                else:
+                    offsets[row] = f.get_tensor(k).float()
+        lens = _CLASSES[kind](n_rows, d, matrices=matrices, offsets=offsets, centre_input=centre, info=info)
         if session_or_model is not None:
             lens.check_model(session_or_model)
         return lens

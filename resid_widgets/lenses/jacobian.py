@@ -104,11 +104,11 @@ class JacobianLens(Lens):
         if path.suffix == ".pt":
             if session_or_model is None:
                 raise ValueError("loading a TransformerLens .pt artifact needs session_or_model (to map its layers)")
-            from transformer_lens.tools.analysis import JacobianLens as TLJacobianLens
+            if not path.is_file():
+                raise FileNotFoundError(f"no lens file at {path}")
+            from resid_widgets.lenses.published import load_transformer_lens_pt
 
-            lens = cls.from_transformer_lens(TLJacobianLens.load(str(path)), session_or_model)
-            lens.info["path"] = str(path)
-            return lens.check_model(session_or_model)
+            return load_transformer_lens_pt(path, session_or_model)  # checked against the model before it is read
         return super().load(path, session_or_model=session_or_model)  # type: ignore[return-value]
 
 

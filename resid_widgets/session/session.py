@@ -25,6 +25,8 @@ from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
+from resid_widgets.session import fingerprint
+from resid_widgets.session.guard import WeightsGuard, _view_key
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.tokens import token_bytes
 
@@ -40,11 +42,12 @@ class _Last:
     acts: Activations  # without logits
     analysis: Analysis
     readout_key: tuple | None  # set once every lens cell was read (a cancelled run reuses only its forward pass)
-    params_key: tuple  # the model's parameters (storage, version) when it ran
+    params_key: tuple  # the model's parameters (storage, content fingerprint) when it ran
     kv: Any  # the Hugging Face key/value cache of its forward pass, or None
+    lens_key: Any = None  # the lens's content fingerprint when its cells were read
 
 
-class Session:
+class Session(WeightsGuard):
     """A model plus everything computed once per model (SVD of W_U, token strings).
 
     ``model`` may be None (the embedded demo model), a hub name (``"gpt2"``), a local Hugging Face
@@ -74,6 +77,10 @@ class Session:
         self._kv_verified = False
         self._info: dict[str, Any] | None = None
         self._weights_key: tuple | None = None
+        self._fp_now: dict[tuple, Any] | None = None  # storage digests, computed once per locked operation
+        self._lens_fps: dict[str, Any] = {}  # kind -> the held lens's fingerprint when last keyed
+        self._lens_epoch_n = 0
+        self._fp_handoff: tuple[int, dict] | None = None  # (thread, digests) from _params_key for the next operation
         #: logits per lens block (block size in positions = this / (rows x vocab)); also the streaming grain
         self.chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
         self._lock = threading.RLock()
@@ -110,7 +117,10 @@ class Session:
         """Forget what was computed from the readout weights when any of them changed in place (tensor
         version counters and storage), and refuse non-finite weights with a clear error."""
         weights = self._readout_weights()
-        key = tuple((n, t.data_ptr(), t._version, tuple(t.shape)) for n, t in weights.items())
+        fp = fingerprint.digests(weights.values(), self._fp_now)
+        if self._fp_now is not None:
+            self._fp_now.update(fp)
+        key = tuple((n, _view_key(t), fp[fingerprint.storage_key(t)]) for n, t in weights.items())
         if key == self._weights_key:
             return
         self._subspace, self._info, self._last = None, None, None
@@ -158,9 +168,13 @@ class Session:
     # ---- tokens ---------------------------------------------------------------------------------
     def to_token_ids(self, prompt: PromptLike, *, prepend_bos: bool | None = None) -> tuple[np.ndarray, bool]:
         """Token ids [T] and whether a BOS was prepended. Validates the prompt."""
+        if prepend_bos is not None and not isinstance(prepend_bos, (bool, np.bool_)):
+            raise TypeError(f"prepend_bos must be True, False or None, not {type(prepend_bos).__name__} {prepend_bos!r}")
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("the prompt is empty; type some text")
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise ValueError(f"the prompt is {len(prompt):,} characters long, more than {MAX_PROMPT_CHARS:,}; shorten it")
             if self.tokenizer is None:
                 raise ValueError(
                     f"the model {self.name!r} has no tokenizer, so a text prompt cannot be tokenised; pass token ids "
@@ -171,6 +185,9 @@ class Session:
             added_bos = self._default_prepend_bos() if prepend_bos is None else bool(prepend_bos)
             added_bos = added_bos and bos_id is not None and len(ids) > 0 and int(ids[0]) == bos_id
         elif isinstance(prompt, (list, tuple, np.ndarray, torch.Tensor)):
+            if getattr(prompt, "ndim", 1) == 1 and len(prompt) > self.n_ctx:  # before converting a huge list
+                raise ValueError(f"the prompt is {len(prompt):,} tokens long, more than the model's context of "
+                                 f"{self.n_ctx} tokens; shorten it")
             ids = np.asarray(prompt.cpu() if isinstance(prompt, torch.Tensor) else prompt)
             if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
                 raise TypeError("token ids must be a 1-D sequence of integers")
@@ -215,10 +232,9 @@ class Session:
         the same single id and is not taken yet, else ``"<text> (#id)"``; both forms are accepted back,
         so the names an ``Analysis`` reports always round-trip. Every bad target is named in one error.
         """
-        if targets is None:
+        targets = target_list(targets)
+        if not targets:
             return [], []
-        if isinstance(targets, (str, int, np.integer)):
-            targets = [targets]
         names: list[str] = []
         ids: list[int] = []
         problems: list[str] = []
@@ -235,7 +251,12 @@ class Session:
                 raise ValueError("a target is empty; give one token of the vocabulary, or a token id")
             tagged = _ID_TAG.fullmatch(t)
             if tagged is not None and 0 <= int(tagged.group(2)) < self.d_vocab:
-                ids.append(int(tagged.group(2)))
+                tid = int(tagged.group(2))
+                text = self.token_strings([tid])[tid]
+                if tagged.group(1) != text:  # "foo (#5)" must not name token 5 unless its text is "foo"
+                    raise ValueError(f"target {t!r} names token {tid}, whose text is {text!r}: write "
+                                     f"{f'{text} (#{tid})'!r} or the id {tid}")
+                ids.append(tid)
                 names.append(t)
                 continue
             if self.tokenizer is None:
@@ -311,10 +332,6 @@ class Session:
             add_scale=scale,
             logits=logits.float(),
         )
-
-    def _params_key(self) -> tuple:
-        """Changes when any parameter of the model is replaced or edited in place."""
-        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
     def _new_kv(self) -> Any:
         if not self._kv_enabled:
@@ -419,13 +436,19 @@ class Session:
         return lens
 
     def load_lens(self, path, *, kind: str | None = None) -> Lens:
-        """Load a saved lens (ours, or a TransformerLens Jacobian-lens ``.pt`` file) for this session's model;
-        ``analyze(lens=kind)`` uses it from then on."""
-        from resid_widgets.lenses import JacobianLens, Lens as LensFile
+        """Load a lens for this session's model; ``analyze(lens=lens.kind)`` uses it from then on.
 
-        cls = JacobianLens if (kind == "jacobian" or str(path).endswith(".pt")) else LensFile
-        lens = cls.load(path, session_or_model=self)
-        self._lenses[lens.kind] = lens
+        ``path``: our ``.safetensors`` file (``lens.save``), a tuned-lens package directory (``config.json`` +
+        ``params.pt``), a TransformerLens Jacobian-lens ``.pt`` artifact (or a directory holding ``lens.pt``),
+        or, when no such path exists, a published lens's name on the Hugging Face hub (``kind`` required).
+        ``kind`` ("jacobian" / "tuned"), when given, must match what the file holds. The file is checked
+        against the model (width, layers, shapes, recorded library version) before its tensors are read.
+        """
+        from resid_widgets.lenses.published import load_lens_source
+
+        lens = load_lens_source(path, self, kind=kind)
+        with self._lock:
+            self._lenses[lens.kind] = lens
         return lens
 
     def fit_lens(self, kind: str, prompts: Sequence[Any], *, progress: Progress | None = None, **kwargs: Any) -> Lens:
@@ -462,20 +485,22 @@ class Session:
         ``resid_widgets.analyses.pipeline``). An edit of the previous prompt recomputes only the
         positions from the first changed token on. ``cancelled()`` is polled between blocks."""
         with self._lock:
-            self._check_weights()
-            top_k, tau = self._check_settings(top_k, tau)
-            ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
-            req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
-            ctx = self._context(cancelled)
+            with self._fingerprint_scope():
+                self._check_weights()
+                top_k, tau = self._check_settings(top_k, tau)
+                ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
+                req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
+                ctx = self._context(cancelled)
+                params_key, lens_key = self._model_key(), self._lens_key(req.lens)
             if ctx.cancelled():
                 raise Cancelled("superseded by a newer request")
-            params_key = self._params_key()
             last, self._last = self._last, None  # its key/value cache is about to be extended
             acts, kv = self._forward(ids, last, params_key)
             base = last.analysis if acts.start else None
-            for update in run_stages(acts, req, ctx, base=base, base_key=last.readout_key if base is not None else None, view=view):
+            base_key = last.readout_key if base is not None and last.lens_key == lens_key else None
+            for update in run_stages(acts, req, ctx, base=base, base_key=base_key, view=view):
                 if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
-                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv)
+                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key)
                 elif update.stage == "done":
                     self._last.readout_key = req.readout_key()
                 yield update
@@ -518,7 +543,7 @@ class Session:
             raise TypeError("analyze_batch takes a list of prompts")
         if len(prompts) == 0:
             raise ValueError("analyze_batch got no prompts")
-        with self._lock:
+        with self._lock, self._fingerprint_scope():
             self._check_weights()
             top_k, tau = self._check_settings(top_k, tau)
             tokenised = [self.to_token_ids(p, prepend_bos=prepend_bos) for p in prompts]
@@ -550,8 +575,28 @@ class Session:
         return f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, vocab={self.d_vocab})"
 
 
+#: the most targets one analysis follows (each adds [R, T] ranks, logits and probabilities)
+MAX_TARGETS = 64
+#: the longest text prompt accepted, before tokenising (the model's context bounds the tokens)
+MAX_PROMPT_CHARS = 100_000
 #: how a target given as an id is named when its text alone is ambiguous: "<text> (#id)".
 _ID_TAG = re.compile(r"(.*) \(#(\d+)\)", re.DOTALL)
+
+
+def target_list(targets: Any) -> list:
+    """``targets`` as a list (one string or id becomes a list of one), or a clear error: a dict, a set or any
+    other container is refused (not silently reduced to its keys or reordered); at most ``MAX_TARGETS``."""
+    if targets is None:
+        return []
+    if isinstance(targets, (str, int, np.integer)):
+        targets = [targets]
+    elif isinstance(targets, (np.ndarray, torch.Tensor)) and targets.ndim == 1:
+        targets = targets.tolist()
+    elif not isinstance(targets, (list, tuple)):
+        raise TypeError(f"targets must be a list of strings or token ids, not {type(targets).__name__}")
+    if len(targets) > MAX_TARGETS:
+        raise ValueError(f"{len(targets):,} targets; at most {MAX_TARGETS} can be followed at once")
+    return list(targets)
 
 
 def _groups(cache: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -629,4 +674,4 @@ def _sub_progress(progress: Progress, i: int, n: int) -> Progress:
     return lambda f, stage: progress((i + f) / n, f"prompt {i + 1}/{n}: {stage}")
 
 
-__all__ = ["Session"]
+__all__ = ["MAX_PROMPT_CHARS", "MAX_TARGETS", "Session", "target_list"]

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from resid_widgets.analyses.result import trim_cache
 from resid_widgets.payload.contract import check_changes
 
 #: analyses kept: one per lens of the current prompt (each holds the residual rows: ~80 MB at 1,024 tokens of GPT-2 small)
@@ -111,8 +112,7 @@ class EditQueue:
 
     def store(self, key: tuple, analysis: Any) -> None:
         self._cache[key] = analysis
-        while len(self._cache) > self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
+        trim_cache(self._cache, self._cache_size)  # and at most CACHE_BYTES in all (Analysis.nbytes)
 
     # ---- payload sequence numbers ---------------------------------------------------------------
     def begin_stream(self, analysis: Any, base: Any | None) -> tuple[int, int]:

@@ -34,6 +34,7 @@ from resid_widgets.payload.contract import Checked, ContractError, browser_may_s
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
 from resid_widgets.session import as_session
+from resid_widgets.session.session import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
 
@@ -112,6 +113,7 @@ class ResidWidget(anywidget.AnyWidget):
         self._pending: Analysis | None = None
         self._trait_error = False  # the banner shows a rejected trait value
         self._queue = EditQueue()
+        targets = target_list(targets)  # a dict or a bare string is an error, not its keys / its letters
         self._lens = lens
         if wait:
             self.analysis: Analysis = self._compute(prompt, list(targets or []), top_k, tau)
