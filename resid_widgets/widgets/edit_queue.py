@@ -29,7 +29,8 @@ from typing import Any, Callable, Hashable
 from resid_widgets.analyses.result import trim_cache
 from resid_widgets.payload.contract import check_changes
 
-#: analyses kept: one per lens of the current prompt (each holds the residual rows: ~80 MB at 1,024 tokens of GPT-2 small)
+#: analyses kept: one per lens of the current prompt (Analysis.nbytes: 89 MB at 1,000 tokens of GPT-2 small; at most
+#: CACHE_BYTES in all, see analyses.result.trim_cache)
 CACHE_SIZE = 3
 #: sent analyses remembered by seq (deltas and details refer to them)
 SENT_KEPT = 4
