@@ -81,7 +81,7 @@ def test_widget_cache_is_bounded_in_bytes(demo_session, monkeypatch):
         w.wait()
         w.lens = "logit"
         w.wait()
-        assert len(w._cache) == 1 and w.error == ""
+        assert len(w._queue._cache) == 1 and w.error == ""
     finally:
         w.close()
 

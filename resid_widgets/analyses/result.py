@@ -253,7 +253,7 @@ def trim_cache(cache: dict[Any, Analysis], max_items: int, max_bytes: int | None
     """Evict the oldest analyses of ``cache`` (insertion order) until it holds at most ``max_items`` and
     at most ``max_bytes`` (default ``CACHE_BYTES``) in all (``Analysis.nbytes``); the newest always stays."""
     max_bytes = CACHE_BYTES if max_bytes is None else max_bytes
-    sizes = {k: a.nbytes for k, a in cache.items()}
+    sizes = {k: getattr(a, "nbytes", 0) for k, a in cache.items()}
     total = sum(sizes.values())
     while len(cache) > 1 and (len(cache) > max_items or total > max_bytes):
         oldest = next(iter(cache))
