@@ -116,41 +116,57 @@ def tensors_from_modules(norm: nn.Module, head: nn.Module) -> dict[str, torch.Te
     return out
 
 
-def tensors_from_state(state: Mapping[str, torch.Tensor], norm_path: str, head_path: str, embed_path: str | None) -> dict[str, torch.Tensor | None]:
-    """The same tensors from a state dict (a driver's ``state_dict()``); a tied lm_head falls back to the
-    input embedding."""
-    def get(key):
-        t = state.get(key)
-        return None if t is None else torch.as_tensor(t).detach()
+#: older checkpoint names of an unembedding the current transformers class calls ``lm_head``
+_HEAD_ALIASES = {"lm_head": ("embed_out",)}
 
+
+def tensors_from_state(state: Mapping[str, torch.Tensor], norm_path: str, head_path: str, embed_path: str | None,
+                       *, tied: bool | None = None) -> dict[str, torch.Tensor | None]:
+    """The same tensors from a state dict (a driver's ``state_dict()``, a checkpoint's tensors). The
+    input embedding stands in for the lm_head only when the model ties them (``tied`` True, or unknown
+    and no lm_head among the tensors)."""
+    def get(*keys):
+        for key in keys:
+            if key in state:
+                return torch.as_tensor(state[key]).detach()
+        return None
+
+    heads = (head_path, *_HEAD_ALIASES.get(head_path, ()))
     out = {
         "norm.weight": get(f"{norm_path}.weight"),
         "norm.bias": get(f"{norm_path}.bias"),
-        "head.weight": get(f"{head_path}.weight"),
-        "head.bias": get(f"{head_path}.bias"),
+        "head.weight": None if tied else get(*(f"{h}.weight" for h in heads)),
+        "head.bias": None if tied else get(*(f"{h}.bias" for h in heads)),
     }
-    if out["head.weight"] is None and embed_path is not None:
+    if out["head.weight"] is None and tied is not False and embed_path is not None:
         out["head.weight"] = get(f"{embed_path}.weight")
     if out["head.weight"] is None:
-        raise KeyError(f"no {head_path}.weight (nor a tied {embed_path}.weight) among the weights")
+        raise KeyError(f"no {head_path}.weight{' (nor a tied ' + embed_path + '.weight)' if tied is not False and embed_path else ''} among the weights")
+    if out["norm.weight"] is None:
+        raise KeyError(f"no {norm_path}.weight among the weights: cannot apply the final norm")
     return out
 
 
 def tensors_from_checkpoint(directory: str | os.PathLike, norm_path: str, head_path: str, embed_path: str | None) -> dict[str, torch.Tensor | None]:
     """Only the final norm's and the unembedding's tensors, read from a Hugging Face directory's
     safetensors files (the rest of the checkpoint is not loaded)."""
+    import json
+
     from safetensors import safe_open
 
     files = sorted(Path(directory).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors files in {directory}: cannot read the unembedding for the lens readout")
-    wanted = {f"{p}.{n}" for p in (norm_path, head_path, embed_path) if p for n in ("weight", "bias")}
+    config = Path(directory) / "config.json"
+    tied = json.loads(config.read_text()).get("tie_word_embeddings") if config.is_file() else None
+    heads = (head_path, *_HEAD_ALIASES.get(head_path, ()))
+    wanted = {f"{p}.{n}" for p in (norm_path, *heads, embed_path) if p for n in ("weight", "bias")}
     state: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as fh:
             for key in wanted & set(fh.keys()):
                 state[key] = fh.get_tensor(key)
-    return tensors_from_state(state, norm_path, head_path, embed_path)
+    return tensors_from_state(state, norm_path, head_path, embed_path, tied=tied)
 
 
 def hf_paths(adapter: Any) -> tuple[str, str, str | None]:

@@ -1,0 +1,142 @@
+"""Backends (resid_widgets.session.backends): a device-mapped / offloaded model and a TransformerLens
+``RemoteBridge`` + ``Driver`` give the same analysis as the plain compatibility-mode ``Session(path)``.
+
+Reference: ``Session(path)`` (compatibility mode), itself tested against Hugging Face in
+test_conformance.py. Tolerance 1e-4 (float32), on random-weight directories whose norms and biases are
+perturbed (tests/families.py), so a missing fold or centring shows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drivers import HookDriver, remote_bridge
+from families import FAMILIES, PROBE_IDS, build_family_dir
+
+from resid_widgets import Session
+from resid_widgets.session.backends import RemoteError
+
+TOL = 1e-4
+TARGETS = [5, 17]
+#: every per-cell quantity the widgets show
+FIELDS = ["top_ids", "top_probs", "top_logits", "log_norm", "target_logits", "target_ranks", "entropy", "kl_to_output",
+          "final_top1_rank", "resid_norm", "attn_norm", "mlp_norm", "projection_pct", "projection_final_pct"]
+
+
+def assert_same(a, b, tol=TOL, fields=FIELDS):
+    for f in fields:
+        x, y = np.asarray(getattr(a, f)), np.asarray(getattr(b, f))
+        assert x.shape == y.shape, f
+        scale = 100.0 if f.startswith("projection") else 1.0  # percentages: 1e-4 of the fraction
+        np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), atol=tol * scale, rtol=tol, err_msg=f)
+    assert a.tokens == b.tokens
+
+
+@pytest.fixture(scope="module")
+def family_dir(tmp_path_factory):
+    made = {}
+
+    def get(key):
+        if key not in made:
+            made[key] = build_family_dir(FAMILIES[key], tmp_path_factory.mktemp(key))
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def plain(family_dir):
+    made = {}
+
+    def get(key):
+        if key not in made:
+            made[key] = Session(str(family_dir(key))).analyze(PROBE_IDS, targets=TARGETS)
+        return made[key]
+
+    return get
+
+
+# ---- device map ---------------------------------------------------------------------------------
+def test_device_map_with_layers_on_disk_equals_plain(family_dir, plain, tmp_path):
+    path = family_dir("llama")
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                  "model.layers.1": "disk", "model.norm": "disk", "lm_head": "disk"}
+    s = Session(str(path), device_map=device_map, offload_folder=str(tmp_path / "offload"))
+    hf = s.model.bridge.original_model
+    assert hf.hf_device_map["model.layers.1"] == "disk" and hf.hf_device_map["lm_head"] == "disk"
+    assert any(p.device.type == "meta" for p in hf.lm_head.parameters()), "lm_head must really be offloaded"
+    a = s.analyze(PROBE_IDS, targets=TARGETS)
+    assert_same(a, plain("llama"))
+    assert a.info["lens_formula_matches_model"]
+
+
+def test_device_map_layer_norm_model_everything_offloaded(family_dir, plain, tmp_path):
+    """LayerNorm (GPT-2): rows centred, W_U folded and centred on both axes, as compatibility mode."""
+    s = Session(str(family_dir("gpt2")), max_memory={"cpu": "60KB"}, offload_folder=str(tmp_path / "offload"))
+    assert set(s.model.bridge.original_model.hf_device_map.values()) == {"disk"}
+    assert_same(s.analyze(PROBE_IDS, targets=TARGETS), plain("gpt2"))
+
+
+# ---- drivers ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["demo", "gpt2", "llama", "pythia"])
+def test_driver_remote_bridge_equals_plain(key, family_dir, plain):
+    from transformer_lens.model_bridge.driver_protocol import validate_driver
+
+    if key == "demo":
+        from resid_widgets.session.loading import DEMO_MODEL_DIR
+
+        path, prompt = DEMO_MODEL_DIR, "The capital of France is Paris. The capital of England is"
+        ref = Session(None).analyze(prompt, targets=[" London"])
+        targets = [" London"]
+    else:
+        path, prompt, ref, targets = family_dir(key), PROBE_IDS, plain(key), TARGETS
+    bridge, driver = remote_bridge(path)
+    validate_driver(driver, after_bridge_construction=True)
+    s = Session(bridge)
+    a = s.analyze(prompt, targets=targets)
+    assert_same(a, ref)
+    # what crossed: the residual captures only (1 + 3 per layer tensors of [T, d_model] float32), no logits
+    T, L, d = len(a.tokens), s.n_layers, s.d_model
+    assert driver.bytes_sent == s.model.bytes_moved == (1 + 3 * L) * T * d * 4
+
+
+def test_driver_weights_from_checkpoint_when_driver_serves_none(family_dir, plain):
+    path = family_dir("pythia")
+    bridge, _ = remote_bridge(path, serve_weights=False)
+    with pytest.raises(ValueError, match="weights="):
+        Session(bridge)
+    assert_same(Session(bridge, weights=str(path)).analyze(PROBE_IDS, targets=TARGETS), plain("pythia"))
+
+
+def test_driver_missing_hooks_is_a_clear_error(family_dir):
+    bridge, driver = remote_bridge(family_dir("llama"))
+    driver.supported_hook_points = frozenset(n for n in driver.supported_hook_points if "attn" not in n)
+    bridge._hook_registry = {k: v for k, v in bridge._hook_registry.items() if "attn" not in k}
+    with pytest.raises(ValueError, match=r"does not capture \['blocks.0.attn.hook_out'"):
+        Session(bridge)
+
+
+def test_driver_lost_connection_is_a_clear_error_and_the_session_survives(family_dir, plain):
+    lost = {"on": True}
+    bridge, driver = remote_bridge(family_dir("llama"), fail=lambda n: ConnectionError("connection reset by peer") if lost["on"] else None)
+    s = Session(bridge)
+    with pytest.raises(RemoteError, match="connection reset by peer.*try again") as info:
+        s.analyze(PROBE_IDS)
+    assert isinstance(info.value, ConnectionError)
+    lost["on"] = False
+    assert_same(s.analyze(PROBE_IDS, targets=TARGETS), plain("llama"))
+
+
+# ---- options ------------------------------------------------------------------------------------
+def test_backend_options_are_checked(family_dir):
+    path = str(family_dir("llama"))
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['devicemap'\\]"):
+        Session(path, devicemap="auto")
+    with pytest.raises(ValueError, match="either device or device_map"):
+        Session(path, device="cpu", device_map="auto")
+    with pytest.raises(TypeError, match="dtype must be a torch dtype"):
+        Session(path, dtype="float99")
+    with pytest.raises(TypeError, match="RemoteBridge"):
+        Session(path, weights=path)
