@@ -140,3 +140,51 @@ def test_backend_options_are_checked(family_dir):
         Session(path, dtype="float99")
     with pytest.raises(TypeError, match="RemoteBridge"):
         Session(path, weights=path)
+
+
+# ---- nnsight ------------------------------------------------------------------------------------
+def nnsight_session(path):
+    nnsight = pytest.importorskip("nnsight")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LanguageModel is deprecated in favour of TransformersModel in 0.8
+        lm = nnsight.LanguageModel(str(path), device_map="cpu", dispatch=True)
+    return Session(lm, remote="local")
+
+
+@pytest.mark.parametrize("key", ["gpt2", "llama", "pythia"])
+def test_nnsight_local_equals_plain_and_sends_no_residuals(key, family_dir, plain):
+    from resid_widgets.payload.encode import payload_arrays
+
+    s = nnsight_session(family_dir(key))
+    a = s.analyze(PROBE_IDS, targets=TARGETS)
+    assert_same(a, plain(key))
+    assert a.additivity["holds"] and a.info["lens_formula_matches_model"]
+    R, T = a.log_norm.shape
+    shipped = s.model.trace(a.token_ids, top_k=10, target_ids=TARGETS, U=s.subspace.U[:, :8], ks=[4, 8], k=4, chunk_elements=s.chunk_elements)
+    assert s.d_model not in {R, T, 10, 2} and all(s.d_model not in arr.shape for arr in shipped.values()), "no residual vector leaves the trace"
+    # lens 8k + 16 + 8n, norm 4, projection 4 + 2 per k; per block cell attention / MLP norms 8, additivity 8 per identity (1 parallel, 2 sequential)
+    assert sum(arr.nbytes for arr in shipped.values()) == (8 * 10 + 16 + 8 * 2 + 4 + 4 + 2 * 2) * R * T + (8 + 8 * (1 if s.parallel else 2)) * (R - 1) * T + 8
+    assert payload_arrays(a)["proj_grid"].shape[1:] == (R, T)  # the view's tau grid is there
+
+
+def test_nnsight_bytes_per_cell(family_dir):
+    """The lens part of what leaves the trace: 8k + 16 bytes per cell (<= 64 for k = 5, no targets)."""
+    s = nnsight_session(family_dir("llama"))
+    a = s.analyze(PROBE_IDS, top_k=5)
+    shipped = s.model.trace(a.token_ids, top_k=5, target_ids=[], U=s.subspace.U[:, :8], ks=[4, 8], k=4, chunk_elements=s.chunk_elements)
+    cells = a.log_norm.size
+    lens = ("top_ids", "top_logits", "log_norm", "entropy", "kl_to_output", "final_top1_rank", "target_logits", "target_ranks")
+    per_cell = sum(shipped[f].nbytes for f in lens) / cells
+    assert per_cell == 8 * 5 + 16 <= 64
+    norms = ("resid_norm", "attn_norm", "mlp_norm", "proj_grid", "proj_exact", "add_diff", "add_scale", "lens_vs_model")
+    assert set(shipped) == set(lens) | set(norms)
+
+
+def test_nnsight_refuses_what_needs_the_residual_stream(family_dir):
+    s = nnsight_session(family_dir("llama"))
+    with pytest.raises(NotImplementedError, match="inside the trace"):
+        s.analyze_batch([PROBE_IDS, PROBE_IDS[:5]])
+    with pytest.raises(ValueError, match="remote must be"):
+        Session(s.model.lm, remote="ndif")

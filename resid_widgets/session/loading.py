@@ -33,6 +33,13 @@ def load_model(model: Any = None, *, device: str | None = None, **options: Any) 
     from resid_widgets.session import backends
 
     backends.check_options(options)
+    if backends.is_nnsight_model(model):
+        from resid_widgets.session.backends.nnsight_backend import NNsightModel
+
+        loaded = NNsightModel(model, remote=options.get("remote", "local"), weights=options.get("weights"))
+        return loaded, loaded.cfg.model_name, False
+    if options.get("remote") is not None:
+        raise TypeError("remote= is for an nnsight LanguageModel")
     if backends.is_remote_bridge(model):
         loaded = backends.from_remote_bridge(model, weights=options.get("weights"))
         return loaded, loaded.cfg.model_name, False

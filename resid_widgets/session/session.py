@@ -470,6 +470,11 @@ class Session:
             ctx = self._context(cancelled)
             if ctx.cancelled():
                 raise Cancelled("superseded by a newer request")
+            if getattr(self.model, "reads_out_in_trace", False):  # nnsight: the readout runs where the model runs
+                if req.lens is not None:
+                    raise ValueError(f"the {req.lens_kind} lens needs the residual stream here; an nnsight session reads the logit lens only")
+                yield from self.model.stream(req, ctx)
+                return
             params_key = self._params_key()
             last, self._last = self._last, None  # its key/value cache is about to be extended
             acts, kv = self._forward(ids, last, params_key)

@@ -33,7 +33,11 @@ import torch
 from resid_widgets.session.backends.captured import CapturedModel, RemoteError
 
 #: the ``Session(...)`` keywords that choose or configure a backend
-OPTIONS = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype", "weights")
+OPTIONS = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype", "weights", "remote")
+
+
+def is_nnsight_model(model: Any) -> bool:
+    return type(model).__module__.split(".")[0] == "nnsight"
 
 
 def is_remote_bridge(model: Any) -> bool:
