@@ -188,3 +188,34 @@ def test_nnsight_refuses_what_needs_the_residual_stream(family_dir):
         s.analyze_batch([PROBE_IDS, PROBE_IDS[:5]])
     with pytest.raises(ValueError, match="remote must be"):
         Session(s.model.lm, remote="ndif")
+
+
+# ---- progress and cancelling --------------------------------------------------------------------
+def test_remote_stages_reach_the_progress_callback_and_cancel_before_the_engine(family_dir):
+    from resid_widgets.analyses.pipeline import Cancelled
+
+    bridge, driver = remote_bridge(family_dir("llama"))
+    s = Session(bridge)
+    seen = []
+    s.analyze(PROBE_IDS, progress=lambda f, stage: seen.append(stage))
+    assert seen[:3] == ["forward pass", "running", "reading out"] and seen[-1] == "done"
+    calls = driver.calls
+    with pytest.raises(Cancelled):
+        list(s.stream(PROBE_IDS, cancelled=lambda: True))
+    assert driver.calls == calls, "a cancelled request never reaches the engine"
+    n = {"polls": 0}
+
+    def cancel_after_forward():  # polled between stages: cancelled once the forward pass has run
+        n["polls"] += 1
+        return driver.calls > calls
+
+    with pytest.raises(Cancelled):
+        list(s.stream(PROBE_IDS[:6], cancelled=cancel_after_forward))
+    assert driver.calls == calls + 1
+
+
+def test_nnsight_stages(family_dir):
+    s = nnsight_session(family_dir("pythia"))
+    seen = []
+    s.analyze(PROBE_IDS, progress=lambda f, stage: seen.append(stage))
+    assert seen[:3] == ["forward pass", "running", "reading out"] and seen[-1] == "done"

@@ -25,6 +25,7 @@ from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
+from resid_widgets.session import backends
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.tokens import token_bytes
 
@@ -500,7 +501,8 @@ class Session:
         """Logit lens, target ranks, projection % and norms at every layer row x position."""
         _report(progress, 0.0, "forward pass")
         updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos)
-        return drain(_reporting(updates, progress))
+        with backends.stages(self.model, lambda stage: _report(progress, 0.0, stage)):  # remote: queued, running, reading out
+            return drain(_reporting(updates, progress))
 
     def analyze_batch(
         self,

@@ -25,8 +25,9 @@ with ``device_map`` / ``max_memory`` / ``offload_folder`` -> device map; anythin
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +35,20 @@ from resid_widgets.session.backends.captured import CapturedModel, RemoteError
 
 #: the ``Session(...)`` keywords that choose or configure a backend
 OPTIONS = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype", "weights", "remote")
+
+
+@contextlib.contextmanager
+def stages(model: Any, report: Callable[[str], None]):
+    """While the block runs, a backend that runs elsewhere tells ``report`` its stages ("queued" on NDIF,
+    "running", "reading out"); a local model has none."""
+    if not hasattr(model, "on_stage"):
+        yield
+        return
+    previous, model.on_stage = model.on_stage, report
+    try:
+        yield
+    finally:
+        model.on_stage = previous
 
 
 def is_nnsight_model(model: Any) -> bool:
@@ -132,4 +147,5 @@ def _execution_device(module: Any) -> torch.device:
     return p.device if p is not None and p.device.type != "meta" else torch.device("cpu")
 
 
-__all__ = ["CapturedModel", "OPTIONS", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_remote_bridge", "wants_device_map"]
+__all__ = ["CapturedModel", "OPTIONS", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_nnsight_model",
+           "is_remote_bridge", "stages", "wants_device_map"]

@@ -31,10 +31,6 @@ from resid_widgets.session.backends.captured import RemoteError, _output_transfo
 from resid_widgets.session.backends.readout import PreNorm, fold_readout, hf_paths, tensors_from_checkpoint, tensors_from_modules
 
 
-def is_nnsight_model(model: Any) -> bool:
-    return type(model).__module__.split(".")[0] == "nnsight"
-
-
 def adapter_for(hf_config: Any, name: str) -> Any:
     """TransformerLens's architecture adapter for a Hugging Face config (module paths, output transform)."""
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
@@ -201,4 +197,4 @@ def _pickle_by_value() -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
-__all__ = ["NNsightModel", "adapter_for", "is_nnsight_model"]
+__all__ = ["NNsightModel", "adapter_for"]
