@@ -8,7 +8,8 @@ without the engine. ``RemoteBridge(driver.adapter, driver.tokenizer, driver)`` w
 
 Canonical hook names served (what a vLLM overlay captures, plus the attention / MLP outputs):
 ``embed.hook_out``, ``blocks.{l}.hook_in``, ``blocks.{l}.hook_out``, ``blocks.{l}.attn.hook_out``,
-``blocks.{l}.mlp.hook_out``. ``bytes_sent`` counts every tensor ``forward`` returns.
+``blocks.{l}.mlp.hook_out`` (and every other block submodule's output: the post-norms of sandwich-norm
+blocks). ``bytes_sent`` counts every tensor ``forward`` returns.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class HookDriver:
         L = len(self._blocks)
         names = {"embed.hook_out"}
         for l in range(L):
-            names |= {f"blocks.{l}.hook_in", f"blocks.{l}.hook_out", f"blocks.{l}.attn.hook_out", f"blocks.{l}.mlp.hook_out"}
+            names |= {f"blocks.{l}.hook_in", f"blocks.{l}.hook_out"} | {f"blocks.{l}.{sub}.hook_out" for sub in self._sub}
         self.supported_hook_points = frozenset(names)
         self.serve_weights = serve_weights
         self.fail = fail  # called with the call number; an exception it returns is raised (a lost connection)

@@ -80,7 +80,7 @@ def test_device_map_layer_norm_model_everything_offloaded(family_dir, plain, tmp
 
 
 # ---- drivers ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", ["demo", "gpt2", "llama", "pythia"])
+@pytest.mark.parametrize("key", ["demo", "gpt2", "llama", "pythia", "gemma2"])
 def test_driver_remote_bridge_equals_plain(key, family_dir, plain):
     from transformer_lens.model_bridge.driver_protocol import validate_driver
 
@@ -100,6 +100,7 @@ def test_driver_remote_bridge_equals_plain(key, family_dir, plain):
     # what crossed: the residual captures only (1 + 3 per layer tensors of [T, d_model] float32), no logits
     T, L, d = len(a.tokens), s.n_layers, s.d_model
     assert driver.bytes_sent == s.model.bytes_moved == (1 + 3 * L) * T * d * 4
+    # Gemma-2 (soft-capped, sandwich norms): the post-norms' outputs are what a block adds
 
 
 def test_driver_weights_from_checkpoint_when_driver_serves_none(family_dir, plain):
@@ -153,7 +154,7 @@ def nnsight_session(path):
     return Session(lm, remote="local")
 
 
-@pytest.mark.parametrize("key", ["gpt2", "llama", "pythia"])
+@pytest.mark.parametrize("key", ["gpt2", "llama", "pythia", "gemma2"])
 def test_nnsight_local_equals_plain_and_sends_no_residuals(key, family_dir, plain):
     from resid_widgets.payload.encode import payload_arrays
 

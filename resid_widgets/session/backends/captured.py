@@ -8,6 +8,7 @@ classic names from the canonical captures::
 
     resid_pre(0)  = blocks.0.hook_in           resid_post(l) = blocks.l.hook_out = resid_pre(l + 1)
     attn_out(l)   = blocks.l.attn.hook_out     mlp_out(l)    = blocks.l.mlp.hook_out
+                    (blocks.l.ln1_post / ln2_post.hook_out where sandwich norms follow them: Gemma-2/3, OLMo-2)
     resid_mid(l)  = resid_pre(l) + attn_out(l)  (sequential blocks)
     ln_final.hook_normalized = PreNorm(resid_post(L - 1))
 
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.session.backends.readout import PreNorm, centre, fold_readout
+from resid_widgets.session.backends.readout import PreNorm, block_writers, centre, effective_norm_weight, fold_readout
 
 
 class RemoteError(ConnectionError):
@@ -52,9 +53,8 @@ class CapturedModel:
             parallel_attn_mlp=_is_parallel(bridge),
             eps=float(getattr(bc, "eps", 1e-5)),
         )
-        w = tensors.get("norm.weight")
-        if w is not None and "gemma" in type(self.adapter).__name__.lower():
-            w = w.float() + 1.0  # Gemma's RMSNorm scales by (1 + weight)
+        w = effective_norm_weight(tensors.get("norm.weight"), self.adapter)
+        self._writers = block_writers(self.adapter)  # what each block adds to the residual stream
         self._centre_unembed = cap <= 0
         self.W_U, self.b_U = fold_readout(w, tensors.get("norm.bias"), tensors["head.weight"], tensors.get("head.bias"),
                                           centre_unembed=self._centre_unembed, layer_norm=norm == "LN", dtype=dtype)
@@ -83,7 +83,8 @@ class CapturedModel:
 
     def _capture_names(self) -> list[str]:
         L = self.cfg.n_layers
-        names = ["blocks.0.hook_in"] + [f"blocks.{l}.{p}" for l in range(L) for p in ("attn.hook_out", "mlp.hook_out", "hook_out")]
+        attn, mlp = self._writers
+        names = ["blocks.0.hook_in"] + [f"blocks.{l}.{p}" for l in range(L) for p in (f"{attn}.hook_out", f"{mlp}.hook_out", "hook_out")]
         missing = [n for n in names if n not in self._available]
         if missing:
             raise ValueError(
@@ -135,7 +136,8 @@ class CapturedModel:
         out: dict[str, torch.Tensor] = {}
         pre = get("blocks.0.hook_in")
         for l in range(self.cfg.n_layers):
-            attn, mlp, post = get(f"blocks.{l}.attn.hook_out"), get(f"blocks.{l}.mlp.hook_out"), get(f"blocks.{l}.hook_out")
+            attn, mlp = (get(f"blocks.{l}.{w}.hook_out") for w in self._writers)
+            post = get(f"blocks.{l}.hook_out")
             out[hooks.resid_pre(l)] = pre
             out[hooks.attn_out(l)] = attn
             if not self.cfg.parallel_attn_mlp:
@@ -150,7 +152,7 @@ class CapturedModel:
         """[B, T, V] from ln_final's output, a block of positions at a time (the readout's formula)."""
         from resid_widgets.analyses.lens import FinalReadout
 
-        readout = FinalReadout(lambda x: x, self.W_U, self.b_U, _output_transform(self.adapter))
+        readout = FinalReadout(lambda x: x, self.W_U, self.b_U, _output_transform(self.adapter, self.cfg.output_logits_soft_cap))
         B, T, d = normed.shape
         flat = normed.reshape(B * T, d)
         out = torch.empty((B * T, self.W_U.shape[1]), dtype=torch.float32, device=self.W_U.device)
@@ -172,13 +174,18 @@ def _is_parallel(bridge: Any) -> bool:
     return bool(getattr(hf_cfg, "use_parallel_residual", False))
 
 
-def _output_transform(adapter: Any):
-    method = getattr(type(adapter), "apply_output_logits_transform", None)
-    if method is None:
-        return None
-    from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
+def _output_transform(adapter: Any, cap: float = 0.0):
+    """What the model does to its logits after the unembedding, as ``Session._output_transform`` says: the
+    adapter's override (logit scaling), else the config's soft-cap (Gemma-2), else nothing."""
+    from resid_widgets.analyses.lens import softcap
 
-    return adapter.apply_output_logits_transform if method is not ArchitectureAdapter.apply_output_logits_transform else None
+    method = getattr(type(adapter), "apply_output_logits_transform", None)
+    if method is not None:
+        from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
+
+        if method is not ArchitectureAdapter.apply_output_logits_transform:
+            return adapter.apply_output_logits_transform
+    return softcap(cap) if cap > 0 else None
 
 
 def _to_torch(t: Any) -> torch.Tensor:

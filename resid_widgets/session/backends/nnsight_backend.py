@@ -28,7 +28,15 @@ import torch
 
 from resid_widgets.analyses.lens import FinalReadout, Reference, read_block
 from resid_widgets.session.backends.captured import RemoteError, _output_transform
-from resid_widgets.session.backends.readout import PreNorm, fold_readout, hf_paths, tensors_from_checkpoint, tensors_from_modules
+from resid_widgets.session.backends.readout import (
+    PreNorm,
+    block_writers,
+    effective_norm_weight,
+    fold_readout,
+    hf_paths,
+    tensors_from_checkpoint,
+    tensors_from_modules,
+)
 
 
 def adapter_for(hf_config: Any, name: str) -> Any:
@@ -57,7 +65,8 @@ class NNsightModel:
         bc = self.adapter.cfg
         norm_path, head_path, embed_path = hf_paths(self.adapter)
         blocks = self.adapter.component_mapping["blocks"]
-        self._paths = dict(layers=blocks.name, attn=blocks.submodules["attn"].name, mlp=blocks.submodules["mlp"].name, norm=norm_path, head=head_path)
+        attn, mlp = block_writers(self.adapter)  # what each block adds to the residual stream
+        self._paths = dict(layers=blocks.name, attn=blocks.submodules[attn].name, mlp=blocks.submodules[mlp].name, norm=norm_path, head=head_path)
         kind = "LN" if str(bc.normalization_type).upper().startswith("LN") else "RMS"
         cap = float(getattr(bc, "output_logits_soft_cap", 0.0) or 0.0)
         self.cfg = SimpleNamespace(n_layers=int(bc.n_layers), n_ctx=int(bc.n_ctx), model_name=f"{name} (nnsight{', NDIF' if remote is True else ''})",
@@ -68,7 +77,7 @@ class NNsightModel:
         if any(t is not None and t.device.type == "meta" for t in tensors.values()):
             raise ValueError("the LanguageModel's weights are not loaded here (meta): pass the checkpoint directory for the projection basis, weights='/path/to/model'")
         self.centre_logits = cap <= 0
-        self.W_U, self.b_U = fold_readout(tensors["norm.weight"], tensors.get("norm.bias"), tensors["head.weight"], tensors.get("head.bias"),
+        self.W_U, self.b_U = fold_readout(effective_norm_weight(tensors["norm.weight"], self.adapter), tensors.get("norm.bias"), tensors["head.weight"], tensors.get("head.bias"),
                                           centre_unembed=self.centre_logits, layer_norm=kind == "LN")
         self.ln_final = PreNorm(kind, self.cfg.eps)
         self.bytes_moved = 0
@@ -102,9 +111,10 @@ class NNsightModel:
         lm, p = self.lm, self._paths
         get = lambda path: functools.reduce(getattr, path.split("."), lm)  # noqa: E731
         layers, norm, head = get(p["layers"]), get(p["norm"]), get(p["head"])
-        transform = _centre_logits if self.centre_logits else _output_transform(self.adapter)
+        transform = _centre_logits if self.centre_logits else _output_transform(self.adapter, self.cfg.output_logits_soft_cap)
         settings = dict(top_k=top_k, target_ids=list(target_ids), U=U, ks=list(ks), k=k, chunk_elements=chunk_elements, transform=transform,
-                        layer_norm=self.cfg.normalization_type == "LN", parallel=self.cfg.parallel_attn_mlp)
+                        layer_norm=self.cfg.normalization_type == "LN", parallel=self.cfg.parallel_attn_mlp,
+                        centre=self.centre_logits)
         if self.remote is not False:
             _pickle_by_value()
         self._stage("queued" if self.remote is True else "running")
@@ -157,8 +167,8 @@ def _read_rows(rows, attns, mlps, logits, norm, head, s) -> dict[str, np.ndarray
         W = head.weight.T
         readout = FinalReadout(norm, W, getattr(head, "bias", None), s["transform"])
         final = logits[0].float().clone()
-        if s["transform"] is not None:
-            final = s["transform"](final)
+        if s["centre"]:  # the model's own logits are already soft-capped where it caps; centring is ours
+            final = final - final.mean(-1, keepdim=True)
         lens = read_block(readout.normalise(resid[:-1]).transpose(0, 1), readout, top_k=s["top_k"], target_ids=s["target_ids"],
                           reference=Reference.from_logits(final), chunk_elements=s["chunk_elements"])
         last = read_block(resid[-1:, :, :1].transpose(0, 1), readout, top_k=s["top_k"], target_ids=s["target_ids"], known_logits=final[:, None],

@@ -169,6 +169,20 @@ def tensors_from_checkpoint(directory: str | os.PathLike, norm_path: str, head_p
     return tensors_from_state(state, norm_path, head_path, embed_path, tied=tied)
 
 
+def effective_norm_weight(weight: torch.Tensor | None, adapter: Any) -> torch.Tensor | None:
+    """The final norm's multiplier: Gemma's RMSNorm scales by ``1 + weight``."""
+    if weight is not None and "gemma" in type(adapter).__name__.lower():
+        return weight.float() + 1.0
+    return weight
+
+
+def block_writers(adapter: Any) -> tuple[str, str]:
+    """The block submodules whose outputs are added to the residual stream: the attention and MLP, or their
+    post-norms where the block has them (Gemma-2/3, OLMo-2 "sandwich" norms)."""
+    subs = adapter.component_mapping["blocks"].submodules
+    return ("ln1_post" if "ln1_post" in subs else "attn"), ("ln2_post" if "ln2_post" in subs else "mlp")
+
+
 def hf_paths(adapter: Any) -> tuple[str, str, str | None]:
     """(final norm, unembedding, input embedding) module paths in the Hugging Face model, from a
     TransformerLens architecture adapter's component mapping."""
@@ -180,4 +194,4 @@ def hf_paths(adapter: Any) -> tuple[str, str, str | None]:
     return norm, head, name("embed")
 
 
-__all__ = ["PreNorm", "centre", "fold_readout", "hf_paths", "materialised", "tensors_from_checkpoint", "tensors_from_modules", "tensors_from_state"]
+__all__ = ["PreNorm", "block_writers", "centre", "effective_norm_weight", "fold_readout", "hf_paths", "materialised", "tensors_from_checkpoint", "tensors_from_modules", "tensors_from_state"]
