@@ -28,36 +28,17 @@ def load_model(model: Any = None, *, device: str | None = None, **options: Any) 
     ``model`` is None (the embedded demo model), a hub name such as ``"gpt2"``, a local Hugging
     Face model directory, or an already-loaded TransformerLens model (returned as is). ``options``
     choose where it runs (``resid_widgets.session.backends``): ``device_map`` / ``max_memory`` /
-    ``offload_folder`` / ``n_devices`` (accelerate), ``dtype``, ``weights`` (a ``RemoteBridge``'s readout).
+    ``offload_folder`` / ``n_devices`` (accelerate), ``dtype``, ``weights`` (a ``RemoteBridge``'s or nnsight
+    model's readout tensors), ``remote`` (nnsight: "local" or True for NDIF).
     """
     from resid_widgets.session import backends
 
     backends.check_options(options)
-    if backends.is_nnsight_model(model):
-        from resid_widgets.session.backends.nnsight_backend import NNsightModel
-
-        loaded = NNsightModel(model, remote=options.get("remote", "local"), weights=options.get("weights"))
-        return loaded, loaded.cfg.model_name, False
-    if options.get("remote") is not None:
-        raise TypeError("remote= is for an nnsight LanguageModel")
-    if backends.is_remote_bridge(model):
-        loaded = backends.from_remote_bridge(model, weights=options.get("weights"))
-        return loaded, loaded.cfg.model_name, False
-    if options.get("weights") is not None:
-        raise TypeError("weights= is for a RemoteBridge (its readout's tensors); this model carries its own")
-    if backends.wants_device_map(options):
-        if device is not None:
-            raise ValueError("pass either device or device_map, not both")
-        if not isinstance(model, (str, os.PathLike)) and model is not None:
-            raise TypeError("device_map / max_memory / offload_folder need a model name or directory, not a loaded model")
-        name = os.fspath(model) if model is not None else str(DEMO_MODEL_DIR)
-        local = os.path.isdir(name)
-        if local:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        loaded = backends.boot_device_map(os.path.abspath(name) if local else name, **{k: options.get(k) for k in ("device_map", "max_memory", "offload_folder", "n_devices", "dtype")})
-        return loaded, f"{name if model is not None else DEMO_MODEL_NAME} (device map)", model is None
-    dtype = backends.resolve_dtype(options.get("dtype"))
-    if options.get("dtype") is not None and not isinstance(model, (str, os.PathLike)) and model is not None:
+    elsewhere = _load_elsewhere(model, device=device, options=options)
+    if elsewhere is not None:
+        return elsewhere
+    dtype = None if options.get("dtype") is None else backends.resolve_dtype(options["dtype"])
+    if dtype is not None and not isinstance(model, (str, os.PathLike)) and model is not None:
         raise TypeError("dtype= applies to a model loaded by name or directory; convert a loaded model yourself")
     if model is None:
         if not (DEMO_MODEL_DIR / "config.json").is_file():
@@ -83,6 +64,38 @@ def load_model(model: Any = None, *, device: str | None = None, **options: Any) 
         f"Cannot use a {type(model).__name__} as a model: it lacks {', '.join(missing)}. Pass a model name, a local "
         "Hugging Face directory, a TransformerLens TransformerBridge or HookedTransformer, or None for the demo model."
     )
+
+
+def _load_elsewhere(model: Any, *, device: str | None, options: dict[str, Any]) -> tuple[Any, str, bool] | None:
+    """A backend that runs the model elsewhere (``resid_widgets.session.backends``): an nnsight
+    ``LanguageModel``, a ``RemoteBridge``, or a name / directory with a device map. None: the local path."""
+    from resid_widgets.session import backends
+
+    if backends.is_nnsight_model(model):
+        from resid_widgets.session.backends.nnsight_backend import NNsightModel
+
+        loaded = NNsightModel(model, remote=options.get("remote", "local"), weights=options.get("weights"))
+        return loaded, loaded.cfg.model_name, False
+    if options.get("remote") is not None:
+        raise TypeError("remote= is for an nnsight LanguageModel")
+    if backends.is_remote_bridge(model):
+        loaded = backends.from_remote_bridge(model, weights=options.get("weights"))
+        return loaded, loaded.cfg.model_name, False
+    if options.get("weights") is not None:
+        raise TypeError("weights= is for a RemoteBridge or an nnsight model (their readout's tensors); this model carries its own")
+    if not backends.wants_device_map(options):
+        return None
+    if device is not None:
+        raise ValueError("pass either device or device_map, not both")
+    if not isinstance(model, (str, os.PathLike)) and model is not None:
+        raise TypeError("device_map / max_memory / offload_folder need a model name or directory, not a loaded model")
+    name = os.fspath(model) if model is not None else str(DEMO_MODEL_DIR)
+    local = os.path.isdir(name)
+    if local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    keys = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype")
+    loaded = backends.boot_device_map(os.path.abspath(name) if local else name, **{k: options.get(k) for k in keys})
+    return loaded, f"{name if model is not None else DEMO_MODEL_NAME} (device map)", model is None
 
 
 def _load_by_name(name: str, *, device: str | None, local: bool, dtype: Any = None):

@@ -56,7 +56,7 @@ class Session:
     def __init__(self, model: Any = None, *, device: str | None = None, **backend: Any):
         if isinstance(model, Session):
             raise TypeError("model is already a Session; use it directly")
-        # backend options (device_map, max_memory, offload_folder, dtype, weights): resid_widgets.session.backends
+        # backend options (device_map, max_memory, offload_folder, dtype, weights, remote): resid_widgets.session.backends
         self.model, self.name, self.is_demo = load_model(model, device=device, **backend)
         cfg = self.model.cfg
         self.n_layers: int = int(cfg.n_layers)

@@ -18,8 +18,8 @@ tau grid (2 per distinct k, float16), and per block cell the attention / MLP nor
 
 from __future__ import annotations
 
+import copy
 import functools
-import time
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -80,15 +80,17 @@ class NNsightModel:
         self.W_U, self.b_U = fold_readout(effective_norm_weight(tensors["norm.weight"], self.adapter), tensors.get("norm.bias"), tensors["head.weight"], tensors.get("head.bias"),
                                           centre_unembed=self.centre_logits, layer_norm=kind == "LN")
         self.ln_final = PreNorm(kind, self.cfg.eps)
+        from transformer_lens.model_bridge.sources._bridge_builder import configure_tokenizer
+
+        # a copy set up as boot_transformers sets up its tokenizer (the LanguageModel's own is left alone)
+        self.tokenizer = configure_tokenizer(copy.deepcopy(lm.tokenizer), self.adapter.cfg) if lm.tokenizer is not None else None
         self.bytes_moved = 0
         self.last_bytes = 0
         self.on_stage = None
 
-    @property
-    def tokenizer(self):
-        return self.lm.tokenizer
-
     def to_tokens(self, text, prepend_bos=None, truncate=True):
+        """TransformerLens's tokenisation (BOS as ``boot_transformers`` adds it), so text prompts give the
+        same ids as ``Session(path)``."""
         from transformer_lens.model_bridge.remote_bridge import RemoteBridge
 
         return RemoteBridge.to_tokens(SimpleNamespace(tokenizer=self.tokenizer, cfg=self.adapter.cfg), text, prepend_bos=prepend_bos, truncate=truncate)
