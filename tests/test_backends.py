@@ -251,3 +251,20 @@ def test_driver_batches_and_loaded_lenses(family_dir, plain):
     demo, local = Session(remote_bridge(DEMO_MODEL_DIR)[0]), Session(None)
     demo.load_lens(DEMO_LENS_FILES["jacobian"], kind="jacobian")
     assert_same(demo.analyze(prompt, lens="jacobian"), local.analyze(prompt, lens="jacobian"))
+
+
+def test_widget_unchanged_on_remote_backends(family_dir):
+    """The widget takes a session of any backend as it is: same payload numbers as the plain session's."""
+    from resid_widgets import ResidWidget
+    from resid_widgets.payload.encode import payload_arrays
+
+    path = family_dir("llama")
+    text = "The capital of France is Paris"  # single tokens of the families' tokenizer
+    ref = payload_arrays(ResidWidget(Session(str(path)), text).analysis, full=True)
+    for session in (Session(remote_bridge(path)[0]), nnsight_session(path)):
+        got = payload_arrays(ResidWidget(session, text).analysis, full=True)
+        assert got.keys() == ref.keys()
+        for name in ("token_ids", "top_ids", "top1_id", "final_rank", "emergence"):
+            np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+        for name in ("proj_pct", "resid_norm", "attn_norm", "mlp_norm"):
+            np.testing.assert_allclose(got[name].astype(np.float32), ref[name].astype(np.float32), rtol=2e-3, atol=1e-3, err_msg=name)
