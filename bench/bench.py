@@ -4,6 +4,8 @@ TransformerLens's logit lens.
     python bench/bench.py --json bench/results/cpu-2core.json     # 16, 128, 512, 1024 tokens (~15 min, 2 cores)
     python bench/bench.py --quick --json /tmp/quick.json          # 16 and 128 tokens
     python bench/bench.py --table bench/results/cpu-2core.json    # the README's "Speed" table from a saved run
+    python bench/bench.py --backend device_map driver nnsight --json bench/results/backends-cpu-2core.json
+                                                                  # each backend against the local view (bench/backends.py)
 
 The model is a random-weight GPT-2 small (``transformers.GPT2Config()`` defaults: 12 layers, d_model 768,
 vocab 50257, context 1024) saved once as a Hugging Face directory (bench/.model, git-ignored; a few
@@ -269,7 +271,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
-    args = parser.parse_args(argv)
+    parser.add_argument("--backend", nargs="+", default=None, choices=("local", "device_map", "driver", "nnsight"),
+                        help="compare these backends' full views with the local one (bench/backends.py)")
+    args, rest = parser.parse_known_args(argv)
+    if args.backend:
+        import backends
+
+        passed = ["--repeats", str(args.repeats), "--model-dir", str(args.model_dir)] + (["--lengths", *map(str, args.lengths)] if args.lengths else [])
+        return backends.main(["--backend", *args.backend, "--json", args.json_path or "bench/results/backends.json", *passed, *rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return 0

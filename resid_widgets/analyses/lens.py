@@ -29,6 +29,9 @@ import torch
 #: logits per chunk when reading out; chunk x d_vocab float32 logits live at once (~64 MB).
 DEFAULT_CHUNK_ELEMENTS = 16_000_000
 
+#: unembedding entries converted to float32 at once when W_U is half precision (bf16 / fp16): 16 MB
+VOCAB_CHUNK_ELEMENTS = 4_000_000
+
 #: logits per pass of the per-cell statistics (top-k, softmax, ranks, KL): a few MB, so the dozen
 #: passes over them hit the processor's cache instead of memory (at least one position's rows).
 SUB_BLOCK_ELEMENTS = 1_000_000
@@ -73,15 +76,26 @@ class FinalReadout:
             return self.ln_final(resid.to(self.W_U.dtype)).float()
 
     def logits(self, normed: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``[N, d_vocab]`` logits of already-normalised vectors (soft-cap applied)."""
-        W = self.W_U.float()
+        """``[N, d_vocab]`` float32 logits of already-normalised vectors (soft-cap applied). A half-precision
+        W_U (bf16 / fp16) is read a block of ``VOCAB_CHUNK_ELEMENTS`` at a time in float32 on its own
+        device, so no float32 copy of the whole unembedding is ever made."""
         x = normed.to(torch.float32)
+        V = self.d_vocab
         if out is None:
-            out = torch.empty((x.shape[0], W.shape[1]), dtype=torch.float32, device=W.device)
-        if self.b_U is not None:
-            torch.addmm(self.b_U.float(), x, W, out=out)
+            out = torch.empty((x.shape[0], V), dtype=torch.float32, device=self.W_U.device)
+        if self.W_U.dtype == torch.float32:
+            if self.b_U is not None:
+                torch.addmm(self.b_U.float(), x, self.W_U, out=out)
+            else:
+                torch.mm(x, self.W_U, out=out)
         else:
-            torch.mm(x, W, out=out)
+            step = max(1, VOCAB_CHUNK_ELEMENTS // max(1, int(self.W_U.shape[0])))
+            for v0 in range(0, V, step):
+                W = self.W_U[:, v0 : v0 + step].float()
+                if self.b_U is not None:
+                    out[:, v0 : v0 + step] = torch.addmm(self.b_U[v0 : v0 + step].float(), x, W)
+                else:
+                    out[:, v0 : v0 + step] = x @ W
         if self.output_transform is not None:
             z = self.output_transform(out)
             if z is not out:

@@ -27,6 +27,7 @@ from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.session import fingerprint
 from resid_widgets.session.guard import WeightsGuard, _view_key
+from resid_widgets.session import backends
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.tokens import token_bytes
 
@@ -55,10 +56,11 @@ class Session(WeightsGuard):
     at a time.
     """
 
-    def __init__(self, model: Any = None, *, device: str | None = None):
+    def __init__(self, model: Any = None, *, device: str | None = None, **backend: Any):
         if isinstance(model, Session):
             raise TypeError("model is already a Session; use it directly")
-        self.model, self.name, self.is_demo = load_model(model, device=device)
+        # backend options (device_map, max_memory, offload_folder, dtype, weights, remote): resid_widgets.session.backends
+        self.model, self.name, self.is_demo = load_model(model, device=device, **backend)
         cfg = self.model.cfg
         self.n_layers: int = int(cfg.n_layers)
         self.n_ctx: int = int(cfg.n_ctx)
@@ -494,6 +496,11 @@ class Session(WeightsGuard):
                 params_key, lens_key = self._model_key(), self._lens_key(req.lens)
             if ctx.cancelled():
                 raise Cancelled("superseded by a newer request")
+            if getattr(self.model, "reads_out_in_trace", False):  # nnsight: the readout runs where the model runs
+                if req.lens is not None:
+                    raise ValueError(f"the {req.lens_kind} lens needs the residual stream here; an nnsight session reads the logit lens only")
+                yield from self.model.stream(req, ctx)
+                return
             last, self._last = self._last, None  # its key/value cache is about to be extended
             acts, kv = self._forward(ids, last, params_key)
             base = last.analysis if acts.start else None
@@ -519,7 +526,8 @@ class Session(WeightsGuard):
         """Logit lens, target ranks, projection % and norms at every layer row x position."""
         _report(progress, 0.0, "forward pass")
         updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos)
-        return drain(_reporting(updates, progress))
+        with backends.stages(self.model, lambda stage: _report(progress, 0.0, stage)):  # remote: queued, running, reading out
+            return drain(_reporting(updates, progress))
 
     def analyze_batch(
         self,
