@@ -21,8 +21,8 @@ from resid_widgets.session.backends import RemoteError
 TOL = 1e-4
 TARGETS = [5, 17]
 #: every per-cell quantity the widgets show
-FIELDS = ["top_ids", "top_probs", "top_logits", "log_norm", "target_logits", "target_ranks", "entropy", "kl_to_output",
-          "final_top1_rank", "resid_norm", "attn_norm", "mlp_norm", "projection_pct", "projection_final_pct"]
+FIELDS = ["top_ids", "top_probs", "top_logits", "log_norm", "target_logits", "target_ranks", "entropy", "kl",
+          "final_rank", "resid_norm", "attn_norm", "mlp_norm", "projection_pct", "projection_final_pct"]
 
 
 def assert_same(a, b, tol=TOL, fields=FIELDS):
@@ -190,7 +190,7 @@ def test_nnsight_bytes_per_cell(family_dir):
     a = s.analyze(PROBE_IDS, top_k=5)
     shipped = s.model.trace(a.token_ids, top_k=5, target_ids=[], U=s.subspace.U[:, :8], ks=[4, 8], k=4, chunk_elements=s.chunk_elements)
     cells = a.log_norm.size
-    lens = ("top_ids", "top_logits", "log_norm", "entropy", "kl_to_output", "final_top1_rank", "target_logits", "target_ranks")
+    lens = ("top_ids", "top_logits", "log_norm", "entropy", "kl", "final_rank", "target_logits", "target_ranks")
     per_cell = sum(shipped[f].nbytes for f in lens) / cells
     assert per_cell == 8 * 5 + 16 <= 64
     norms = ("resid_norm", "attn_norm", "mlp_norm", "proj_grid", "proj_exact", "add_diff", "add_scale", "lens_vs_model")

@@ -12,7 +12,7 @@ from conftest import native_bridge
 from resid_widgets import Session
 from resid_widgets.session import fingerprint
 
-FIELDS = ["top_ids", "top_probs", "target_ranks", "projection_pct", "resid_norm", "attn_norm", "mlp_norm", "kl_to_output"]
+FIELDS = ["top_ids", "top_probs", "target_ranks", "projection_pct", "resid_norm", "attn_norm", "mlp_norm", "kl"]
 
 
 def _assert_same(a, b, tol=1e-4):

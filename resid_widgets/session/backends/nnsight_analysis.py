@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from resid_widgets import hooks
 from resid_widgets.analyses.emergence import emergence_rows
 from resid_widgets.analyses.norms import additivity_from_parts
 from resid_widgets.analyses.pipeline import Cancelled, Update
@@ -47,7 +48,7 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
     proj_cum[..., k - 1] = shipped["proj_exact"]
     top_ids = shipped["top_ids"].astype(np.int64)
     lse = shipped["log_norm"]
-    kl, rank1 = shipped["kl_to_output"].copy(), shipped["final_top1_rank"].copy()
+    kl, rank1 = shipped["kl"].copy(), shipped["final_rank"].copy()
     kl[-1], rank1[-1] = 0.0, 0  # the model's own distribution
     strings = ctx.strings(np.concatenate([req.ids, top_ids.reshape(-1), req.target_ids]).astype(np.int64))
     info = dict(ctx.info)
@@ -59,7 +60,7 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
     analysis = Analysis(
         prompt=req.prompt,
         model_name=ctx.model_name,
-        hook_names=_row_names(R),
+        hook_names=hooks.residual_rows(R - 1),
         tokens=[strings[int(i)] for i in req.ids],
         token_ids=np.asarray(req.ids, np.int64),
         is_bos=np.array([req.added_bos and i == 0 for i in range(T)]),
@@ -73,8 +74,8 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
         target_probs=np.exp(shipped["target_logits"] - lse[..., None]).astype(np.float32),
         target_ranks=shipped["target_ranks"],
         entropy=shipped["entropy"],
-        kl_to_output=kl,
-        final_top1_rank=rank1,
+        kl=kl,
+        final_rank=rank1,
         emergence_row=final_em,
         target_emergence=target_em,
         tau=req.tau,
@@ -96,12 +97,6 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
     )
     yield Update("begin", analysis, (0, T), fraction=0.9)
     yield Update("done", analysis, (0, T), fraction=1.0)
-
-
-def _row_names(R: int) -> list[str]:
-    from resid_widgets import hooks
-
-    return hooks.residual_rows(R - 1)
 
 
 __all__ = ["analysis_from_trace", "projection_ks", "step_curve"]
