@@ -94,6 +94,7 @@ class Request:
     target_ids: list[int]
     tau: float
     lens: Lens | None = None  # None: the logit lens
+    intervention: Any = None  # resid_widgets.interventions: the hooks the forward pass ran under
 
     @property
     def lens_kind(self) -> str:
@@ -191,6 +192,8 @@ def run_stages(
     info = dict(ctx.info)
     info["lens_vs_model_max_abs"] = float((formula - acts.logits[-1]).abs().max())
     info["lens_formula_matches_model"] = info["lens_vs_model_max_abs"] <= 1e-3 * max(1.0, float(formula.abs().max()))
+    if req.intervention is not None:
+        info["intervention"] = req.intervention.describe()
 
     strings: dict[int, str] = dict(base.strings) if start else {}
     strings.update(ctx.strings(np.concatenate([acts.ids, lens_arrays["top_ids"][R - 1].reshape(-1), req.target_ids])))
