@@ -31,6 +31,7 @@ _LAZY = {
     "ContributionExplorer": "resid_widgets.widgets",
     "CompareWidget": "resid_widgets.widgets",
     "LensKLExplorer": "resid_widgets.widgets",
+    "PatchingWidget": "resid_widgets.widgets",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ContributionExplorer,
         LensKLExplorer,
         LogitDiffExplorer,
+        PatchingWidget,
         ProjectionExplorer,
         ResidWidget,
         TaskVectorExplorer,

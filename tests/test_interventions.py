@@ -306,3 +306,38 @@ def test_patching_equals_transformer_lens(family_session):
     hooked = patching_experiment(s, clean.tolist(), corrupted.tolist(), ans, cf, method="hooks")
     np.testing.assert_allclose(hooked.scores, ref.numpy(), atol=1e-4, rtol=0)
     assert (result.clean_ld, result.corrupted_ld) == pytest.approx((float(c), float(k)), abs=1e-4)
+
+
+# ---- PatchingWidget --------------------------------------------------------------------------------
+def test_patching_widget_draws_the_experiments_numbers_and_keeps_them_on_bad_input(demo_session):
+    from resid_widgets import PatchingWidget
+    from resid_widgets.widgets.patching import column_labels
+
+    clean, corrupted = "Mr. Darcy said to Elizabeth", "Mr. Bennet said to Elizabeth"
+    w = PatchingWidget(demo_session, clean, corrupted, " Darcy", " Bennet")
+    ref = patching_experiment(demo_session, clean, corrupted, " Darcy", " Bennet", method="hooks")
+    L, T = ref.scores.shape
+    np.testing.assert_allclose(np.asarray(w.heat.color), ref.scores, atol=1e-5)
+    assert list(w.heat.row) == [f"L{l} resid_pre" for l in range(L)]
+    cols = list(w.heat.column)
+    assert len(cols) == T and cols == column_labels(ref)
+    diff = [p for p in range(T) if ref.clean_tokens[p] != ref.corrupted_tokens[p]]
+    assert diff and all("→" in cols[p] for p in diff) and all("→" not in cols[p] for p in range(T) if p not in diff)
+    assert "Darcy" in cols[diff[0]] and "Bennet" in cols[diff[0]]  # both runs' tokens where they differ
+    assert list(w.text.text) == [f"{v:.2f}" for v in w.heat.color.ravel()]
+    assert w.color_scale.min == -w.color_scale.max >= -max(1.0, np.abs(ref.scores).max()) - 1e-9
+    assert f"clean {ref.clean_ld:.3f}" in w.summary.value and f"corrupted {ref.corrupted_ld:.3f}" in w.summary.value
+    assert w.status.value == ""
+    # bad input: a clear error in the widget, the previous heatmap kept
+    before = np.asarray(w.heat.color).copy()
+    w.corrupted_box.value = "Mr. Bennet said to Elizabeth Bennet"
+    w.button.click()
+    assert "tokens" in w.status.value and "same token length" in w.status.value
+    np.testing.assert_array_equal(np.asarray(w.heat.color), before)
+    w.corrupted_box.value = corrupted
+    w.answer_box.value = " Bennet"  # answer == counterfactual
+    w.button.click()
+    assert "same token" in w.status.value
+    w.answer_box.value = " Darcy"
+    w.button.click()
+    assert w.status.value == ""

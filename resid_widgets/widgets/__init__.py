@@ -12,6 +12,7 @@ _LAZY = {
     "ContributionExplorer": "resid_widgets.widgets.contributions",
     "CompareWidget": "resid_widgets.widgets.compare",
     "LensKLExplorer": "resid_widgets.widgets.lens_kl",
+    "PatchingWidget": "resid_widgets.widgets.patching",
 }
 
 __all__ = list(_LAZY)
