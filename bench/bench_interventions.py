@@ -45,11 +45,14 @@ from bench import MODEL_DIR, build_model_dir  # noqa: E402
 GOALS = {"steered_over_plain": 1.1, "patch_over_RT_forwards": 0.6}
 
 
-def timeit(fn) -> float:
+def timeit(fn, label: str = "") -> float:
     gc.collect()
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if label:
+        print(f"  {label}: {dt:.3f} s", file=sys.stderr, flush=True)
+    return dt
 
 
 def measure(session, *, view_tokens: int, patch_tokens: int, repeats: int, slider: bool) -> dict:
@@ -74,16 +77,17 @@ def measure(session, *, view_tokens: int, patch_tokens: int, repeats: int, slide
         with torch.inference_mode():
             session.model(tokens)
 
+    print("warm-up", file=sys.stderr, flush=True)
     view(), view(steer), patch_resid(session, clean, corrupted, answer, counterfactual)  # warm-up
     rounds = []
     for _ in range(repeats):
-        r = {"plain_view_s": timeit(view), "steered_view_s": timeit(lambda: view(steer))}
-        r["forward_s"] = min(timeit(forward), timeit(forward))
-        r["patch_s"] = timeit(lambda: patch_resid(session, clean, corrupted, answer, counterfactual))
+        r = {"plain_view_s": timeit(view, "plain view"), "steered_view_s": timeit(lambda: view(steer), "steered view")}
+        r["forward_s"] = min(timeit(forward), timeit(forward, "forward"))
+        r["patch_s"] = timeit(lambda: patch_resid(session, clean, corrupted, answer, counterfactual), "patch_resid")
         rounds.append(r)
     from resid_widgets.interventions import patching_experiment
 
-    hooks_s = timeit(lambda: patching_experiment(session, clean, corrupted, answer, counterfactual, method="hooks"))
+    hooks_s = timeit(lambda: patching_experiment(session, clean, corrupted, answer, counterfactual, method="hooks"), "hooks")
     ratios = {
         "steered_over_plain": statistics.median(r["steered_view_s"] / r["plain_view_s"] for r in rounds),
         "patch_over_RT_forwards": statistics.median(r["patch_s"] / ((L + 1) * patch_tokens * r["forward_s"]) for r in rounds),
@@ -108,9 +112,9 @@ def slider_figures(session, rng, n: int = 1024) -> dict:
     session._last = None
     session.analyze(ids, top_k=10, intervention=Steer(v, [6], 1.0, positions=at))
     session.analyze(ids, top_k=10, intervention=Steer(v, [6], 1.5, positions=at))  # the first reuse is checked once
-    slider = timeit(lambda: session.analyze(ids, top_k=10, intervention=Steer(v, [6], 2.0, positions=at)))
+    slider = timeit(lambda: session.analyze(ids, top_k=10, intervention=Steer(v, [6], 2.0, positions=at)), "slider")
     session._last = None
-    full = timeit(lambda: session.analyze(ids, top_k=10, intervention=Steer(v, [6], 2.0, positions=at)))
+    full = timeit(lambda: session.analyze(ids, top_k=10, intervention=Steer(v, [6], 2.0, positions=at)), "slider full")
     return {"slider_s": slider, "slider_full_s": full, "slider_tokens": n}
 
 

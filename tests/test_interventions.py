@@ -109,6 +109,27 @@ def test_prefix_reuse_is_keyed_on_the_intervention(demo_session, bennet):
         s._run = real
 
 
+def test_streaming_and_cancellation_under_an_intervention(demo_session, bennet):
+    from resid_widgets.analyses.pipeline import Cancelled
+
+    s = demo_session
+    steer = Steer(bennet, [1], 4.0)
+    whole = fresh(s, lens="jacobian", intervention=steer)
+    s._last = None
+    updates = list(s.stream(PROMPT, lens="jacobian", view=(3, 6), intervention=steer))
+    assert [u.stage for u in updates][0] == "begin" and updates[-1].stage == "done" and len(updates) > 2
+    for f in FIELDS:  # the positions in view are read first (other blocks: equal up to rounding)
+        np.testing.assert_allclose(getattr(updates[-1].analysis, f), getattr(whole, f), rtol=1e-5, atol=1e-5, err_msg=f)
+    assert updates[-1].analysis.lens == "jacobian" and updates[-1].analysis.info["intervention"]["alpha"] == 4.0
+    assert not np.allclose(updates[-1].analysis.top_logits, fresh(s, lens="jacobian").top_logits, atol=1e-3)
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        for _ in s.stream(PROMPT, intervention=steer, cancelled=lambda: next(calls) >= 2):
+            pass
+    assert all(not hp.fwd_hooks for hp in s.model.hook_dict.values())
+    assert_bit_equal(fresh(s, lens="jacobian", intervention=steer), whole)
+
+
 def test_steering_a_tokens_unembedding_raises_its_rank_at_every_later_row(demo_session, bennet):
     s = demo_session
     layer = 1  # of 4: rows 2..4 come after it
