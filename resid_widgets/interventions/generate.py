@@ -28,8 +28,9 @@ class Continuation:
 
 def continue_text(session: Any, prompt: Any, n: int = 20, *, intervention: Any = None) -> Continuation:
     """The ``n`` tokens greedy decoding appends to ``prompt`` (argmax of the last position's logits, one full
-    forward pass per token), under ``intervention`` (its positions are positions of the prompt; with
-    ``positions=None`` every position, the new tokens too, is changed)."""
+    forward pass per token), under ``intervention``: with ``positions=None`` every position, the new tokens
+    too, is changed; explicit non-negative positions stay where they are, negative ones count from the end
+    of the growing text (``-1``: always the newest token)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= int(n) <= MAX_NEW_TOKENS:
         raise ValueError(f"n must be an integer from 0 to {MAX_NEW_TOKENS}, got {n!r}")
     iv = as_intervention(intervention)
@@ -42,7 +43,6 @@ def continue_text(session: Any, prompt: Any, n: int = 20, *, intervention: Any =
         for _ in range(int(n)):
             if len(ids) >= session.n_ctx:
                 break
-            # an explicit position list stays on the prompt's positions
             with installed(session, iv, len(ids)), torch.inference_mode():
                 logits = session.model(torch.as_tensor(ids)[None].to(session.device), return_type="logits")
             nxt = int(logits[0, -1].argmax())
