@@ -32,6 +32,7 @@ _LAZY = {
     "CompareWidget": "resid_widgets.widgets",
     "LensKLExplorer": "resid_widgets.widgets",
     "PatchingWidget": "resid_widgets.widgets",
+    "SteeringWidget": "resid_widgets.widgets",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
         PatchingWidget,
         ProjectionExplorer,
         ResidWidget,
+        SteeringWidget,
         TaskVectorExplorer,
     )
 

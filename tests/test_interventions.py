@@ -362,3 +362,40 @@ def test_patching_widget_draws_the_experiments_numbers_and_keeps_them_on_bad_inp
     w.answer_box.value = " Darcy"
     w.button.click()
     assert w.status.value == ""
+
+
+# ---- SteeringWidget --------------------------------------------------------------------------------
+def test_steering_widget_shows_before_after_and_difference(demo_session):
+    from resid_widgets import SteeringWidget
+
+    s = demo_session
+    prompt = "It was a fine morning, and"
+    w = SteeringWidget(s, prompt, " Weston", layers=(2,), alpha=0.5, norm_match=True, n_new=8)
+    assert w.status.value == ""
+    weston = unembed_direction(s, " Weston")
+    steer = Steer(weston, [2], 0.5, norm_match=True)
+    before = np.log(s.analyze(prompt, targets=[" Weston"]).target_probs[..., 0].astype(np.float64))
+    after = np.log(s.analyze(prompt, targets=[" Weston"], intervention=steer).target_probs[..., 0].astype(np.float64))
+    np.testing.assert_allclose(np.asarray(w.heat.color), after - before, atol=1e-5)  # the default view: difference
+    assert (np.asarray(w.heat.color)[:3] == 0).all() and np.asarray(w.heat.color)[3:].max() > 1.0  # rows after layer 2 only
+    assert list(w.heat.row) == list(s.analyze(prompt).hook_names) and len(w.heat.column) == len(w.before.tokens)
+    w.view.value = "after"
+    np.testing.assert_allclose(np.asarray(w.heat.color), after, atol=1e-5)
+    w.view.value = "before"
+    np.testing.assert_allclose(np.asarray(w.heat.color), before, atol=1e-5)
+    assert w.before_text.value == s.continue_text(prompt, 8).text
+    assert w.after_text.value == s.continue_text(prompt, 8, intervention=steer).text and "Weston" in w.after_text.value
+    w.on.value = False  # steering off: after equals before, bit for bit
+    np.testing.assert_array_equal(w.data()["after"], w.data()["before"])
+    assert w.after_text.value == w.before_text.value
+    w.on.value = True
+    shown = np.asarray(w.heat.color).copy()
+    w.token_box.value = " Weston Elton"  # not one token: the error is shown, the picture kept
+    assert "single token" in w.status.value or "tokens" in w.status.value
+    np.testing.assert_array_equal(np.asarray(w.heat.color), shown)
+    w.token_box.value = " Weston"
+    w.positions_box.value = "0, 99"
+    assert "position 99 is out of range" in w.status.value
+    w.positions_box.value = "-1"
+    assert w.status.value == ""
+    assert w.data()["intervention"]["positions"] == [-1]

@@ -13,6 +13,7 @@ _LAZY = {
     "CompareWidget": "resid_widgets.widgets.compare",
     "LensKLExplorer": "resid_widgets.widgets.lens_kl",
     "PatchingWidget": "resid_widgets.widgets.patching",
+    "SteeringWidget": "resid_widgets.widgets.steering",
 }
 
 __all__ = list(_LAZY)
