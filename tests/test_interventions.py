@@ -370,7 +370,7 @@ def test_steering_widget_shows_before_after_and_difference(demo_session):
 
     s = demo_session
     prompt = "It was a fine morning, and"
-    w = SteeringWidget(s, prompt, " Weston", layers=(2,), alpha=0.5, norm_match=True, n_new=8)
+    w = SteeringWidget(s, prompt, " Weston", layers=(2,), alpha=0.5, norm_match=True, n_new=4)
     assert w.status.value == ""
     weston = unembed_direction(s, " Weston")
     steer = Steer(weston, [2], 0.5, norm_match=True)
@@ -383,8 +383,8 @@ def test_steering_widget_shows_before_after_and_difference(demo_session):
     np.testing.assert_allclose(np.asarray(w.heat.color), after, atol=1e-5)
     w.view.value = "before"
     np.testing.assert_allclose(np.asarray(w.heat.color), before, atol=1e-5)
-    assert w.before_text.value == s.continue_text(prompt, 8).text
-    assert w.after_text.value == s.continue_text(prompt, 8, intervention=steer).text and "Weston" in w.after_text.value
+    assert w.before_text.value == s.continue_text(prompt, 4).text
+    assert w.after_text.value == s.continue_text(prompt, 4, intervention=steer).text and "Weston" in w.after_text.value
     w.on.value = False  # steering off: after equals before, bit for bit
     np.testing.assert_array_equal(w.data()["after"], w.data()["before"])
     assert w.after_text.value == w.before_text.value

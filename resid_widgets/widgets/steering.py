@@ -66,6 +66,7 @@ class SteeringWidget(Explorer):
         self.before_text, self.after_text = W.Textarea(description="before", **ta), W.Textarea(description="after", **ta)
         self.status = status_line()
         self.before = self.after = None
+        self._plain: tuple | None = None  # (key, the plain analysis, its continuation)
         self._build()
         for w in (self.prompt_box, self.token_box, self.source, self.layers_box, self.positions_box, self.alpha,
                   self.norm_match, self.on, self.n_new):
@@ -98,15 +99,15 @@ class SteeringWidget(Explorer):
     def run(self) -> None:
         """Recompute before and after (and the continuations); on bad input raise, keeping the last picture."""
         iv = self.intervention()
-        prompt, token = self.prompt_box.value, self.token_box.value
-        before = self.session.analyze(prompt, targets=[token], top_k=5)
+        prompt, token, n = self.prompt_box.value, self.token_box.value, int(self.n_new.value)
+        key = (prompt, token, n, self.session._params_key())
+        if self._plain is None or self._plain[0] != key:  # moving alpha or the layers: the plain run is kept
+            self._plain = (key, self.session.analyze(prompt, targets=[token], top_k=5), self.session.continue_text(prompt, n).text)
+        _, before, before_text = self._plain
         after = before if iv is None else self.session.analyze(prompt, targets=[token], top_k=5, intervention=iv)
-        n = int(self.n_new.value)
-        texts = (self.session.continue_text(prompt, n).text,
-                 self.session.continue_text(prompt, n, intervention=iv).text if iv is not None else None)
+        after_text = before_text if iv is None else self.session.continue_text(prompt, n, intervention=iv).text
         self.before, self.after = before, after
-        self.before_text.value = texts[0]
-        self.after_text.value = texts[0] if texts[1] is None else texts[1]
+        self.before_text.value, self.after_text.value = before_text, after_text
         self._draw()
 
     def data(self) -> dict[str, Any]:
