@@ -90,15 +90,21 @@ def _json_ready(analysis) -> dict:
     return out
 
 
-def _progress_bar():
+def _progress_bar(delay: float = 0.5):
+    """A stderr progress bar (shown after ``delay`` s) that ends its line when closed, so the table printed
+    next never starts on the bar's line; no rate (it would read "%/s")."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=100, desc="analysing", unit="%", delay=0.5, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=100, desc="analysing: ", delay=delay, file=sys.stderr, leave=True,
+        bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}",
+    )
 
     def update(fraction: float, stage: str) -> None:
-        bar.set_description(stage)
-        bar.n = int(round(fraction * 100))
-        bar.refresh()
+        # through update(), not n = ...; refresh(): tqdm then knows the bar was shown (after `delay`) and
+        # close() ends its line; a bar it thinks was never shown is left without its newline
+        bar.set_description(stage, refresh=False)
+        bar.update(max(0, int(round(fraction * 100)) - bar.n))
 
     return bar, update
 

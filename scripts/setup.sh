@@ -29,7 +29,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 
 # torch first, pinned to the CPU wheel this workplace provides; elsewhere any torch >= 2.1 works.
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" >/dev/null 2>&1; then  # no import: 3 s
   echo "[setup] installing torch"
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
@@ -45,8 +45,24 @@ if [ "${1:-}" = "test" ]; then
 fi
 # -e: the examples and tests use this checkout; the build hook runs `npm install` + the esbuild
 # bundle into resid_widgets/static/ when it is missing.
-echo "[setup] installing resid_widgets[${extras}] into $("$PY" -c 'import sys; print(sys.prefix)')"
-"$PY" -m pip install --quiet -e ".[${extras}]"
+# pip (23 s even when nothing changed) only when needed: the stamp in the environment records the checkout,
+# the extras and the hash of pyproject.toml + _version.py at the last install; a `git pull` that changes them
+# (dependencies, the version in the installed metadata), another
+# checkout, other extras or resid_widgets missing from the environment all reinstall. (An editable install
+# needs nothing for source changes; the bundle is rebuilt below when the TypeScript is newer.)
+prefix="$("$PY" -c 'import sys; print(sys.prefix)')"
+stamp_file="$prefix/.resid_widgets-setup-stamp"
+want="$(pwd) [${extras}] $(cat pyproject.toml resid_widgets/_version.py | sha256sum | cut -d' ' -f1)"
+installed_here() {  # -I: the checkout itself (the current directory) must not count as installed
+  "$PY" -I -c "import importlib.util as u, pathlib, sys; s = u.find_spec('resid_widgets'); sys.exit(not (s and s.origin and pathlib.Path(s.origin).resolve().parents[1] == pathlib.Path(sys.argv[1]).resolve()))" "$(pwd)" >/dev/null 2>&1
+}
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$want" ] && installed_here; then
+  echo "[setup] resid_widgets[${extras}] is installed from this checkout and pyproject.toml / _version.py are unchanged: pip skipped"
+else
+  echo "[setup] installing resid_widgets[${extras}] into $prefix"
+  "$PY" -m pip install --quiet -e ".[${extras}]"
+  printf '%s' "$want" > "$stamp_file"
+fi
 # An editable install builds the bundle once; rebuild it when a TypeScript source or the protocol is newer
 # (after a `git pull`, say), so the widget never runs old JavaScript against new Python.
 if [ ! -f resid_widgets/static/widget.js ] || [ -n "$(find js/src js/package.json resid_widgets/payload/protocol.json -newer resid_widgets/static/widget.js -print -quit 2>/dev/null)" ]; then

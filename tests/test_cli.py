@@ -43,3 +43,25 @@ def test_lens_option(tmp_path, capsys, demo_session):
     np.testing.assert_array_equal(data["emergence_row"], a.emergence_row)
     assert main(["analyze", "Mr. and Mrs.", "--lens", "sideways"]) == 2
     assert "unknown lens" in capsys.readouterr().err
+
+
+def test_progress_bar_ends_its_line_before_the_table(monkeypatch, demo_session):
+    """Issue 19.12: with stdout and stderr on one terminal, the table's header starts on a line of its own,
+    and the bar shows a percentage, never a rate in "%/s"."""
+    import contextlib
+    import functools
+    import io
+
+    from resid_widgets import cli
+
+    # a short delay (the real one is 0.5 s): the bar appears after it, as on a slow model
+    monkeypatch.setattr(cli, "_progress_bar", functools.partial(cli._progress_bar, delay=0.01))
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        assert main(["analyze", "Mr. and Mrs.", "--top-k", "3"]) == 0
+    text = both.getvalue()
+    assert "100%" in text, text[:300]  # the bar was drawn
+    assert "%/s" not in text and "it/s" not in text
+    header = [line for line in text.split("\n") if "layer" in line and "Mrs" in line]
+    assert header, text[:500]
+    assert header[0].lstrip("\r").startswith("layer"), repr(header[0][:120])

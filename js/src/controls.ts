@@ -93,7 +93,10 @@ export class Editor {
 
   /** Set fields from the model (only those that differ, so the caret isn't disturbed). */
   setValues(v: Partial<EditValues>): void {
-    if (v.prompt !== undefined && this.prompt.value !== v.prompt) this.prompt.value = v.prompt;
+    if (v.prompt !== undefined && this.prompt.value !== v.prompt) {
+      this.prompt.value = v.prompt;
+      this.fitPrompt();
+    }
     if (v.targets !== undefined) {
       const cur = parseTargets(this.targets.value);
       const same = cur.length === v.targets.length && cur.every((t, i) => t === v.targets![i]);
@@ -101,6 +104,14 @@ export class Editor {
     }
     if (v.top_k !== undefined && Number(this.topk.value) !== v.top_k) this.topk.value = String(v.top_k);
     if (v.lens !== undefined && this.lens.value !== v.lens) this.lens.value = v.lens;
+  }
+
+  /** Rows for the prompt box: 2 for a short prompt, up to 8 for a long one (~90 characters a row; the box
+   *  stays resizable). A 1,000-token prompt in 2 rows could not be read or edited. */
+  private fitPrompt(): void {
+    const text = this.prompt.value;
+    const lines = text.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(line.length / 90)), 0);
+    this.prompt.rows = Math.max(2, Math.min(8, lines));
   }
 
   /** Suggest targets in the empty field: tokens of the loaded vocabulary (e.g. the last position's
@@ -161,9 +172,15 @@ export class Toolbar {
       { class: "rw-toolbar" },
       h("span", { class: "rw-group rw-layer-group" }, h("label", { class: "rw-label", for: lid, text: "layer" }), this.layer, this.layerOut),
       h("span", { class: "rw-group rw-tau-group" }, h("label", { class: "rw-label", for: tid, text: "τ" }), this.tau, this.tauOut),
-      h("span", { class: "rw-group" }, h("label", { class: "rw-label", for: mid, text: "colour" }), this.metric),
-      this.targetGroup,
-      this.png,
+      // one unbreakable group: choosing "target rank" (its target menu appears) never leaves the PNG button
+      // alone on a line of its own in a narrow output
+      h(
+        "span",
+        { class: "rw-group rw-colour-group" },
+        h("span", { class: "rw-group" }, h("label", { class: "rw-label", for: mid, text: "colour" }), this.metric),
+        this.targetGroup,
+        this.png,
+      ),
     );
 
     this.layer.addEventListener("input", () => hd.layer(Number(this.layer.value)));

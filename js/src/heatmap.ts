@@ -13,10 +13,11 @@
 // `themeChanged()` redraws when they differ from the last draw.
 
 import { tokenText, type LensData } from "./codecs";
-import { sample, textOn } from "./colors";
+import { css, sample, textOn } from "./colors";
 import { h } from "./dom";
 import { cellPixels, valueAt, type MetricName, type Scale, type ViewOpts } from "./metrics";
 import { truncate, visible } from "./text";
+import "./narrow.css";
 
 export interface Cell {
   row: number;
@@ -28,12 +29,37 @@ export interface HeatmapHandlers {
   click(cell: Cell): void;
   /** arrow key on the focused heatmap: move the layer by `step` */
   step(step: number): void;
+  /** Home / End on the focused heatmap: go to this row (0 or the last) */
+  goto(row: number): void;
   unpin(): void;
   /** columns first..last are in view (after a scroll or a re-layout) */
   view(first: number, last: number): void;
 }
 
 const MIN_CELL = 6;
+const ZOOMS = ["fit", "8", "12", "18", "24", "36"];
+
+interface Palette {
+  fg: string;
+  bg: string;
+}
+/** the PNG's colours in every theme */
+const LIGHT: Palette = { fg: "#111111", bg: "#ffffff" };
+
+/** Greedy word wrap of `text` to `width` px in ctx's current font (a word longer than a line gets a line). */
+function wrapText(ctx: CanvasRenderingContext2D, text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(next).width > width) {
+      lines.push(line);
+      line = word;
+    } else line = next;
+  }
+  if (line) lines.push(line);
+  return lines.length ? lines : [""];
+}
 const MAX_CELL = 72;
 const AXIS_H = 18;
 const MAX_CANVAS = 32_000; // px per side (browser limit ~32767)
@@ -58,6 +84,12 @@ export class Heatmap {
   readonly canvas: HTMLCanvasElement;
   readonly overlay: HTMLCanvasElement;
   private readonly labels: HTMLDivElement;
+  private readonly grid: HTMLDivElement;
+  private readonly hint: HTMLSpanElement;
+  private readonly zoom: HTMLSelectElement;
+  private readonly emergenceNote: HTMLSpanElement;
+  /** fixed cell width in CSS px, or null: fit the available width */
+  private fixedCellW: number | null = null;
   private readonly scroller: HTMLDivElement;
   private readonly inner: HTMLDivElement;
   /** the current layer's row: an outline moved with a transform (no canvas repaint per step) */
@@ -91,12 +123,27 @@ export class Heatmap {
       {
         class: "rw-heatmap-scroll",
         tabindex: 0,
-        "aria-label": "heatmap: arrow keys change the layer, Escape unpins",
+        "aria-label": "heatmap: arrow keys change the layer, Home / End go to the first / last row, Escape unpins",
       },
       this.inner,
     );
     this.labels = h("div", { class: "rw-row-labels", "aria-hidden": "true" });
-    this.el = h("div", { class: "rw-heatmap" }, this.labels, this.scroller);
+    this.grid = h("div", { class: "rw-heatmap-grid" }, this.labels, this.scroller);
+    // which keys work, on screen (they are the widget's while the heatmap or a slider has focus)
+    this.hint = h("span", {
+      class: "rw-keys-hint",
+      text: "keys (click the heatmap or the layer slider first): ← → / ↑ ↓ layer · Home / End first / last row · Esc unpin",
+    });
+    // zoom: "fit" sizes cells to the width (6 px at least); a fixed width makes long prompts readable (it scrolls)
+    this.zoom = h("select", { class: "rw-zoom", title: "Cell width: fit the output, or wider cells (the heatmap scrolls sideways)" });
+    for (const z of ZOOMS) this.zoom.append(h("option", { value: z, text: z === "fit" ? "fit width" : `${z} px` }));
+    this.zoom.addEventListener("change", this.onZoom);
+    const zoomLabel = h("label", { class: "rw-label rw-zoom-group" }, "cell width ", this.zoom);
+    const foot = h("div", { class: "rw-heatmap-foot" }, zoomLabel, this.hint);
+    this.emergenceNote = h("span", { class: "rw-emergence-note", hidden: true,
+      text: "◆ = the row from which the model's final top-1 stays in the lens's top-k" });
+    foot.append(this.emergenceNote);
+    this.el = h("div", { class: "rw-heatmap" }, this.grid, foot);
 
     this.overlay.addEventListener("mousemove", this.onMove);
     this.overlay.addEventListener("mouseleave", this.onLeave);
@@ -214,7 +261,8 @@ export class Heatmap {
     const avail = this.scroller.clientWidth || this.width || 640;
     this.width = avail;
     const before = `${this.cellW}x${this.rowH}`;
-    this.cellW = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(avail / d.T)));
+    this.cellW = this.fixedCellW ?? Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(avail / d.T)));
+    this.emergenceNote.hidden = !(d.emergence && this.cellW >= 14);
     this.rowH = d.R <= 14 ? 24 : d.R <= 26 ? 18 : d.R <= 50 ? 13 : 9;
     let changed = before !== `${this.cellW}x${this.rowH}`;
     const w = d.T * this.cellW;
@@ -255,15 +303,19 @@ export class Heatmap {
     return `${px}px ${fam}`;
   }
 
+  /** The theme's text and background colours (the screen; the PNG uses LIGHT in every theme). */
+  private palette(): Palette {
+    return { fg: getComputedStyle(this.el).color || "#000", bg: cssVar(this.el, "--jp-layout-color1", "#fff") };
+  }
+
   /** Paint cells, grid and labels onto `ctx` (CSS px coordinates). Used for screen and PNG. */
-  private paint(ctx: CanvasRenderingContext2D): void {
+  private paint(ctx: CanvasRenderingContext2D, pal: Palette = this.palette()): void {
     const d = this.d!;
     const s = this.scale!;
     const { cellW, rowH } = this;
     const gw = d.T * cellW;
     const gh = d.R * rowH;
-    const fg = getComputedStyle(this.el).color || "#000";
-    const bg = cssVar(this.el, "--jp-layout-color1", "#fff");
+    const { fg, bg } = pal;
 
     // "not applicable" cells (attn/MLP norm of the embed row) show this hatch-grey
     ctx.fillStyle = "rgba(128,128,128,0.18)";
@@ -424,43 +476,97 @@ export class Heatmap {
     if (c) this.handlers.click(c);
   };
 
+  private onZoom = () => {
+    const v = this.zoom.value;
+    this.fixedCellW = v === "fit" ? null : Number(v);
+    if (!this.d) return;
+    this.layout();
+    this.draw();
+    this.drawOverlay();
+    this.placeBand();
+    this.reportView();
+  };
+
   private onKey = (e: KeyboardEvent) => {
     if (e.key === "ArrowUp" || e.key === "ArrowLeft") this.handlers.step(-1);
     else if (e.key === "ArrowDown" || e.key === "ArrowRight") this.handlers.step(1);
+    else if (e.key === "Home") this.handlers.goto(0);
+    else if (e.key === "End") this.handlers.goto(this.d ? this.d.R - 1 : 0);
     else if (e.key === "Escape") this.handlers.unpin();
     else return;
     e.preventDefault();
   };
 
-  /** The heatmap with its row labels and a title, as a PNG blob. */
+  /** The heatmap with its row labels, a title (wrapped to the image's width) and the colour bar with its
+   *  ticks and notes, on a light background in every theme (dark-theme text would vanish on paper). */
   toPNG(title: string): Promise<Blob> {
     if (!this.d || !this.scale) return Promise.reject(new Error("nothing to export yet"));
     const d = this.d;
+    const s = this.scale;
     const labelW = 64;
-    const titleH = 22;
-    const w = labelW + d.T * this.cellW + 8;
-    const hgt = titleH + d.R * this.rowH + AXIS_H + 4;
+    const pad = 8;
+    const font = cssVar(this.el, "--jp-ui-font-family", "sans-serif");
+    const gridW = labelW + d.T * this.cellW + pad;
+    const w = Math.max(gridW, 420);
+    const measure = document.createElement("canvas").getContext("2d")!;
+    measure.font = `bold 12px ${font}`;
+    const titleLines = wrapText(measure, title, w - 2 * pad);
+    const titleH = 8 + 16 * titleLines.length;
+    measure.font = `11px ${font}`;
+    const notes = [s.note, d.emergence && this.cellW >= 14 ? this.emergenceNote.textContent ?? "" : ""].filter(Boolean);
+    const noteLines = notes.flatMap((n) => wrapText(measure, n, w - 2 * pad));
+    const legendH = 18 + 12 + 16 + 14 * noteLines.length + 6;
+    const gridH = d.R * this.rowH + AXIS_H + 6;
+    const hgt = titleH + gridH + legendH;
     const sc = Math.max(0.25, Math.min(2, MAX_CANVAS / w, MAX_CANVAS / hgt, Math.sqrt(MAX_AREA / (w * hgt))));
     const c = document.createElement("canvas");
     c.width = Math.round(w * sc);
     c.height = Math.round(hgt * sc);
     const ctx = c.getContext("2d")!;
     ctx.scale(sc, sc);
-    ctx.fillStyle = cssVar(this.el, "--jp-layout-color1", "#fff");
+    ctx.fillStyle = LIGHT.bg;
     ctx.fillRect(0, 0, w, hgt);
-    const fg = getComputedStyle(this.el).color || "#000";
-    ctx.fillStyle = fg;
-    ctx.font = `bold 12px ${cssVar(this.el, "--jp-ui-font-family", "sans-serif")}`;
+    ctx.fillStyle = LIGHT.fg;
+    ctx.font = `bold 12px ${font}`;
     ctx.textBaseline = "middle";
-    ctx.fillText(title, 6, titleH / 2, w - 12);
+    titleLines.forEach((line, i) => ctx.fillText(line, pad, 4 + 16 * i + 8));
     ctx.font = this.font(11);
     ctx.textAlign = "right";
     d.meta.row_labels.slice(0, d.R).forEach((lab, r) => ctx.fillText(lab, labelW - 6, titleH + r * this.rowH + this.rowH / 2));
+    ctx.save();
     ctx.translate(labelW, titleH);
-    this.paint(ctx);
+    this.paint(ctx, LIGHT);
+    ctx.restore();
+    this.paintLegend(ctx, s, pad, titleH + gridH, Math.min(w - 2 * pad, 360), noteLines, font);
     return new Promise((resolve, reject) =>
       c.toBlob((b) => (b ? resolve(b) : reject(new Error("canvas.toBlob failed"))), "image/png"),
     );
+  }
+
+  /** The colour bar (the scale's map, left to right), its title with unit, ticks and notes, at (x, y). */
+  private paintLegend(ctx: CanvasRenderingContext2D, s: Scale, x: number, y: number, barW: number, notes: string[], font: string): void {
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillStyle = LIGHT.fg;
+    ctx.font = `11px ${font}`;
+    ctx.fillText(`${s.title} [${s.unit}]`, x, y + 7, barW * 2);
+    const top = y + 16;
+    for (let i = 0; i < barW; i++) {
+      const c = sample(s.map, i / Math.max(1, barW - 1));
+      ctx.fillStyle = c ? css(c) : LIGHT.bg;
+      ctx.fillRect(x + i, top, 1.5, 12);
+    }
+    ctx.fillStyle = LIGHT.fg;
+    ctx.font = `10px ${font}`;
+    for (const t of s.ticks) {
+      const tx = x + t.t * barW;
+      ctx.fillRect(tx - 0.5, top + 12, 1, 3);
+      ctx.textAlign = t.t < 0.05 ? "left" : t.t > 0.95 ? "right" : "center";
+      ctx.fillText(t.label, tx, top + 21);
+    }
+    ctx.textAlign = "left";
+    ctx.font = `11px ${font}`;
+    notes.forEach((n, i) => ctx.fillText(n, x, top + 36 + 14 * i));
   }
 
   dispose(): void {
@@ -469,5 +575,6 @@ export class Heatmap {
     this.overlay.removeEventListener("click", this.onClick);
     this.scroller.removeEventListener("keydown", this.onKey);
     this.scroller.removeEventListener("scroll", this.onScroll);
+    this.zoom.removeEventListener("change", this.onZoom);
   }
 }

@@ -52,6 +52,7 @@ export class LensView {
     this.root.addEventListener("keydown", (e: KeyboardEvent) => {
       if (!(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) e.stopPropagation();
     });
+    guardKeysFromLumino();
     this.editor = new Editor(() => hooks.editInput());
     this.toolbar = new Toolbar({
       layer: (l) => this.setLayer(l, true),
@@ -71,6 +72,7 @@ export class LensView {
       hover: (c) => (c ? this.showTip(c.row, c.pos, () => this.heatmap.cellRect(c)) : this.hideTip()),
       click: (c) => this.toggleSelected(c),
       step: (s) => this.setLayer(state.layer + s, true),
+      goto: (r) => this.setLayer(r, true),
       unpin: () => this.setSelected(null, true),
       view: (first, last) => {
         this.visible = [first, last + 1];
@@ -261,6 +263,30 @@ export class LensView {
     this.strip.dispose();
     this.root.remove();
   }
+}
+
+/** Notebook 7 (and any Lumino app with `bubblingKeydown` off) handles keydown on the document in the
+ *  *capture* phase, before the widget sees the event, so stopping propagation at the widget's root is too
+ *  late: arrow keys moved between notebook cells. Lumino skips shortcut matching for an event whose target
+ *  carries `data-lm-suppress-shortcuts`; a window capture listener (which runs before the document's) marks
+ *  the target of an unmodified key inside a widget for the duration of that one dispatch. Modified keys
+ *  (Shift+Enter, Ctrl+S...) still reach the notebook. Installed once per page. */
+let keyGuard = false;
+function guardKeysFromLumino(): void {
+  if (keyGuard || typeof window === "undefined") return;
+  keyGuard = true;
+  const ATTR = "data-lm-suppress-shortcuts";
+  window.addEventListener(
+    "keydown",
+    (e: KeyboardEvent) => {
+      if (e.ctrlKey || e.metaKey || e.altKey || e.shiftKey) return;
+      const t = e.target;
+      if (!(t instanceof Element) || !t.closest(".rw-root") || t.hasAttribute(ATTR)) return;
+      t.setAttribute(ATTR, "true");
+      setTimeout(() => t.removeAttribute(ATTR), 0);
+    },
+    true,
+  );
 }
 
 /** Targets to suggest in the empty targets field: Python's checked single tokens when the payload

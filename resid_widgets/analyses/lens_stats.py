@@ -21,14 +21,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from resid_widgets.analyses.rows import row_labels
 from resid_widgets.analyses.workflows import mean_spread, position_mask
 
 STATS = ("mean", "std", "q25", "median", "q75")
-
-
-def row_labels(n_rows: int) -> list[str]:
-    """``["embed", "0", "1", ...]``: row 0 is the embeddings, row l+1 the output of layer l."""
-    return ["embed"] + [str(l) for l in range(n_rows - 1)]
 
 
 def _check(analyses: Sequence[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from resid_widgets.analyses.projection import k_for_tau, pct_at_k
+from resid_widgets.analyses.rows import row_labels
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +78,8 @@ class Analysis:
 
     @property
     def row_labels(self) -> list[str]:
-        return ["embed"] + [str(i) for i in range(self.n_layers)]
+        """``["embed", "0", ...]``: row r > 0 is after layer r - 1 (``analyses.rows``, the one numbering)."""
+        return row_labels(self.n_rows)
 
     @property
     def top_tokens(self) -> np.ndarray:

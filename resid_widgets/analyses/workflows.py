@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from resid_widgets.analyses.rows import row_labels
+
 from resid_widgets.payload.protocol import METRICS
 
 # ---- tables -------------------------------------------------------------------------------------
@@ -33,6 +35,8 @@ def per_prompt_rows(labels: Sequence[str], prompts: Sequence[str], n_rows: int, 
         "prompt": np.repeat(np.asarray(prompts, dtype=object), n_rows),
         "row": np.tile(np.arange(n_rows), P),
         "layer": np.tile(np.arange(n_rows), P) - 1,
+        # the one layer numbering (embed, 0, 1, ...), ordered as the rows are (a pivot keeps this order)
+        "row_label": pd.Categorical(np.tile(row_labels(n_rows), P), categories=row_labels(n_rows), ordered=True),
     }
     for name, value in columns.items():
         table[name] = np.asarray(value).reshape(-1) if np.ndim(value) == 2 else value

@@ -18,6 +18,8 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import ROW_AXIS, row_label, row_name
+
 #: Tableau 10, readable on light and dark backgrounds.
 PALETTE = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
@@ -26,7 +28,8 @@ PALETTE = [
 #: bqplot line styles cycled with the colours, so many series stay apart (and SVG dash arrays for the legend)
 DASHES = ["solid", "dashed", "dotted", "dash_dotted"]
 _DASH_SVG = {"solid": "", "dashed": "6,3", "dotted": "1.5,2.5", "dash_dotted": "6,2,1.5,2"}
-ROW_LABEL = "row (0 = embeddings)"
+#: the x-axis title of every chart over residual rows (``analyses.rows``: the one layer numbering)
+ROW_LABEL = ROW_AXIS
 #: a chart's flexible width: three in a row fit a ~950 px output area, narrower outputs wrap them
 CHART_BASIS, CHART_MIN = "300px", "260px"
 
@@ -90,6 +93,24 @@ def int_ticks(axis: bq.Axis, values: Sequence[int], max_ticks: int = 12) -> None
     axis.tick_format = "d"
 
 
+def row_ticks(axis: bq.Axis, rows: Sequence[int], max_ticks: int = 12) -> None:
+    """Ticks of a residual-row axis, labelled with the one layer numbering (``embed, 0, 1, ...``)."""
+    int_ticks(axis, rows, max_ticks)
+    axis.tick_labels = {int(r): row_label(int(r)) for r in rows}
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
+    """About ``n`` round ticks inside [lo, hi] (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+    lo, hi = float(min(lo, hi)), float(max(lo, hi))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 0:
+        return np.asarray([lo])
+    raw = (hi - lo) / max(1, n)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+    return np.round(ticks / step) * step + 0.0  # no -0.30000000000000004, no -0
+
+
 def log_ticks(lo: float, hi: float) -> np.ndarray:
     """Ticks for a log axis over [lo, hi]: the powers of ten, with 2 and 5 between them when the range is short."""
     lo, hi = max(float(lo), 1e-12), max(float(hi), 1e-12)
@@ -151,6 +172,7 @@ class Chart:
         basis: str = CHART_BASIS,
         tooltip_fields: tuple[str, str] = ("x", "y"),
         tooltip_format: str = ".4g",
+        rows: bool = False,
     ):
         self.scales = {
             "x": x_scale if x_scale is not None else bq.LinearScale(),
@@ -181,6 +203,12 @@ class Chart:
         self._dots: list[bq.Scatter] = []
         self._tip_labels = tooltip_fields
         self._tip_format = tooltip_format
+        #: x is the residual row: ticks read ``embed, 0, 1, ...`` and a dot's tooltip names its row
+        self.rows = rows
+
+    def set_rows(self, rows: Sequence[int], max_ticks: int = 12) -> None:
+        """The x axis spans these residual rows, labelled with the one layer numbering."""
+        row_ticks(self.x_axis, rows, max_ticks)
 
     @property
     def title(self) -> str:
@@ -214,12 +242,15 @@ class Chart:
     ) -> None:
         """One Scatter per series (x shared or one per series), each with its series' single colour."""
         n = len(ys)
+        if self.rows:  # the row's name (after layer l) goes in the dot's name: the x value would be a row index
+            tip = bq.Tooltip(fields=["name", "y"], labels=["", self._tip_labels[1]], formats=["", self._tip_format])
+        else:
+            tip = bq.Tooltip(fields=["name", "x", "y"], labels=["", *self._tip_labels], formats=["", "", self._tip_format])
         if len(self._dots) < n:
             new = [
                 bq.Scatter(
                     x=[0], y=[0], scales=self.scales, default_size=size, colors=[PALETTE[0]], stroke="transparent",
-                    tooltip=bq.Tooltip(fields=["name", "x", "y"], labels=["", *self._tip_labels], formats=["", "", self._tip_format]),
-                    display_names=False,
+                    tooltip=tip, display_names=False,
                 )
                 for _ in range(n - len(self._dots))
             ]
@@ -229,8 +260,9 @@ class Chart:
         for i, dot in enumerate(self._dots):
             if i < n:
                 xi = np.asarray(xs[i])
+                point_names = [f"{names[i]} · {row_name(int(x))}" for x in xi] if self.rows else [names[i]] * len(xi)
                 update(
-                    dot, x=xi, y=np.asarray(ys[i], dtype=np.float64), names=[names[i]] * len(xi),
+                    dot, x=xi, y=np.asarray(ys[i], dtype=np.float64), names=point_names,
                     default_size=size, visible=True if visible is None else bool(visible[i]),
                 )
                 paint(dot, [cols[i]])
@@ -281,7 +313,59 @@ def fit_dropdown(w: W.Dropdown) -> None:
 
 
 class Explorer(W.VBox):
-    """Base of the five explorers: a status line for errors, guarded UI updates, the layout box."""
+    """The explorers' template: compute, build, draw, then ``figures`` and ``data``.
+
+    A subclass creates its controls and ``self.status``, then calls ``self._start(children)``, which runs
+    ``_compute`` (numbers into ``self._data``; may raise on bad input, before anything is shown),
+    ``_build`` (the ``Chart``s into ``self._charts``, once) and ``_draw`` (the numbers into the charts'
+    marks, in place), and lays out ``children(self._charts)`` (a callable: the charts exist only after
+    ``_build``) with the status line under them. ``_refresh`` recomputes and redraws; ``_replace`` sets attributes and
+    refreshes, restoring them if that raises (nothing shown changes on bad input).
+    """
+
+    _charts: dict[str, Chart]
+    _data: dict[str, Any]
+
+    def _start(self, children: Callable[[dict[str, Any]], Sequence[W.Widget]], *, compute: bool = True) -> None:
+        if compute:
+            self._compute()
+        self._build()
+        self._draw()
+        self._init_layout(children(self._charts))
+
+    def _compute(self) -> None:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        raise NotImplementedError
+
+    def _refresh(self) -> None:
+        self._compute()
+        self._draw()
+
+    def _replace(self, **attrs: Any) -> None:
+        """Set these attributes and refresh; if that raises, put them back (the charts are untouched) and re-raise."""
+        old = {k: getattr(self, k) for k in attrs}
+        for k, v in attrs.items():
+            setattr(self, k, v)
+        try:
+            self._refresh()
+        except Exception:
+            for k, v in old.items():
+                setattr(self, k, v)
+            raise
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """``{name: bq.Figure}`` of every chart."""
+        return {name: c.figure for name, c in self._charts.items()}
+
+    def data(self) -> dict[str, Any]:
+        """Every plotted number (numpy arrays, lists, DataFrames)."""
+        return dict(self._data)
 
     def _init_layout(self, children: Sequence[W.Widget]) -> None:
         W.VBox.__init__(self, children=list(children) + [self.status], layout=W.Layout(width="auto", overflow="hidden"))
@@ -289,6 +373,28 @@ class Explorer(W.VBox):
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[Any], None]:
         return lambda *_: guarded(self.status, fn)
+
+
+# ---- argument checks (bad input: a clear error with the valid range, nothing changed) ----------------
+
+
+def check_index(name: str, value: Any, n: int, what: str = "") -> int:
+    """``value`` as an index in ``[0, n)``; no wrapping, no bools, no floats."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer in [0, {n - 1}]{what}, got {value!r}")
+    if not 0 <= int(value) < n:
+        raise ValueError(f"{name} must be in [0, {n - 1}]{what}, got {int(value)}")
+    return int(value)
+
+
+def check_tau(value: Any, lo: float = 0.01) -> float:
+    """τ as a float in ``[lo, 1]`` (never clamped)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"tau must be a number in [{lo:g}, 1], got {value!r}")
+    tau = float(value)
+    if not lo <= tau <= 1.0:
+        raise ValueError(f"tau must be in [{lo:g}, 1] (a fraction of W_U's energy), got {tau:g}")
+    return tau
 
 
 def status_line() -> W.HTML:

@@ -9,10 +9,21 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_labels
 from resid_widgets.analyses.workflows import METRIC_AXIS_LABELS, METRIC_LABELS, METRICS, compare_metric
 from resid_widgets.widgets._charts import prompt_labels
 from resid_widgets.widgets.lens_kl import lens_colors
-from resid_widgets.widgets._explorer import ROW_LABEL, Chart, Explorer, dropdown, int_ticks, flow_row, show_error, status_line, update
+from resid_widgets.widgets._explorer import (
+    ROW_LABEL,
+    Chart,
+    Explorer,
+    check_tau,
+    dropdown,
+    flow_row,
+    show_error,
+    status_line,
+    update,
+)
 from resid_widgets.widgets.resid import as_session
 
 A_COLOR, B_COLOR, DIFF_COLOR, DIFF_MEAN_COLOR = "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"
@@ -70,32 +81,31 @@ class CompareWidget(Explorer):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
         self._targets = list(targets) if targets else []
-        self._kw = dict(top_k=int(top_k), tau=float(tau), targets=self._targets or None)
+        self._kw = dict(top_k=int(top_k), tau=check_tau(tau), targets=self._targets or None)
+        prompt_a, prompt_b = prompt_labels([prompt_a, prompt_b])[1]
         wide = W.Layout(width="auto")
         self.text_a = W.Text(value=prompt_a, description="A", continuous_update=False, layout=wide)
         self.text_b = W.Text(value=prompt_b, description="B", continuous_update=False, layout=wide)
         if self.lens_mode:
             self.text_a.description = "prompt"
             self.text_b.layout = W.Layout(width="auto", display="none")  # one prompt: B is A's prompt
-        self.metric_dropdown = dropdown([(f"{m} — {METRIC_LABELS[m]}", m) for m in METRICS], metric, "metric")
+        # the menu reads as words ("KL(model output ‖ lens), nats"); the identifiers are the values (cw.metric = "kl")
+        self.metric_dropdown = dropdown([(METRIC_LABELS[m], m) for m in METRICS], metric, "metric")
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS from means", indent=False)
         self.status = status_line()
         self.a, self.b = self._analyze(prompt_a, prompt_b)
-        self._compute()
-        self._build()
-        self._draw()
+        self._start(
+            lambda ch: [
+                self.text_a,
+                self.text_b,
+                flow_row(self.metric_dropdown, self.bos_toggle),
+                flow_row(*(c.widget for c in ch.values())),
+            ]
+        )
         self.text_a.observe(lambda c: c["new"] != self.a.prompt and self._guard(lambda: self.set_prompts(a=c["new"]))(), "value")
         self.text_b.observe(lambda c: c["new"] != self.b.prompt and self._guard(lambda: self.set_prompts(b=c["new"]))(), "value")
         self.metric_dropdown.observe(self._on_metric, "value")
         self.bos_toggle.observe(self._guard(self._refresh), "value")
-        self._init_layout(
-            [
-                self.text_a,
-                self.text_b,
-                flow_row(self.metric_dropdown, self.bos_toggle),
-                flow_row(*(c.widget for c in self._charts.values())),
-            ]
-        )
 
     # ---- public API -----------------------------------------------------------------------------
     @property
@@ -108,10 +118,6 @@ class CompareWidget(Explorer):
             raise ValueError(f"unknown metric {value!r}; choose one of {METRICS}")
         self._metric_values(value)  # raises (e.g. a target metric without targets) before anything changes
         self.metric_dropdown.value = value
-
-    @property
-    def figures(self) -> dict[str, bq.Figure]:
-        return {name: c.figure for name, c in self._charts.items()}
 
     @property
     def fig_last(self) -> bq.Figure:
@@ -131,8 +137,7 @@ class CompareWidget(Explorer):
             if b is not None and b != (self.a.prompt if a is None else a):
                 raise ValueError("this CompareWidget compares two lenses on one prompt: set the prompt with set_prompts(a=...)")
             b = a
-        new_a = self.a.prompt if a is None else a
-        new_b = self.b.prompt if b is None else b
+        new_a, new_b = prompt_labels([self.a.prompt if a is None else a, self.b.prompt if b is None else b])[1]
         self.a, self.b = self._analyze(new_a, new_b)
         self._refresh()
         for box, value in ((self.text_a, new_a), (self.text_b, new_b)):
@@ -144,15 +149,14 @@ class CompareWidget(Explorer):
         """The lenses that read A and B (the same one unless ``lenses=`` was given)."""
         return (str(self.a.lens), str(self.b.lens))
 
-    def data(self) -> dict[str, Any]:
-        return dict(self._data)
-
     def to_dataframe(self):
         import pandas as pd
 
         d = self._data
+        labels = row_labels(int(d["row"][-1]) + 1)
         return pd.DataFrame({k: d[k] for k in ("row", "a_last", "b_last", "a_mean", "b_mean", "diff_last", "diff_mean")}).assign(
-            layer=lambda f: f["row"] - 1, metric=d["metric"], lens_a=d["lens_a"], lens_b=d["lens_b"]
+            layer=lambda f: f["row"] - 1, metric=d["metric"], lens_a=d["lens_a"], lens_b=d["lens_b"],
+            row_label=lambda f: pd.Categorical([labels[r] for r in f["row"]], categories=labels, ordered=True),
         )
 
     # ---- computation ----------------------------------------------------------------------------
@@ -188,16 +192,12 @@ class CompareWidget(Explorer):
         else:
             show_error(self.status, None)
 
-    def _refresh(self) -> None:
-        self._compute()
-        self._draw()
-
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
         self._charts = {
-            "last": Chart("Last position", ROW_LABEL, "value", tooltip_fields=("row", "value")),
-            "mean": Chart("Mean over positions", ROW_LABEL, "value", tooltip_fields=("row", "value")),
-            "diff": Chart("B − A", ROW_LABEL, "difference", tooltip_fields=("row", "B − A")),
+            "last": Chart("Last position", ROW_LABEL, "value", tooltip_fields=("row", "value"), rows=True),
+            "mean": Chart("Mean over positions", ROW_LABEL, "value", tooltip_fields=("row", "value"), rows=True),
+            "diff": Chart("B − A", ROW_LABEL, "difference", tooltip_fields=("row", "B − A"), rows=True),
         }
         for name, cols in (("last", [A_COLOR, B_COLOR]), ("mean", [A_COLOR, B_COLOR]), ("diff", [DIFF_COLOR, DIFF_MEAN_COLOR])):
             c = self._charts[name]
@@ -227,7 +227,7 @@ class CompareWidget(Explorer):
              (LENS_DIFF_COLOR if self.lens_mode else DIFF_COLOR, DIFF_MEAN_COLOR)),
         ):
             c = self._charts[key]
-            int_ticks(c.x_axis, x)
+            c.set_rows(x)
             update(c.figure.marks[0], x=x, y=np.stack([ya, yb]), colors=list(cols))
             c.set_dots(x, [ya, yb], list(names), list(cols))
             c.set_legend((n, col, "solid", "line") for n, col in zip(names, cols))

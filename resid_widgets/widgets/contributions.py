@@ -16,7 +16,18 @@ import numpy as np
 
 from resid_widgets.analyses.workflows import contribution_workflow
 from resid_widgets.widgets._charts import prompt_labels
-from resid_widgets.widgets._explorer import Chart, Explorer, dropdown, fit_dropdown, flow_row, int_ticks, status_line, tooltip, update
+from resid_widgets.widgets._explorer import (
+    Chart,
+    Explorer,
+    check_index,
+    dropdown,
+    fit_dropdown,
+    flow_row,
+    int_ticks,
+    status_line,
+    tooltip,
+    update,
+)
 from resid_widgets.widgets.resid import as_session
 
 DEFAULT_PROMPTS = [
@@ -55,44 +66,55 @@ class ContributionExplorer(Explorer):
         device: str | None = None,
     ):
         self.session = as_session(model_or_session, device=device)
+        if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) or int(bins) < 1:
+            raise ValueError(f"bins must be a whole number of histogram bins, 1 or more, got {bins!r}")
         self.bins = int(bins)
         L = self.session.n_layers
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS", indent=False)
         self.prompt_select = dropdown([("-", 0)], 0, "prompt")
-        self.layer_slider = W.IntSlider(value=int(layer) % L, min=0, max=L - 1, description="layer", continuous_update=False)
+        layer = check_index("layer", layer, L, " (the block whose attention / MLP output is shown)")
+        self.layer_slider = W.IntSlider(value=layer, min=0, max=L - 1, description="layer", continuous_update=False)
         self.check = W.HTML()
         self.status = status_line()
         self._set(DEFAULT_PROMPTS if prompts is None else prompts, prompt_index)
-        self._build()
-        self._draw()
-        for w in (self.bos_toggle, self.prompt_select, self.layer_slider):
-            w.observe(self._guard(self._refresh), "value")
-        ch = self._charts
-        self._init_layout(
-            [
+        self._start(
+            lambda ch: [
                 self.bos_toggle,
                 flow_row(ch["layers"].widget, ch["histogram"].widget),
                 flow_row(self.prompt_select, self.layer_slider),
                 ch["positions"].widget,
                 self.check,
-            ]
+            ],
+            compute=False,
         )
+        for w in (self.bos_toggle, self.prompt_select, self.layer_slider):
+            w.observe(self._guard(self._refresh), "value")
 
     # ---- public API -----------------------------------------------------------------------------
-    @property
-    def figures(self) -> dict[str, bq.Figure]:
-        return {name: c.figure for name, c in self._charts.items()}
-
     @property
     def analyses(self) -> list:
         return list(self._analyses)
 
+    @property
+    def layer(self) -> int:
+        """The layer of the per-position chart (block l's attention and MLP outputs)."""
+        return int(self.layer_slider.value)
+
+    @layer.setter
+    def layer(self, value: int) -> None:
+        self.layer_slider.value = check_index("layer", value, self.session.n_layers)
+
+    @property
+    def prompt_index(self) -> int:
+        return int(self.prompt_select.value)
+
+    @prompt_index.setter
+    def prompt_index(self, value: int) -> None:
+        self.prompt_select.value = check_index("prompt_index", value, len(self._analyses))
+
     def set_prompts(self, prompts: str | Sequence[str], prompt_index: int = 0) -> None:
         self._set(prompts, prompt_index)
         self._refresh()
-
-    def data(self) -> dict[str, Any]:
-        return dict(self._data)
 
     def to_dataframe(self):
         """Long format over the real positions of every prompt (BOS included, flagged)."""
@@ -120,12 +142,13 @@ class ContributionExplorer(Explorer):
     # ---- computation ----------------------------------------------------------------------------
     def _set(self, prompts, prompt_index: int) -> None:
         labels, plist = prompt_labels(prompts)
+        prompt_index = check_index("prompt_index", prompt_index, len(plist))
         analyses = self.session.analyze_batch(plist, top_k=1)
         self._labels, self._prompts, self._analyses = labels, plist, analyses
         options = [(f"{i}: {l}", i) for i, l in enumerate(labels)]
         with self.prompt_select.hold_trait_notifications():
             self.prompt_select.options = options
-            self.prompt_select.value = int(prompt_index) % len(options)
+            self.prompt_select.value = prompt_index
         fit_dropdown(self.prompt_select)
         self._compute()
 
@@ -135,10 +158,6 @@ class ContributionExplorer(Explorer):
             prompt_index=int(self.prompt_select.value), layer=int(self.layer_slider.value),
         )
         self._data.update(labels=list(self._labels), prompts=list(self._prompts))
-
-    def _refresh(self) -> None:
-        self._compute()
-        self._draw()
 
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:

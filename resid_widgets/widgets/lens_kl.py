@@ -18,8 +18,18 @@ import ipywidgets as W
 import numpy as np
 
 from resid_widgets.analyses.lens_stats import comparison_table, lens_comparison
-from resid_widgets.widgets._charts import table_html, unique
-from resid_widgets.widgets._explorer import PALETTE, Chart, Explorer, dropdown, flow_row, log_ticks, status_line, update
+from resid_widgets.widgets._charts import prompt_labels, table_html, unique
+from resid_widgets.widgets._explorer import (
+    PALETTE,
+    ROW_LABEL,
+    Chart,
+    Explorer,
+    dropdown,
+    flow_row,
+    log_ticks,
+    status_line,
+    update,
+)
 from resid_widgets.widgets.resid import as_session
 
 #: invented Austen-like sentences (not quotations: none is in the demo model's training text)
@@ -35,7 +45,7 @@ DEFAULT_LENSES = ("logit", "jacobian", "tuned")
 LENS_COLORS = {"logit": "#4e79a7", "jacobian": "#f28e2b", "tuned": "#59a14f"}
 SPREADS = {"iqr": "middle 50 % of positions (25th–75th percentile)", "std": "± 1 s.d."}
 SECOND = {"entropy": "lens entropy", "agreement": "top-1 agreement with the model"}
-X_LABEL = "layer output (embed = embeddings)"
+X_LABEL = ROW_LABEL  # the one layer numbering (analyses.rows)
 LOG_FLOOR = 1e-4  # nats: a band's lower edge on the log axis never goes below this
 
 
@@ -100,7 +110,7 @@ class LensKLExplorer(Explorer):
         self._lens_args = list(lenses)
         self._names = unique([_lens_name(l) for l in self._lens_args])
         self._colors = dict(zip(self._names, lens_colors(self._names)))
-        plist = DEFAULT_PROMPTS if prompts is None else [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
+        plist = DEFAULT_PROMPTS if prompts is None else prompt_labels(prompts)[1]
         self.prompts_text = W.Textarea(
             value="\n".join(plist), description="prompts", placeholder="one prompt per line",
             layout=W.Layout(width="auto", height="8em"),
@@ -115,27 +125,22 @@ class LensKLExplorer(Explorer):
         self.table = W.HTML()
         self.status = status_line()
         self._set(plist)
-        self._build()
-        self._draw()
-        self.recompute_button.on_click(self._guard(lambda: self.set_prompts(self._text_prompts())))
-        self.bos_toggle.observe(self._guard(self._refresh), "value")
-        for w in (self.log_toggle, self.spread_dropdown, self.second_dropdown):
-            w.observe(self._guard(self._draw), "value")
-        ch = self._charts
-        self._init_layout(
-            [
+        self._start(
+            lambda ch: [
                 self.prompts_text,
                 flow_row(self.recompute_button, self.bos_toggle, self.log_toggle, self.spread_dropdown, self.second_dropdown),
                 self.availability,
                 flow_row(ch["kl"].widget, ch["second"].widget),
                 self.table,
-            ]
+            ],
+            compute=False,
         )
+        self.recompute_button.on_click(self._guard(lambda: self.set_prompts(self._text_prompts())))
+        self.bos_toggle.observe(self._guard(self._refresh), "value")
+        for w in (self.log_toggle, self.spread_dropdown, self.second_dropdown):
+            w.observe(self._guard(self._draw), "value")
 
     # ---- public API -----------------------------------------------------------------------------
-    @property
-    def figures(self) -> dict[str, bq.Figure]:
-        return {name: c.figure for name, c in self._charts.items()}
 
     @property
     def analyses(self) -> dict[str, list]:
@@ -154,7 +159,7 @@ class LensKLExplorer(Explorer):
 
     def set_prompts(self, prompts: str | Sequence[str]) -> None:
         """Run new prompts with every lens; the charts update in place (nothing changes if the prompts are bad)."""
-        plist = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
+        plist = prompt_labels(prompts)[1]
         self._set(plist)
         self._draw()
         text = "\n".join(plist)
@@ -204,16 +209,13 @@ class LensKLExplorer(Explorer):
             colors={n: self._colors[n] for n in self._data["lenses"]},
         )
 
-    def _refresh(self) -> None:
-        self._compute()
-        self._draw()
-
     # ---- charts ---------------------------------------------------------------------------------
     def _build(self) -> None:
         self._linear, self._log = bq.LinearScale(), bq.LogScale()
         kl = Chart("KL(model output ‖ lens) by layer", X_LABEL, "KL, nats", y_scale=self._linear,
-                   tooltip_fields=("row", "mean KL"), basis="420px")
-        second = Chart("Lens entropy by layer", X_LABEL, "entropy, nats", tooltip_fields=("row", "mean"), basis="420px")
+                   tooltip_fields=("row", "mean KL"), basis="420px", rows=True)
+        second = Chart("Lens entropy by layer", X_LABEL, "entropy, nats", tooltip_fields=("row", "mean"), basis="420px",
+                       rows=True)
         self._charts = {"kl": kl, "second": second}
         self._bands, self._lines = {}, {}
         for key, c in self._charts.items():
@@ -242,23 +244,27 @@ class LensKLExplorer(Explorer):
         return np.maximum(stats["mean"] - stats["std"], 0.0), stats["mean"] + stats["std"]
 
     def _draw(self) -> None:
-        d = self._data
-        rows = d["rows"]
-        shown = d["lenses"]
-        log = bool(self.log_toggle.value)
-        spread = self.spread_dropdown.value
-        bos = "BOS excluded" if d["exclude_bos"] else "BOS included"
-        n = d["kl"][shown[0]]["n"]
-        P = len(d["prompts"])
-        ticks = {int(r): lab for r, lab in zip(rows, d["row_labels"])}
+        rows = self._data["rows"]
         for c in self._charts.values():  # a fixed row range: the log axis leaves the last row out, the ticks stay inside
             update(c.scales["x"], min=float(rows[0]), max=float(rows[-1]))
-            c.x_axis.tick_values = rows
-            c.x_axis.tick_format = "d"
-            c.x_axis.tick_labels = ticks
+            c.set_rows(rows, max_ticks=len(rows))
+        self._draw_kl()
+        self._draw_second()
+        self._draw_availability()
+        self._draw_table()
 
-        # KL: on a log axis the last row (KL 0 by definition) is left out
-        kl = self._charts["kl"]
+    def _context(self) -> tuple[int, int, str, str]:
+        """(positions pooled, prompts, "BOS excluded/included", the band's legend text)."""
+        d = self._data
+        bos = "BOS excluded" if d["exclude_bos"] else "BOS included"
+        band = "25–75 %" if self.spread_dropdown.value == "iqr" else "± 1 s.d."
+        return d["kl"][d["lenses"][0]]["n"], len(d["prompts"]), bos, band
+
+    def _draw_kl(self) -> None:
+        """KL by row: on a log axis the last row (KL 0 by definition) is left out."""
+        d, kl = self._data, self._charts["kl"]
+        rows, shown, log = d["rows"], d["lenses"], bool(self.log_toggle.value)
+        n, P, bos, band_label = self._context()
         keep = rows < rows[-1] if log else np.ones(len(rows), dtype=bool)
         series = {}
         for name in shown:
@@ -293,12 +299,13 @@ class LensKLExplorer(Explorer):
             f"KL(model output ‖ lens) by layer: mean over {n} positions of {P} prompt(s), {bos}"
             + (" (the output row, KL 0, not drawn on the log axis)" if log else "")
         )
-        band_label = "25–75 %" if spread == "iqr" else "± 1 s.d."
         kl.set_legend((f"{k} lens: mean, band {band_label}", self._colors[k], "solid", "band") for k in shown)
 
-        # the second chart: entropy (mean + band) or top-1 agreement (%)
-        sc = self._charts["second"]
-        which = self.second_dropdown.value
+    def _draw_second(self) -> None:
+        """The second chart: entropy (mean + band) or top-1 agreement (%)."""
+        d, sc = self._data, self._charts["second"]
+        rows, shown, which = d["rows"], d["lenses"], self.second_dropdown.value
+        n, _, bos, band_label = self._context()
         ys = []
         for name in self._names:
             band, line = self._bands["second"][name], self._lines["second"][name]
@@ -325,9 +332,6 @@ class LensKLExplorer(Explorer):
             sc.title = f"Top-1 agreement: % of {n} positions whose lens top-1 is the model's own top-1 ({bos})"
             sc.y_axis.label = "% of positions"
             sc.set_legend((f"{k} lens", self._colors[k], "solid", "line") for k in shown)
-
-        self._draw_availability()
-        self._draw_table()
 
     def _draw_availability(self) -> None:
         d = self._data

@@ -30,11 +30,11 @@ from resid_widgets.widgets._explorer import (
     ROW_LABEL,
     Chart,
     Explorer,
+    check_index,
     colors,
     dashes,
     dropdown,
     fit_dropdown,
-    int_ticks,
     legend_html,
     log_ticks,
     flow_row,
@@ -81,29 +81,25 @@ class LogitDiffExplorer(Explorer):
             options=[("mean ± s.d.", "mean"), ("per prompt", "lines")], value=mode, description="show"
         )
         self.prompt_select = dropdown([("-", 0)], 0, "table for")
-        self.table = W.HTML()
+        self.table = W.HTML(layout=W.Layout(width="auto", max_width="100%"))
         self.status = status_line()
         self._set(prompts if prompts is not None else DEFAULT_PROMPTS,
                   DEFAULT_ANSWER if answers is None else answers,
                   DEFAULT_COUNTERFACTUAL if counterfactuals is None else counterfactuals)
-        self._build()
-        self._draw()
-        self.mode_toggle.observe(self._guard(self._draw), "value")
-        self.prompt_select.observe(self._guard(self._draw_table), "value")
-        self._init_layout(
-            [
+        self._start(
+            lambda ch: [
                 self.mode_toggle,
                 self.legend,
-                flow_row(self._charts["logit_diff"].widget, self._charts["rank"].widget),
+                flow_row(ch["logit_diff"].widget, ch["rank"].widget),
                 self.prompt_select,
                 self.table,
-            ]
+            ],
+            compute=False,
         )
+        self.mode_toggle.observe(self._guard(self._draw), "value")
+        self.prompt_select.observe(self._guard(self._draw_table), "value")
 
     # ---- public API -----------------------------------------------------------------------------
-    @property
-    def figures(self) -> dict[str, bq.Figure]:
-        return {name: c.figure for name, c in self._charts.items()}
 
     def series_lines(self, figure: str = "logit_diff") -> np.ndarray:
         """[P, R]: the per-prompt lines as drawn (gathered from the line-style marks), in prompt order."""
@@ -135,7 +131,14 @@ class LogitDiffExplorer(Explorer):
 
     def ranking(self, i: int = 0, *, row: int = -1):
         """DataFrame of the lens top-k at prompt i's last real token (default: the final row)."""
+        i = check_index("prompt index i", i, len(self._analyses))
+        R = self._analyses[i].n_rows
+        if row != -1:
+            row = check_index("row", row, R, " (0 = embeddings, r = after layer r - 1; -1 = the final row)")
         return ranking_table(self._analyses[i], row=row, pos=-1)
+
+    def _compute(self) -> None:
+        self._set(self._prompts_arg, self._answers_arg, self._cf_arg)
 
     def to_dataframe(self):
         """Long format: one row per (prompt, row)."""
@@ -165,7 +168,7 @@ class LogitDiffExplorer(Explorer):
         ranks = last_token_ranks(analyses, ans)
         mean, std = mean_spread(diff, axis=0)
         self._analyses = analyses
-        self._answers_arg, self._cf_arg = answers, counterfactuals
+        self._prompts_arg, self._answers_arg, self._cf_arg = prompts, answers, counterfactuals
         self._data = {
             "labels": labels,
             "prompts": plist,
@@ -191,7 +194,7 @@ class LogitDiffExplorer(Explorer):
         mean_color = "#4e79a7"
         c = Chart(
             "Logit difference at the last real token", ROW_LABEL, "logit(answer) − logit(cf.)",
-            tooltip_fields=("row", "logit diff"), tooltip_format=".3f",
+            tooltip_fields=("row", "logit diff"), tooltip_format=".3f", rows=True,
         )
         # one multi-line mark per line style: prompt i is drawn in colour i and style dashes(P)[i]
         self._diff_lines = [bq.Lines(x=[0], y=[0], scales=c.scales, line_style=s, stroke_width=2, visible=False) for s in DASHES]
@@ -204,7 +207,7 @@ class LogitDiffExplorer(Explorer):
         c.figure.marks = [*self._diff_lines, self._band, self._mean, self._zero]
         r = Chart(
             "Rank of the answer (1 = top)", ROW_LABEL, "rank + 1 (log scale)", y_scale=bq.LogScale(),
-            tooltip_fields=("row", "rank + 1"), tooltip_format="d",
+            tooltip_fields=("row", "rank + 1"), tooltip_format="d", rows=True,
         )
         self._rank_lines = [bq.Lines(x=[0], y=[1], scales=r.scales, line_style=s, stroke_width=2, visible=False) for s in DASHES]
         r.figure.marks = list(self._rank_lines)
@@ -218,8 +221,8 @@ class LogitDiffExplorer(Explorer):
         P, R = diff.shape
         rows = np.arange(R)
         c, r = self._charts["logit_diff"], self._charts["rank"]
-        int_ticks(c.x_axis, rows)
-        int_ticks(r.x_axis, rows)
+        c.set_rows(rows)
+        r.set_rows(rows)
         cols, styles = colors(P), dashes(P)
         names = [f"{l} ({a!r} vs {cf!r})" for l, a, cf in zip(d["labels"], d["answers"], d["counterfactuals"])]
         per_prompt_mode = self.mode_toggle.value == "lines"
@@ -231,15 +234,18 @@ class LogitDiffExplorer(Explorer):
             else:
                 update(dl, visible=False)
                 update(rl, visible=False)
-        update(self._band, x=rows, y=np.stack([d["mean"] - d["std"], d["mean"] + d["std"]]), visible=not per_prompt_mode)
+        update(self._band, x=rows, y=np.stack([d["mean"] - d["std"], d["mean"] + d["std"]]), visible=not per_prompt_mode and P > 1)
         update(self._mean, x=rows, y=d["mean"], visible=not per_prompt_mode)
         update(self._zero, x=[0, R - 1])
         if per_prompt_mode:
             c.set_dots(rows, list(diff), names, cols)
             c.set_legend([])
+        elif P == 1:  # one prompt: its own line (a mean of one with a zero-width band would say nothing)
+            c.set_dots(rows, [d["mean"]], names, [self._mean_color])
+            c.set_legend([(names[0], self._mean_color, "solid", "line")])
         else:
-            c.set_dots(rows, [d["mean"]], [f"mean of {P} prompt(s)"], [self._mean_color])
-            c.set_legend([(f"mean of {P} prompt(s) ± 1 s.d.", self._mean_color, "solid", "band")])
+            c.set_dots(rows, [d["mean"]], [f"mean of {P} prompts"], [self._mean_color])
+            c.set_legend([(f"mean of {P} prompts ± 1 s.d.", self._mean_color, "solid", "band")])
         r.set_dots(rows, list((ranks + 1).astype(np.float64)), names, cols)
         r.y_axis.tick_values = log_ticks(1, max(2.0, float(ranks.max() + 1)))
         r.y_axis.tick_format = ",~g"

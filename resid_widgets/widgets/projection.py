@@ -13,12 +13,15 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_name
 from resid_widgets.analyses.workflows import per_prompt_rows, projection_workflow
 from resid_widgets.widgets._charts import prompt_labels
 from resid_widgets.widgets._explorer import (
     ROW_LABEL,
     Chart,
     Explorer,
+    check_index,
+    check_tau,
     colors,
     dropdown,
     int_ticks,
@@ -76,19 +79,21 @@ class ProjectionExplorer(Explorer):
         self.session = as_session(model_or_session, device=device)
         self._cache: dict[str, Any] = {}
         self._labels, self._prompts = prompt_labels(DEFAULT_PROMPTS if prompts is None else prompts)
-        self._prompt = prompt if prompt is not None else self._prompts[0]
+        self._prompt = self._prompts[0] if prompt is None else prompt_labels([prompt])[1][0]
         self._markers = markers
         self._groups = self._check_groups(groups)
         R = self.session.n_layers + 1
+        if group_position not in ("last", "mean"):
+            raise ValueError(f"group_position must be 'last' or 'mean', got {group_position!r}")
 
         # ---- controls ----
         self.tau_slider = W.FloatSlider(
-            value=tau, min=0.05, max=1.0, step=0.01, description="τ", continuous_update=False, readout_format=".2f"
+            value=check_tau(tau), min=0.01, max=1.0, step=0.01, description="τ", continuous_update=False,
+            readout_format=".2f",
         )
         self.k_label = W.HTML()
         self.bos_toggle = W.Checkbox(value=exclude_bos, description="exclude BOS from means", indent=False)
-        row_options = [("embeddings (row 0)", 0)] + [(f"after layer {l} (row {l + 1})", l + 1) for l in range(R - 1)]
-        row_options.append(("ln_final output (seed's final layer)", FINAL))
+        row_options = [(row_name(r), r) for r in range(R)] + [("ln_final output (seed's final layer)", FINAL)]
         self.row_dropdown = dropdown(row_options, self._check_row(row), "row")
         self.prompt_text = W.Textarea(
             value=self._prompt, continuous_update=False, description="prompt", layout=W.Layout(width="auto", height="6em")
@@ -104,20 +109,8 @@ class ProjectionExplorer(Explorer):
             [("last position", "last"), ("mean over positions", "mean")], group_position, "groups at"
         )
         self.status = status_line()
-
-        self._compute()
-        self._build()
-        self._draw()
-
-        for w in (self.tau_slider, self.bos_toggle, self.row_dropdown, self.group_position):
-            w.observe(self._guard(self._refresh), "value")
-        self.prompt_text.observe(
-            lambda c: c["new"] != self._prompt and self._guard(lambda: self.set_prompt(c["new"]))(), "value"
-        )
-        self.markers_text.observe(lambda c: self._guard(lambda: self.set_markers(_split_markers(c["new"])))(), "value")
-        ch = self._charts
-        self._init_layout(
-            [
+        self._start(
+            lambda ch: [
                 flow_row(self.tau_slider, self.k_label, self.bos_toggle),
                 flow_row(ch["spectrum"].widget, ch["energy"].widget),
                 flow_row(ch["layers"].widget, ch["concentration"].widget),
@@ -128,6 +121,12 @@ class ProjectionExplorer(Explorer):
                 ch["groups"].widget,
             ]
         )
+        for w in (self.tau_slider, self.bos_toggle, self.row_dropdown, self.group_position):
+            w.observe(self._guard(self._refresh), "value")
+        self.prompt_text.observe(
+            lambda c: c["new"] != self._prompt and self._guard(lambda: self.set_prompt(c["new"]))(), "value"
+        )
+        self.markers_text.observe(lambda c: self._guard(lambda: self.set_markers(_split_markers(c["new"])))(), "value")
 
     # ---- public API -----------------------------------------------------------------------------
     @property
@@ -136,52 +135,34 @@ class ProjectionExplorer(Explorer):
 
     @tau.setter
     def tau(self, value: float) -> None:
-        self.tau_slider.value = float(value)
+        self.tau_slider.value = check_tau(value)
 
     @property
-    def figures(self) -> dict[str, bq.Figure]:
-        return {name: c.figure for name, c in self._charts.items()}
+    def row(self) -> int | str:
+        """The positions chart's residual row (0 = embeddings, r = after layer r - 1) or ``"final"``."""
+        return self.row_dropdown.value
+
+    @row.setter
+    def row(self, value: int | str) -> None:
+        self.row_dropdown.value = self._check_row(value)
 
     def set_prompts(self, prompts: str | Sequence[str] | Mapping[str, str]) -> None:
         """Replace the prompts compared by layer (one batched forward pass for the new ones)."""
-        old = self._labels, self._prompts
-        self._labels, self._prompts = prompt_labels(prompts)
-        try:
-            self._refresh()
-        except Exception:
-            self._labels, self._prompts = old
-            raise
+        labels, plist = prompt_labels(prompts)
+        self._replace(_labels=labels, _prompts=plist)
 
     def set_prompt(self, prompt: str, markers: Sequence[str] | Mapping[str, str] | None = None) -> None:
         """Replace the prompt of the positions chart (and optionally its markers)."""
-        old = self._prompt, self._markers
-        self._prompt = prompt
-        if markers is not None:
-            self._markers = markers
-        try:
-            self._refresh()
-        except Exception:
-            self._prompt, self._markers = old
-            raise
+        prompt = prompt_labels([prompt])[1][0]
+        self._replace(_prompt=prompt, _markers=self._markers if markers is None else markers)
         if self.prompt_text.value != prompt:
             self.prompt_text.value = prompt
 
     def set_markers(self, markers: Sequence[str] | Mapping[str, str] | None) -> None:
-        self._markers = markers
-        self._refresh()
+        self._replace(_markers=markers)
 
     def set_groups(self, groups: Mapping[str, Sequence[str]]) -> None:
-        old = self._groups
-        self._groups = self._check_groups(groups)
-        try:
-            self._refresh()
-        except Exception:
-            self._groups = old
-            raise
-
-    def data(self) -> dict[str, Any]:
-        """Every plotted number (numpy arrays; ``markers`` is a DataFrame)."""
-        return dict(self._data)
+        self._replace(_groups=self._check_groups(groups))
 
     def tables(self) -> dict[str, Any]:
         """The numbers as DataFrames: spectrum, layers, positions, markers, groups."""
@@ -223,7 +204,7 @@ class ProjectionExplorer(Explorer):
     def _check_groups(self, groups):
         if groups is None:
             return {label: [p] for label, p in zip(self._labels, self._prompts)}
-        out = {str(name): [ps] if isinstance(ps, str) else list(ps) for name, ps in groups.items()}
+        out = {str(name): prompt_labels([ps] if isinstance(ps, str) else list(ps))[1] for name, ps in groups.items()}
         empty = [name for name, ps in out.items() if not ps]
         if empty or not out:
             raise ValueError(f"every group needs at least one prompt (empty: {empty})")
@@ -231,11 +212,11 @@ class ProjectionExplorer(Explorer):
 
     def _check_row(self, row):
         R = self.session.n_layers + 1
-        if row == FINAL:
+        if isinstance(row, str) and row == FINAL:
             return FINAL
-        if isinstance(row, (int, np.integer)) and -R <= int(row) < R:
-            return int(row) % R
-        raise ValueError(f"row must be {FINAL!r} or a row index in [0, {R}), got {row!r}")
+        if isinstance(row, str):
+            raise ValueError(f"row must be {FINAL!r} or a row index in [0, {R - 1}] (0 = embeddings), got {row!r}")
+        return check_index("row", row, R, f" (0 = embeddings, r = after layer r - 1) or {FINAL!r}")
 
     def _marker_substrings(self) -> list[str]:
         m = self._markers
@@ -295,7 +276,7 @@ class ProjectionExplorer(Explorer):
         # projection by layer row: mean over positions (solid) and last position (dashed)
         c = ch["layers"] = Chart(
             "Projection % by layer", ROW_LABEL, "% in token subspace", y_scale=bq.LinearScale(min=0, max=100),
-            tooltip_fields=("row", "%"),
+            tooltip_fields=("row", "%"), rows=True,
         )
         self._layer_mean = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2.5)
         self._layer_last = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2, line_style="dashed")
@@ -303,7 +284,7 @@ class ProjectionExplorer(Explorer):
 
         c = ch["concentration"] = Chart(
             "Concentration index (mean over positions)", ROW_LABEL, "area under projection curve",
-            y_scale=bq.LinearScale(min=0, max=1), tooltip_fields=("row", "index"),
+            y_scale=bq.LinearScale(min=0, max=1), tooltip_fields=("row", "index"), rows=True,
         )
         self._conc_line = bq.Lines(x=[0], y=[0], scales=c.scales, stroke_width=2.5)
         c.figure.marks = [self._conc_line]
@@ -350,10 +331,6 @@ class ProjectionExplorer(Explorer):
         )
         return self._pos_points
 
-    def _refresh(self) -> None:
-        self._compute()
-        self._draw()
-
     def _draw(self) -> None:
         d = self._data
         ch = self._charts
@@ -376,8 +353,8 @@ class ProjectionExplorer(Explorer):
 
         P, R = d["layer_mean"].shape
         rows = np.arange(R)
-        int_ticks(ch["layers"].x_axis, rows)
-        int_ticks(ch["concentration"].x_axis, rows)
+        ch["layers"].set_rows(rows)
+        ch["concentration"].set_rows(rows)
         cols = colors(P)
         update(self._layer_mean, x=rows, y=d["layer_mean"], colors=cols)
         update(self._layer_last, x=rows, y=d["layer_last"], colors=cols)
@@ -410,7 +387,7 @@ class ProjectionExplorer(Explorer):
             update(self._marker_lines, visible=False)
             update(self._marker_labels, visible=False)
         r = d["position_row"]
-        where = "ln_final output" if r == FINAL else ("embeddings" if r == 0 else f"after layer {r - 1}")
+        where = "ln_final output" if r == FINAL else row_name(r)
         ch["positions"].title = f"Projection % over positions ({where})"
 
         names = d["groups"]["group"].tolist()

@@ -12,14 +12,16 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_name
 from resid_widgets.analyses.task_vectors import TaskVectors, compute_task_vectors
-from resid_widgets.widgets._charts import unique
+from resid_widgets.widgets._charts import prompt_labels, unique
 from resid_widgets.widgets._explorer import (
     ROW_LABEL,
     Chart,
     Explorer,
+    check_index,
     colors,
-    int_ticks,
+    nice_ticks,
     paint,
     rdbu,
     flow_row,
@@ -33,10 +35,6 @@ from resid_widgets.widgets.resid import as_session
 #: the seed's five tasks and its prompt template
 DEFAULT_TASKS = ["minimum", "maximum", "sum", "difference", "product"]
 DEFAULT_TEMPLATE = "Answer minimally: Given the numbers {a} and {b} calculate the {task}"
-
-
-def _row_name(r: int) -> str:
-    return "embeddings" if r == 0 else f"after layer {r - 1}"
 
 
 class TaskVectorExplorer(Explorer):
@@ -75,20 +73,18 @@ class TaskVectorExplorer(Explorer):
             labels = DEFAULT_TASKS if labels is None else labels
         self._annotate = annotate
         self.status = status_line()
-        self._tv = compute_task_vectors(self.session, list(prompts), labels)
+        self._prompts_arg, self._labels_arg = _prompt_list(prompts), labels
+        self._compute()
         R = self._tv.n_rows
+        # the slider's own readout (a row index) is off: the label beside it names the row ("after layer 2")
         self.row_slider = W.IntSlider(
-            value=R - 1 if row is None else int(row) % R, min=0, max=R - 1, description="row",
-            continuous_update=True,
+            value=R - 1 if row is None else check_index("row", row, R, " (0 = embeddings, r = after layer r - 1)"),
+            min=0, max=R - 1, description="row", continuous_update=True, readout=False,
         )
         self.row_name = W.Label()
-        self._build()
-        self._draw()
-        self.stack = W.Stack(children=[self._pairs[r] for r in range(R)], selected_index=self.row_slider.value)
-        self._link = W.jslink((self.row_slider, "value"), (self.stack, "selected_index"))
+        self._start(lambda ch: [flow_row(self.row_slider, self.row_name), self.stack, ch["norms"].widget], compute=False)
         self.row_slider.observe(lambda c: self._name_row(c["new"]), "value")  # label only; the stack is linked in JS
         self._name_row(self.row_slider.value)
-        self._init_layout([flow_row(self.row_slider, self.row_name), self.stack, self._norms_chart.widget])
 
     # ---- public API -----------------------------------------------------------------------------
     @property
@@ -99,6 +95,15 @@ class TaskVectorExplorer(Explorer):
     def figures(self) -> dict[str, Any]:
         return {"heatmaps": list(self.fig_heatmaps), "pca": list(self.fig_pca), "norms": self.fig_norms}
 
+    @property
+    def row(self) -> int:
+        """The row shown (0 = embeddings, r = after layer r - 1)."""
+        return int(self.row_slider.value)
+
+    @row.setter
+    def row(self, value: int) -> None:
+        self.row_slider.value = check_index("row", value, self._tv.n_rows, " (0 = embeddings, r = after layer r - 1)")
+
     def vectors(self, *, centred: bool = True) -> np.ndarray:
         """[P, R, d]: task vectors (centred) or the raw last-token residual vectors."""
         return (self._tv.vectors if centred else self._tv.raw).copy()
@@ -106,8 +111,8 @@ class TaskVectorExplorer(Explorer):
     def data(self, row: int | None = None) -> dict[str, Any]:
         """Numbers of one row (default: the slider's): ``cosine`` [P, P], ``pca`` [P, 2],
         ``explained_variance`` [2]; and for all rows: ``norms`` [P, R], ``label_norms`` [n_labels, R]."""
-        r = self.row_slider.value if row is None else int(row) % self._tv.n_rows
         tv = self._tv
+        r = self.row_slider.value if row is None else check_index("row", row, tv.n_rows, " (0 = embeddings, r = after layer r - 1)")
         return {
             "row": r,
             "prompts": list(tv.prompts),
@@ -143,12 +148,14 @@ class TaskVectorExplorer(Explorer):
 
     def set_prompts(self, prompts: Sequence[str], labels: Sequence[str] | None = None) -> None:
         """Recompute for new prompts; every row's figures are updated in place."""
-        self._tv = compute_task_vectors(self.session, list(prompts), labels)
-        self._draw()
+        self._replace(_prompts_arg=_prompt_list(prompts), _labels_arg=labels)
+
+    def _compute(self) -> None:
+        self._tv = compute_task_vectors(self.session, self._prompts_arg, self._labels_arg)
 
     # ---- charts ---------------------------------------------------------------------------------
     def _name_row(self, r: int) -> None:
-        self.row_name.value = _row_name(int(r))
+        self.row_name.value = row_name(int(r))
 
     def _build(self) -> None:
         R = self._tv.n_rows
@@ -158,7 +165,7 @@ class TaskVectorExplorer(Explorer):
             sx, sy = bq.OrdinalScale(), bq.OrdinalScale(reverse=True)
             sc = bq.ColorScale(scheme="RdBu", min=-1.0, max=1.0, mid=0.0)
             hc = Chart(
-                f"Cosine similarity of task vectors ({_row_name(r)})", "", "", x_scale=sx, y_scale=sy, height=380,
+                f"Cosine similarity of task vectors ({row_name(r)})", "", "", x_scale=sx, y_scale=sy, height=380,
                 margin=dict(top=8, bottom=80, left=100, right=64), basis="340px",
             )
             heat = bq.GridHeatMap(
@@ -179,9 +186,11 @@ class TaskVectorExplorer(Explorer):
             hc.figure.axes = [hc.x_axis, hc.y_axis, cbar]
             hc.figure.marks = [heat, text]
             pc = Chart(
-                f"PCA of task vectors ({_row_name(r)})", "PC1", "PC2", height=380, basis="300px",
+                f"PCA of task vectors ({row_name(r)})", "PC1", "PC2", height=380, basis="300px",
                 tooltip_fields=("PC1", "PC2"), tooltip_format=".3f",
             )
+            for axis in (pc.x_axis, pc.y_axis):  # short ticks: long decimals ran together (row 0)
+                axis.tick_format = ".3~g"
             points = bq.Scatter(
                 x=[0], y=[0], scales=pc.scales, default_size=80, stroke="#222222",
                 tooltip=tooltip(["name", "x", "y"], ["prompt", "PC1", "PC2"], ["", ".3f", ".3f"]),
@@ -198,8 +207,11 @@ class TaskVectorExplorer(Explorer):
 
         self._norms_chart = Chart(
             "Magnitude of task vectors by row (mean per label)", ROW_LABEL, "‖v‖₂", basis="100%",
-            tooltip_fields=("row", "‖v‖₂"),
+            tooltip_fields=("row", "‖v‖₂"), rows=True,
         )
+        self._charts = {"norms": self._norms_chart}
+        self.stack = W.Stack(children=list(self._pairs), selected_index=self.row_slider.value)
+        self._link = W.jslink((self.row_slider, "value"), (self.stack, "selected_index"))
         self.fig_norms = self._norms_chart.figure
         self._norm_lines = bq.Lines(x=[0], y=[0], scales=self._norms_chart.scales, stroke_width=2.5)
         self.fig_norms.marks = [self._norm_lines]
@@ -245,16 +257,24 @@ class TaskVectorExplorer(Explorer):
             )
             paint(self._pca_points[r], point_colors)
             pc = self._pca_charts[r]
+            for axis, v in ((pc.x_axis, tv.pca[r, :, 0]), (pc.y_axis, tv.pca[r, :, 1])):  # about 5 round ticks
+                axis.tick_values = nice_ticks(float(np.min(v)), float(np.max(v)))
             pc.x_axis.label = f"PC1 ({100 * ev[0]:.1f}% of variance)"
             pc.y_axis.label = f"PC2 ({100 * ev[1]:.1f}% of variance)"
             pc.set_legend(legend)
         ln = tv.label_norms()
         rows = np.arange(R)
         nc = self._norms_chart
-        int_ticks(nc.x_axis, rows)
+        nc.set_rows(rows)
         update(self._norm_lines, x=rows, y=ln, colors=label_cols[: len(ln)])
         nc.set_dots(rows, list(ln.astype(np.float64)), [str(u) for u in tv.unique_labels], label_cols[: len(ln)])
         nc.set_legend((str(u), label_cols[i], "solid", "line") for i, u in enumerate(tv.unique_labels))
+
+
+def _prompt_list(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("TaskVectorExplorer compares several prompts: give a list of strings, not one string")
+    return prompt_labels(list(prompts))[1]
 
 
 __all__ = ["TaskVectorExplorer"]

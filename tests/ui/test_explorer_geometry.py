@@ -356,14 +356,14 @@ def _change_controls(page) -> None:
     """One control change per explorer, in the browser: the kernel recomputes and the marks update in place."""
     names = [n for n, _, _ in EXPLORERS]
     _select(_output(page, names.index("000-projection")), "after layer 1")
-    _select(_output(page, names.index("000-compare")), "resid_norm")
+    _select(_output(page, names.index("000-compare")), "‖resid‖₂")
     for name in ("001-logit-diff-one", "001-logit-diff"):
         _output(page, names.index(name)).locator("button", has_text="per prompt").click()
     _select(_output(page, names.index("004-contributions")), "2:")
     lens_kl = _output(page, names.index("005-lens-kl"))
     lens_kl.locator("label", has_text="log KL axis").click()  # the KL chart's marks move to a log scale in place
     _select(lens_kl, "top-1 agreement")
-    _select(_output(page, names.index("005-compare-lenses")), "entropy")
+    _select(_output(page, names.index("005-compare-lenses")), "lens entropy")
     page.wait_for_timeout(3000)
 
 
