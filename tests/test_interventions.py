@@ -339,7 +339,8 @@ def test_patching_widget_draws_the_experiments_numbers_and_keeps_them_on_bad_inp
     ref = patching_experiment(demo_session, clean, corrupted, " Darcy", " Bennet", method="hooks")
     L, T = ref.scores.shape
     np.testing.assert_allclose(np.asarray(w.heat.color), ref.scores, atol=1e-5)
-    assert list(w.heat.row) == [f"L{l} resid_pre" for l in range(L)]
+    assert list(w.heat.row) == ["embeddings"] + [f"after layer {l}" for l in range(L - 1)]  # layer l's input = row l
+    assert w.figures == {"patching": w.figure}
     cols = list(w.heat.column)
     assert len(cols) == T and cols == column_labels(ref)
     diff = [p for p in range(T) if ref.clean_tokens[p] != ref.corrupted_tokens[p]]
@@ -378,7 +379,7 @@ def test_steering_widget_shows_before_after_and_difference(demo_session):
     after = np.log(s.analyze(prompt, targets=[" Weston"], intervention=steer).target_probs[..., 0].astype(np.float64))
     np.testing.assert_allclose(np.asarray(w.heat.color), after - before, atol=1e-5)  # the default view: difference
     assert (np.asarray(w.heat.color)[:3] == 0).all() and np.asarray(w.heat.color)[3:].max() > 1.0  # rows after layer 2 only
-    assert list(w.heat.row) == list(s.analyze(prompt).hook_names) and len(w.heat.column) == len(w.before.tokens)
+    assert list(w.heat.row) == ["embeddings"] + [f"after layer {l}" for l in range(4)] and len(w.heat.column) == len(w.before.tokens)
     w.view.value = "after"
     np.testing.assert_allclose(np.asarray(w.heat.color), after, atol=1e-5)
     w.view.value = "before"

@@ -13,6 +13,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_name
 from resid_widgets.interventions.patching import PatchingResult, patching_experiment
 from resid_widgets.widgets._explorer import Chart, Explorer, flow_row, paint, rdbu, status_line, text_color_on, tooltip, update
 from resid_widgets.widgets.resid import as_session
@@ -38,7 +39,8 @@ def column_labels(result: PatchingResult) -> list[str]:
 
 
 def row_labels(n_layers: int) -> list[str]:
-    return [f"L{l} resid_pre" for l in range(n_layers)]
+    """Layer l's input ``blocks.{l}.hook_resid_pre`` is residual row l: ``"embeddings"``, ``"after layer 0"``, ..."""
+    return [row_name(l) for l in range(n_layers)]
 
 
 class PatchingWidget(Explorer):
@@ -104,7 +106,7 @@ class PatchingWidget(Explorer):
                                height=340, basis="100%", margin=dict(top=8, bottom=110, left=110, right=70))
         self.heat = bq.GridHeatMap(
             row=["a", "b"], column=["a", "b"], color=np.zeros((2, 2)), scales={"row": sy, "column": sx, "color": self.color_scale},
-            tooltip=tooltip(["row", "column", "color"], ["layer", "position: clean → corrupted", "score"], ["", "", ".3f"]),
+            tooltip=tooltip(["row", "column", "color"], ["patched", "position: clean → corrupted", "score"], ["", "", ".3f"]),
             stroke="transparent",
         )
         self.text = bq.Label(x=["-"], y=["-"], text=[""], scales={"x": sx, "y": sy}, align="middle", default_size=11,
@@ -115,6 +117,7 @@ class PatchingWidget(Explorer):
         self.color_axis = bq.ColorAxis(scale=self.color_scale, side="right", tick_format=".1f")
         c.figure.axes = [c.x_axis, c.y_axis, self.color_axis]
         c.figure.marks = [self.heat, self.text]
+        self._charts = {"patching": c}
 
     def _draw(self, r: PatchingResult) -> None:
         rows, cols = row_labels(r.n_layers), column_labels(r)

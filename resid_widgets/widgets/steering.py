@@ -14,6 +14,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from resid_widgets.analyses.rows import row_name
 from resid_widgets.interventions import Steer, jacobian_direction, unembed_direction
 from resid_widgets.widgets._explorer import Chart, Explorer, dropdown, flow_row, status_line, tooltip, update
 from resid_widgets.widgets.resid import as_session
@@ -116,7 +117,7 @@ class SteeringWidget(Explorer):
             return {}
         b = np.log(self.before.target_probs[..., 0].astype(np.float64))
         a = np.log(self.after.target_probs[..., 0].astype(np.float64))
-        return {"before": b, "after": a, "difference": a - b, "rows": list(self.before.hook_names),
+        return {"before": b, "after": a, "difference": a - b, "rows": [row_name(r) for r in range(self.before.n_layers + 1)],
                 "tokens": list(self.before.tokens), "token": self.before.targets[0],
                 "intervention": self.after.info.get("intervention")}
 
@@ -125,7 +126,7 @@ class SteeringWidget(Explorer):
         sx, sy = bq.OrdinalScale(), bq.OrdinalScale(reverse=True)
         self.color_scale = bq.ColorScale(scheme="viridis")
         c = self.chart = Chart("", "position: token", "", x_scale=sx, y_scale=sy, height=300, basis="100%",
-                               margin=dict(top=8, bottom=100, left=190, right=70))
+                               margin=dict(top=8, bottom=100, left=110, right=70))
         self.heat = bq.GridHeatMap(
             row=["a", "b"], column=["a", "b"], color=np.zeros((2, 2)), scales={"row": sy, "column": sx, "color": self.color_scale},
             tooltip=tooltip(["row", "column", "color"], ["row", "position: token", "value"], ["", "", ".3f"]), stroke="transparent",
@@ -135,6 +136,7 @@ class SteeringWidget(Explorer):
         c.x_axis.grid_lines = c.y_axis.grid_lines = "none"
         c.figure.axes = [c.x_axis, c.y_axis, bq.ColorAxis(scale=self.color_scale, side="right", tick_format=".2g")]
         c.figure.marks = [self.heat]
+        self._charts = {"lens": c}
 
     def _draw(self) -> None:
         d = self.data()
