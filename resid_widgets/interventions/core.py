@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from resid_widgets import hooks
-from resid_widgets.interventions.directions import Direction, as_direction, check_layer
+from resid_widgets.interventions.directions import as_direction, check_layer
 
 Hook = tuple[str, Callable[..., Any]]
 BIG = 1 << 62  # "no position is touched"
