@@ -34,6 +34,8 @@ _LAZY = {
     "AttributionExplorer": "resid_widgets.widgets",
     "AttributionPanel": "resid_widgets.widgets",
     "AttributionRun": "resid_widgets.session.attribution",
+    "PatchingWidget": "resid_widgets.widgets",
+    "SteeringWidget": "resid_widgets.widgets",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -49,8 +51,10 @@ if TYPE_CHECKING:  # pragma: no cover
         ContributionExplorer,
         LensKLExplorer,
         LogitDiffExplorer,
+        PatchingWidget,
         ProjectionExplorer,
         ResidWidget,
+        SteeringWidget,
         TaskVectorExplorer,
     )
 

@@ -94,6 +94,7 @@ class Request:
     target_ids: list[int]
     tau: float
     lens: Lens | None = None  # None: the logit lens
+    intervention: Any = None  # resid_widgets.interventions: the hooks the forward pass ran under
 
     @property
     def lens_kind(self) -> str:
@@ -186,6 +187,8 @@ def begin(acts: Activations, req: Request, ctx: Context, *, base: Analysis | Non
     workspace = Workspace()  # the readout's [chunk, vocab] buffers, reused by every block
     reference = _final_row(acts, req, ctx, lens_arrays, keep, start, workspace)
     info = _formula_check(acts, ctx)
+    if req.intervention is not None:
+        info["intervention"] = req.intervention.describe()
     strings: dict[int, str] = dict(base.strings) if start else {}
     strings.update(ctx.strings(np.concatenate([acts.ids, lens_arrays["top_ids"][R - 1].reshape(-1), req.target_ids])))
     analysis = Analysis(

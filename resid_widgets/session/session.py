@@ -28,6 +28,7 @@ from resid_widgets.analyses.result import Analysis
 from resid_widgets.session import fingerprint
 from resid_widgets.session.guard import WeightsGuard, _view_key
 from resid_widgets.session import backends
+from resid_widgets.interventions.core import Intervention, as_intervention, installed, reusable_prefix
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.tokens import token_bytes
 
@@ -46,6 +47,7 @@ class _Last:
     params_key: tuple  # the model's parameters (storage, content fingerprint) when it ran
     kv: Any  # the Hugging Face key/value cache of its forward pass, or None
     lens_key: Any = None  # the lens's content fingerprint when its cells were read
+    intervention: Intervention | None = None  # the hooks it ran under (prefix reuse is keyed on them)
 
 
 class Session(WeightsGuard):
@@ -289,13 +291,16 @@ class Session(WeightsGuard):
         """The hooks the analyses read, in the order the forward pass computes them."""
         return hooks.needed_hooks(self.n_layers, parallel=self.parallel) + [hooks.FINAL_NORM]
 
-    def _run(self, batch_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, batch_ids: torch.Tensor, past: Any = None, intervention: Intervention | None = None,
+             offset: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass caching only the needed hooks; ``past`` is a Hugging Face KV cache that the
-        pass extends (its positions are not recomputed)."""
+        pass extends (its positions are not recomputed); ``intervention``'s hooks run during the pass (the
+        batch holds positions ``offset ..`` of the prompt) and are removed after it."""
         order = self._needed_hooks()
         needed = set(order)
         kwargs = {} if past is None else {"past_key_values": past}
-        with torch.inference_mode(), _kv_cache_kwarg(self.model, past is not None), warnings.catch_warnings():
+        hooked = installed(self, intervention, offset + int(batch_ids.shape[1]), offset)
+        with torch.inference_mode(), hooked, _kv_cache_kwarg(self.model, past is not None), warnings.catch_warnings():
             # transformers 5 renames GPT-2's past_key_values to cache; the bridge still reads the old name
             warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
             logits, cache = self.model.run_with_cache(batch_ids.to(self.device), names_filter=lambda n: n in needed, **kwargs)
@@ -346,23 +351,26 @@ class Session(WeightsGuard):
             self._kv_enabled = False
             return None
 
-    def _forward(self, ids: np.ndarray, last: "_Last | None", params_key: tuple) -> tuple[Activations, Any]:
+    def _forward(self, ids: np.ndarray, last: "_Last | None", params_key: tuple,
+                 intervention: Intervention | None = None) -> tuple[Activations, Any]:
         """The activations of ``ids``; with an earlier prompt sharing a prefix (``last``), only the new
-        suffix runs, on the earlier run's key/value cache."""
+        suffix runs, on the earlier run's key/value cache (up to the first position either run's
+        intervention touches)."""
         n = 0
         if last is not None and last.params_key == params_key:
-            n = min(_common_prefix(last.ids, ids), len(ids) - 1)
+            n = min(_common_prefix(last.ids, ids), len(ids) - 1,
+                    reusable_prefix(last.intervention, intervention, len(last.ids), len(ids)))
         if n > 0 and last.kv is not None:
             kv = last.kv
             kv.crop(n - kv.get_seq_length())  # keep the first n positions
-            logits, cache = self._run(torch.as_tensor(ids[n:])[None], past=kv)
+            logits, cache = self._run_under(intervention, torch.as_tensor(ids[n:])[None], kv, n)
             acts = self._activations(ids[n:], {k: v[0] for k, v in cache.items()}, logits[0]).with_prefix(last.acts, n)
-            if kv.get_seq_length() != len(ids) or not self._kv_checked(acts):
+            if kv.get_seq_length() != len(ids) or not self._kv_checked(acts, intervention):
                 self._kv_enabled = False  # the model does not extend the cache: never reuse it again
-                return self._forward(ids, None, params_key)
+                return self._forward(ids, None, params_key, intervention)
             return acts, kv
         kv = self._new_kv()
-        logits, cache = self._run(torch.as_tensor(ids)[None], past=kv)
+        logits, cache = self._run_under(intervention, torch.as_tensor(ids)[None], kv)
         if kv is not None and (kv.get_seq_length() != len(ids) or not all(type(l).__name__ == "DynamicLayer" for l in kv.layers)):
             kv = None  # a cache the bridge did not fill, or sliding-window layers that cannot be cropped back
         acts = self._activations(ids, {k: v[0] for k, v in cache.items()}, logits[0])
@@ -370,11 +378,17 @@ class Session(WeightsGuard):
             acts = replace(acts, logits=acts.logits[n:], start=n)
         return acts, kv
 
-    def _kv_checked(self, acts: Activations) -> bool:
+    def _run_under(self, intervention: Intervention | None, ids: torch.Tensor, past: Any = None, offset: int = 0):
+        """``_run`` with the intervention's hooks (a plain run calls ``_run(ids, past)`` exactly as before)."""
+        if intervention is None:
+            return self._run(ids, past)
+        return self._run(ids, past, intervention, offset)
+
+    def _kv_checked(self, acts: Activations, intervention: Intervention | None = None) -> bool:
         """The first prefix reuse of a session is compared with a full forward pass (once)."""
         if self._kv_verified:
             return True
-        _, cache = self._run(torch.as_tensor(acts.ids)[None])
+        _, cache = self._run_under(intervention, torch.as_tensor(acts.ids)[None])
         full = torch.stack([cache[h][0].float() for h in hooks.residual_rows(self.n_layers)])
         err = float((full - acts.resid).abs().max() / full.abs().max().clamp_min(1e-12))
         self._kv_verified = err <= 1e-4
@@ -404,7 +418,7 @@ class Session(WeightsGuard):
                 return adapter.apply_output_logits_transform
         return softcap(self.softcap) if self.softcap else None
 
-    def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens) -> Request:
+    def _request(self, prompt, ids, added_bos, *, top_k, targets, tau, lens, intervention=None) -> Request:
         names, target_ids = self.resolve_targets(targets)
         return Request(
             prompt=prompt if isinstance(prompt, str) else None,
@@ -415,6 +429,7 @@ class Session(WeightsGuard):
             target_ids=target_ids,
             tau=tau,
             lens=self._resolve_lens(lens),
+            intervention=intervention,
         )
 
     def _resolve_lens(self, lens: Any) -> Lens | None:
@@ -482,16 +497,22 @@ class Session(WeightsGuard):
         prepend_bos: bool | None = None,
         view: tuple[int, int] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        intervention: Any = None,
     ) -> Iterator[Update]:
         """The staged analysis of one prompt (``begin``, ``lens`` blocks, ``done``; see
         ``resid_widgets.analyses.pipeline``). An edit of the previous prompt recomputes only the
-        positions from the first changed token on. ``cancelled()`` is polled between blocks."""
+        positions from the first changed token on. ``cancelled()`` is polled between blocks.
+        ``intervention`` (``resid_widgets.interventions``): the forward pass runs with its hooks, and
+        every row is read from the intervened activations."""
         with self._lock:
             with self._fingerprint_scope():
                 self._check_weights()
                 top_k, tau = self._check_settings(top_k, tau)
                 ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
-                req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens)
+                iv = as_intervention(intervention)
+                if iv is not None:
+                    iv.check(self, len(ids))
+                req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens, intervention=iv)
                 ctx = self._context(cancelled)
                 params_key, lens_key = self._model_key(), self._lens_key(req.lens)
             if ctx.cancelled():
@@ -499,15 +520,17 @@ class Session(WeightsGuard):
             if getattr(self.model, "reads_out_in_trace", False):  # nnsight: the readout runs where the model runs
                 if req.lens is not None:
                     raise ValueError(f"the {req.lens_kind} lens needs the residual stream here; an nnsight session reads the logit lens only")
+                if iv is not None:
+                    raise ValueError("interventions run as hooks on a local model; an nnsight session does not take them")
                 yield from self.model.stream(req, ctx)
                 return
             last, self._last = self._last, None  # its key/value cache is about to be extended
-            acts, kv = self._forward(ids, last, params_key)
+            acts, kv = self._forward(ids, last, params_key, iv)
             base = last.analysis if acts.start else None
             base_key = last.readout_key if base is not None and last.lens_key == lens_key else None
             for update in run_stages(acts, req, ctx, base=base, base_key=base_key, view=view):
                 if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
-                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key)
+                    self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key, iv)
                 elif update.stage == "done":
                     self._last.readout_key = req.readout_key()
                 yield update
@@ -522,12 +545,22 @@ class Session(WeightsGuard):
         lens: Any = None,
         prepend_bos: bool | None = None,
         progress: Progress | None = None,
+        intervention: Any = None,
     ) -> Analysis:
-        """Logit lens, target ranks, projection % and norms at every layer row x position."""
+        """Logit lens, target ranks, projection % and norms at every layer row x position (under
+        ``intervention``: Steer, Ablate, AblateHead, AblateMLP from ``resid_widgets.interventions``)."""
         _report(progress, 0.0, "forward pass")
-        updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos)
+        updates = self.stream(prompt, top_k=top_k, targets=targets, tau=tau, lens=lens, prepend_bos=prepend_bos,
+                              intervention=intervention)
         with backends.stages(self.model, lambda stage: _report(progress, 0.0, stage)):  # remote: queued, running, reading out
             return drain(_reporting(updates, progress))
+
+    def continue_text(self, prompt: PromptLike, n: int = 20, *, intervention: Any = None):
+        """The ``n`` tokens greedy decoding appends (a ``Continuation``; ``str()`` is its text), under
+        ``intervention`` when given."""
+        from resid_widgets.interventions.generate import continue_text
+
+        return continue_text(self, prompt, n, intervention=intervention)
 
     def analyze_batch(
         self,

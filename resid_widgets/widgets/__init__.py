@@ -14,6 +14,8 @@ _LAZY = {
     "LensKLExplorer": "resid_widgets.widgets.lens_kl",
     "AttributionExplorer": "resid_widgets.widgets.attribution",
     "AttributionPanel": "resid_widgets.widgets.attribution_panel",
+    "PatchingWidget": "resid_widgets.widgets.patching",
+    "SteeringWidget": "resid_widgets.widgets.steering",
 }
 
 __all__ = list(_LAZY)
