@@ -254,7 +254,7 @@ class AblateHead(Intervention):
 
     def hooks(self, session: Any, n_tokens: int, offset: int = 0) -> list[Hook]:
         h = int(self.head)
-        return [(f"blocks.{check_layer(self.layer, session.n_layers)}.attn.hook_z",
+        return [(hooks.attn_z(check_layer(self.layer, session.n_layers)),
                  _ablate_fn(self.mode, lambda x: (slice(None), slice(None), h)))]
 
     def key(self) -> tuple:
