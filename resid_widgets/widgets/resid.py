@@ -34,7 +34,7 @@ from resid_widgets.payload.contract import Checked, ContractError, browser_may_s
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
 from resid_widgets.session import as_session
-from resid_widgets.session.session import target_list
+from resid_widgets.session.prompts import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
 
