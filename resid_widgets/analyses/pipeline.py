@@ -244,9 +244,7 @@ def _final_row(acts: Activations, req: Request, ctx: Context, lens_arrays: dict,
     )
     for name, arr in last.items():
         lens_arrays[name][R - 1, lo:] = arr[:, 0]
-    # the model's own distribution, by definition: no divergence, and its top-1 is its own top
-    lens_arrays["kl"][R - 1, lo:] = 0.0
-    lens_arrays["final_rank"][R - 1, lo:] = 0
+    own_distribution(lens_arrays, R - 1, slice(lo, None))
     return Reference.from_readout(final_logits, last)  # positions lo..T-1, from the row just read
 
 
@@ -312,6 +310,13 @@ def _allocate(R: int, T: int, k: int, n: int) -> dict[str, np.ndarray]:
         "kl": np.full((R, T), np.nan, np.float32),
         "final_rank": np.full((R, T), -1, np.int32),
     }
+
+
+def own_distribution(lens_arrays: dict[str, np.ndarray], row: int, positions: slice = slice(None)) -> None:
+    """Set the final row's comparisons with the model's output by definition: it *is* the model's own
+    distribution, so no divergence (``kl`` 0) and its top-1 is its own top (``final_rank`` 0)."""
+    lens_arrays["kl"][row, positions] = 0.0
+    lens_arrays["final_rank"][row, positions] = 0
 
 
 def _segments(lo: int, T: int, view: tuple[int, int] | None) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ stream (``Analysis._resid`` is None: task vectors need a local or captured backe
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import numpy as np
@@ -11,9 +12,13 @@ import numpy as np
 from resid_widgets import hooks
 from resid_widgets.analyses.emergence import emergence_rows
 from resid_widgets.analyses.norms import additivity_from_parts
-from resid_widgets.analyses.pipeline import Cancelled, Update
+from resid_widgets.analyses.pipeline import Cancelled, Update, own_distribution
 from resid_widgets.analyses.projection import pct_at_k
 from resid_widgets.analyses.result import Analysis
+
+
+#: the names of Analysis's fields
+_ANALYSIS_FIELDS = frozenset(f.name for f in dataclasses.fields(Analysis))
 
 
 def projection_ks(subspace: Any, tau: float) -> list[int]:
@@ -48,8 +53,9 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
     proj_cum[..., k - 1] = shipped["proj_exact"]
     top_ids = shipped["top_ids"].astype(np.int64)
     lse = shipped["log_norm"]
-    kl, rank1 = shipped["kl"].copy(), shipped["final_rank"].copy()
-    kl[-1], rank1[-1] = 0.0, 0  # the model's own distribution
+    # arrays the trace ships under an Analysis field's name go in as they are
+    direct = {name: np.array(shipped[name]) for name in _ANALYSIS_FIELDS & shipped.keys() - {"top_ids", "log_norm"}}
+    own_distribution(direct, -1)
     strings = ctx.strings(np.concatenate([req.ids, top_ids.reshape(-1), req.target_ids]).astype(np.int64))
     info = dict(ctx.info)
     info["lens_vs_model_max_abs"] = float(shipped["lens_vs_model"][0])
@@ -66,16 +72,10 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
         is_bos=np.array([req.added_bos and i == 0 for i in range(T)]),
         top_ids=top_ids,
         top_probs=np.exp(shipped["top_logits"] - lse[..., None]).astype(np.float32),
-        top_logits=shipped["top_logits"],
         log_norm=lse,
         targets=list(req.target_names),
         target_ids=list(req.target_ids),
-        target_logits=shipped["target_logits"],
         target_probs=np.exp(shipped["target_logits"] - lse[..., None]).astype(np.float32),
-        target_ranks=shipped["target_ranks"],
-        entropy=shipped["entropy"],
-        kl=kl,
-        final_rank=rank1,
         emergence_row=final_em,
         target_emergence=target_em,
         tau=req.tau,
@@ -84,9 +84,6 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
         cumulative_energy=sub.cumulative_energy,
         projection_pct=pct_at_k(proj_cum, k),
         projection_final_pct=pct_at_k(proj_cum[-1], k),  # ln_final's output is the last row rescaled
-        resid_norm=shipped["resid_norm"],
-        attn_norm=shipped["attn_norm"],
-        mlp_norm=shipped["mlp_norm"],
         additivity=additivity_from_parts(keys, shipped["add_diff"][-len(keys):], shipped["add_scale"][-len(keys):]),
         strings=strings,
         lens=req.lens_kind,
@@ -94,6 +91,7 @@ def analysis_from_trace(model: Any, req: Any, ctx: Any) -> Iterator[Update]:
         _proj_cum=proj_cum,
         _proj_final_cum=proj_cum[-1],
         _resid=None,
+        **direct,
     )
     yield Update("begin", analysis, (0, T), fraction=0.9)
     yield Update("done", analysis, (0, T), fraction=1.0)
