@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import native_bridge
 from families import FAMILIES, PROBE_IDS, build_family_dir
 
 TOL = 1e-4
@@ -264,7 +265,6 @@ def test_dla_equals_hf_by_hand(key, tmp_path):
 def test_value_biases_move_into_bias():
     """A bridge whose weights are not processed keeps b_V and ln1's beta: each head's constant output moves
     into ``bias`` (TransformerLens's fold_value_biases convention) and the writers still sum to the residual."""
-    from conftest import native_bridge
     from resid_widgets import Session
     from resid_widgets.session.attribution import AttributionRun
 
