@@ -20,6 +20,8 @@ from resid_widgets.widgets.resid import as_session
 
 DEFAULTS = dict(clean="Mr. Darcy said to Elizabeth", corrupted="Mr. Bennet said to Elizabeth", answer=" Darcy",
                 counterfactual=" Bennet")
+#: the widget's CSS class (scopes the style that lets hovers through the cells' score labels)
+CLASS = "rw-patching"
 #: cells annotated with their score up to this many (more would not fit)
 ANNOTATE_MAX = 400
 
@@ -62,6 +64,9 @@ class PatchingWidget(Explorer):
                                          style={"description_width": "initial"}, layout=W.Layout(width="240px"))
         self.button = W.Button(description="Patch", button_style="primary", icon="play")
         self.summary = W.HTML()
+        # the scores written on the cells cover their centres: they let the pointer through to the cell (its tooltip)
+        self._label_style = W.HTML(f"<style>.{CLASS} text.label {{ pointer-events: none; }}</style>",
+                                   layout=W.Layout(display="none"))
         self.status = status_line()
         self.result: PatchingResult | None = None
         self._build()
@@ -74,7 +79,9 @@ class PatchingWidget(Explorer):
             flow_row(self.answer_box, self.counterfactual_box, self.button),
             self.summary,
             self.chart.widget,
+            self._label_style,
         ])
+        self.add_class(CLASS)
         self._guard(self.run)()  # an error in the initial values shows in the status line
 
     # ---- public API -----------------------------------------------------------------------------
@@ -114,7 +121,8 @@ class PatchingWidget(Explorer):
         c.x_axis.tick_rotate = -40
         c.x_axis.tick_style = {"text-anchor": "end"}
         c.x_axis.grid_lines = c.y_axis.grid_lines = "none"
-        self.color_axis = bq.ColorAxis(scale=self.color_scale, side="right", tick_format=".1f")
+        self.color_axis = bq.ColorAxis(scale=self.color_scale, side="right", orientation="vertical", tick_format=".1f",
+                                       num_ticks=5)
         c.figure.axes = [c.x_axis, c.y_axis, self.color_axis]
         c.figure.marks = [self.heat, self.text]
         self._charts = {"patching": c}
@@ -132,7 +140,11 @@ class PatchingWidget(Explorer):
                text=[f"{v:.2f}" for v in scores.ravel()], visible=L * T <= ANNOTATE_MAX)
         paint(self.text, [text_color_on(rdbu(v, -span, span)) for v in scores.ravel()])
         longest = max(len(s) for s in cols)
-        self.chart.figure.fig_margin = dict(top=8, bottom=int(30 + 4.6 * longest), left=110, right=70)
+        bottom = int(30 + 4.6 * longest)
+        self.chart.figure.fig_margin = dict(top=8, bottom=bottom, left=110, right=70)
+        # bqplot's vertical colour bar is the plot area's height less 200 px: a plot area of 330 px gives it 130 px
+        # (a shorter one drew the bar a few pixels long, its tick labels on top of each other)
+        self.chart.figure.layout.height = self.chart.figure.layout.min_height = f"{8 + bottom + 330}px"
         self.chart.x_axis.label_offset = f"{int(18 + 4.6 * longest)}px"
         self.chart.title = (f"Patching resid_pre from clean into corrupted: logit[{r.answer!r}] − logit[{r.counterfactual!r}] "
                             "restored (1 = clean, 0 = corrupted)")

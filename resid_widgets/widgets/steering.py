@@ -134,7 +134,9 @@ class SteeringWidget(Explorer):
         c.x_axis.tick_rotate = -40
         c.x_axis.tick_style = {"text-anchor": "end"}
         c.x_axis.grid_lines = c.y_axis.grid_lines = "none"
-        c.figure.axes = [c.x_axis, c.y_axis, bq.ColorAxis(scale=self.color_scale, side="right", tick_format=".2g")]
+        # vertical, 5 ticks: bqplot's default (horizontal) bar in the right margin drew its ticks on top of each other
+        cbar = bq.ColorAxis(scale=self.color_scale, side="right", orientation="vertical", tick_format=".2g", num_ticks=5)
+        c.figure.axes = [c.x_axis, c.y_axis, cbar]
         c.figure.marks = [self.heat]
         self._charts = {"lens": c}
 
@@ -156,6 +158,13 @@ class SteeringWidget(Explorer):
                 self.color_scale.scheme, self.color_scale.mid = "viridis", None
                 self.color_scale.min, self.color_scale.max = lo, max(hi, lo + 1e-6)
         update(self.heat, row=d["rows"], column=cols, color=values)
+        longest = max(len(s) for s in cols)  # the rotated tick labels' depth: the axis title goes below them
+        bottom = int(30 + 4.6 * longest)
+        self.chart.figure.fig_margin = dict(top=8, bottom=bottom, left=110, right=70)
+        # bqplot's vertical colour bar is the plot area's height less 200 px: a plot area of 330 px gives it 130 px
+        # (a shorter one drew the bar a few pixels long, its tick labels on top of each other)
+        self.chart.figure.layout.height = self.chart.figure.layout.min_height = f"{8 + bottom + 330}px"
+        self.chart.x_axis.label_offset = f"{int(18 + 4.6 * longest)}px"
         what = {"before": "without steering", "after": "steered", "difference": "steered − without"}[view]
         self.chart.title = f"log p({d['token']!r}) by the lens at every row × position, {what}"
 
