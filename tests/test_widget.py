@@ -324,3 +324,10 @@ def test_byte_tokens_map_to_their_characters(demo_session):
         assert all(chars[str(p + offset)] == [list(e) for e in runs[p]] for p in runs)
     finally:
         w.close()
+
+
+def test_token_id_prompt_is_a_clear_error(demo_session):
+    """The widget's prompt is text (its editor shows and edits it): token ids get a TypeError naming the way
+    to analyse them, not an "unhashable list" from the widget's cache."""
+    with pytest.raises(TypeError, match="prompt is text"):
+        ResidWidget(demo_session, [1, 50, 60, 70])

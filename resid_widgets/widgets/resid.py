@@ -107,6 +107,9 @@ class ResidWidget(anywidget.AnyWidget):
         self.session = as_session(model_or_session, device=device)
         if prompt is None:
             prompt = DEMO_PROMPT if self.session.is_demo else DEFAULT_PROMPT
+        if not isinstance(prompt, str):  # the widget's prompt is text its editor shows and edits
+            raise TypeError(f"ResidWidget's prompt is text, not {type(prompt).__name__}; analyse token ids with "
+                            "Session.analyze(ids), or pass the text")
         if metric is None:
             metric = TRAITS["metric"]["default_with_targets" if targets else "default"]
         self._applying = False
