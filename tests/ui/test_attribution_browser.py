@@ -7,7 +7,6 @@ horizontal scrolling, low contrast) at ~950 px in the light and the dark theme. 
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from conftest import ROOT
 from test_explorer_geometry import MEASURE_JS, _set_theme
 from test_jupyterlab import lab  # noqa: F401  (the JupyterLab server fixture, reused)
+from labnb import open_in_lab, write_notebook
 
 pytestmark = pytest.mark.ui
 
@@ -29,22 +29,8 @@ CELLS = [
 
 
 def _open(lab, page) -> None:  # noqa: F811
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, lab["root"] / NOTEBOOK)
-    req = urllib.request.Request(
-        f"{lab['url']}/api/sessions?token={lab['token']}",
-        data=json.dumps({"path": NOTEBOOK, "type": "notebook", "name": NOTEBOOK, "kernel": {"name": "python3"}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(req, timeout=60).close()
-    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
+    write_notebook(lab["root"] / NOTEBOOK, CELLS)
+    open_in_lab(lab, page, NOTEBOOK)
     page.locator(".jp-Cell .jp-InputArea-editor").first.click()
     for _ in CELLS:
         page.keyboard.press("Shift+Enter")

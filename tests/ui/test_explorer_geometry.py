@@ -24,12 +24,11 @@ per explorer x width x theme, are written to ``test-output/explorers/defects.jso
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
 
 import pytest
 
 from conftest import ROOT
+from labnb import open_in_lab, write_notebook
 from test_jupyterlab import lab  # noqa: F401  (the JupyterLab server fixture, reused)
 
 pytestmark = pytest.mark.ui
@@ -281,12 +280,7 @@ MEASURE_JS = r"""
 
 
 def _notebook(path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SETUP.strip())] + [nbformat.v4.new_code_cell(src) for _, src, _ in EXPLORERS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    write_notebook(path, [SETUP.strip()] + [src for _, src, _ in EXPLORERS])
 
 
 def _open(lab, page) -> None:
@@ -295,16 +289,7 @@ def _open(lab, page) -> None:
     tracker = lab["root"].parent / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True, exist_ok=True)
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    req = urllib.request.Request(
-        f"{lab['url']}/api/sessions?token={lab['token']}",
-        data=json.dumps({"path": NOTEBOOK, "type": "notebook", "name": NOTEBOOK, "kernel": {"name": "python3"}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(req, timeout=60).close()
-    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
+    open_in_lab(lab, page, NOTEBOOK)
     page.locator(".jp-Cell .jp-InputArea-editor").first.click()
     for _ in range(len(EXPLORERS) + 1):
         page.keyboard.press("Shift+Enter")

@@ -1,0 +1,34 @@
+"""Write a notebook into the JupyterLab test server's root and open it with a running kernel (shared by the
+browser tests that run widgets in a real notebook)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+
+def write_notebook(path: Path, cells: Sequence[str]) -> None:
+    """A python3 notebook of code ``cells`` at ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def open_in_lab(lab: dict, page, name: str) -> None:
+    """Start a kernel session for notebook ``name`` (in ``lab["root"]``), open it in ``page`` and wait until its
+    cells and kernel indicator are there (the caller runs the cells)."""
+    req = urllib.request.Request(
+        f"{lab['url']}/api/sessions?token={lab['token']}",
+        data=json.dumps({"path": name, "type": "notebook", "name": name, "kernel": {"name": "python3"}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(req, timeout=60).close()
+    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
