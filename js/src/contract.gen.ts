@@ -7,8 +7,8 @@ export type MetricName = BundledMetricName | (string & {});
 export type LensName = "logit" | "jacobian" | "tuned";
 export type ArrayName = "token_ids" | "proj_pct" | "proj_grid" | "proj_final" | "resid_norm" | "attn_norm" | "mlp_norm" | "emergence" | "top1_id" | "top1_prob" | "entropy" | "kl" | "final_rank" | "target_rank" | "target_prob" | "logit_diff" | "target_emergence" | "top_ids" | "top_probs";
 export type DType = "float16" | "float32" | "int32" | "uint16" | "uint8";
-export type MessageToPython = "edit" | "details";
-export type MessageToBrowser = "edit_done" | "details" | "delta";
+export type MessageToPython = "edit" | "details" | "writers";
+export type MessageToBrowser = "edit_done" | "details" | "delta" | "writers";
 
 /** The synced traits of ResidWidget (anywidget's typed model: `RenderProps<WidgetModel>`). */
 export interface WidgetModel {

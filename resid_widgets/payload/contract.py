@@ -241,4 +241,46 @@ def parse_details(content: Any) -> Details:
     return Details(req=req, seq=seq, pos=pos)
 
 
-__all__ = ["Checked", "ContractError", "Details", "Edit", "browser_may_set", "check", "check_changes", "parse_details", "parse_edit", "reply_address"]
+@dataclass(frozen=True)
+class WritersAsk:
+    req: str
+    seq: int
+    row: int
+    pos: int
+    writer: int | None = None
+    labels: bool = False
+
+
+def parse_writers(content: Any, *, rows: int, tokens: int, writers: int | None = None) -> WritersAsk:
+    """A ``writers`` request (protocol.json ``messages.to_python.writers``): every field checked, the
+    cell inside the analysis shown (``rows`` x ``tokens``), ``writer`` an index into the labels."""
+    fields = MESSAGES["to_python"]["writers"]
+    unknown = sorted(str(k) for k in content if k != "type" and k not in fields)
+    if unknown:
+        raise ContractError(f"the writers request has unknown fields {', '.join(_short(k, 30) for k in unknown[:5])}")
+    req = content.get("req")
+    if not isinstance(req, str) or len(req) > 128:
+        raise ContractError(f"the writers request's req must be a short text id, got {_short(req)}")
+    seq = _whole("the writers request's seq", content.get("seq"), "a whole number")
+    row = _whole("the writers request's row", content.get("row"), "a residual row")
+    pos = _whole("the writers request's pos", content.get("pos"), "a position")
+    if not 0 <= row < rows:
+        raise ContractError(f"the writers request's row must be a residual row 0..{rows - 1} (0 = embeddings), got {row}")
+    if not 0 <= pos < tokens:
+        raise ContractError(f"the writers request's pos must be a position 0..{tokens - 1}, got {pos}")
+    writer = content.get("writer")
+    if writer is not None:
+        top = "W-1" if writers is None else writers - 1
+        writer = _whole("the writers request's writer", writer, f"a writer index 0..{top}")
+        if writer < 0 or (writers is not None and writer >= writers):
+            raise ContractError(f"the writers request's writer must be a writer index 0..{top}, got {writer}")
+    labels = content.get("labels", False)
+    if not isinstance(labels, bool):
+        raise ContractError(f"the writers request's labels must be true or false, got {_short(labels)}")
+    return WritersAsk(req=req, seq=seq, row=row, pos=pos, writer=writer, labels=labels)
+
+
+__all__ = [
+    "Checked", "ContractError", "Details", "Edit", "WritersAsk", "browser_may_set", "check", "check_changes", "parse_details",
+    "parse_edit", "parse_writers", "reply_address",
+]

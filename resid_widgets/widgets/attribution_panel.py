@@ -11,6 +11,10 @@ token's logit; none: the logit lens's top-1 at the cell):
 
 The attribution reads the logit lens's row (also when the widget shows a Jacobian or tuned lens). It needs the kernel:
 it is not part of ``save_html``'s offline file.
+
+``ResidWidget`` now has its own Writers panel in its view (pin a cell, or press ``w`` on the heatmap; see
+``resid_writers.py``), which also works in the offline export for the cells computed; this bqplot panel stays as
+the notebook-side alternative (same numbers, same direction).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from resid_widgets.analyses.attribution import check_positions
 from resid_widgets.widgets._explorer import Chart, Explorer, dropdown, fit_dropdown, flow_row, guarded, status_line, title_html, update
 from resid_widgets.widgets.attribution import bar_chart, draw_bars, top_by_magnitude
+from resid_widgets.widgets.resid_writers import cell_direction
 
 
 class AttributionPanel(Explorer):
@@ -60,16 +65,9 @@ class AttributionPanel(Explorer):
         return self._runs[key]
 
     def direction(self, row: int, pos: int) -> tuple[Any, Any, str]:
-        """(target, counterfactual, text) from the widget's targets, or the lens top-1 at the cell."""
-        a = self.widget.analysis
-        ids = list(a.target_ids)
-        if len(ids) >= 2:
-            return ids[0], ids[1], f"{a.targets[0]!r} − {a.targets[1]!r}"
-        if len(ids) == 1:
-            return ids[0], None, f"logit of {a.targets[0]!r}"
-        run = self._run()
-        top = int(run.directions("top1", None, row=row, positions=[pos])[0][0])
-        return top, None, f"the lens's top-1 here, {self.session.token_strings([top])[top]!r}"
+        """(target, counterfactual, text) from the widget's targets, or the lens top-1 at the cell: the one
+        definition, ``resid_writers.cell_direction`` (ResidWidget's own Writers panel uses it too)."""
+        return cell_direction(self._run(), self.widget.analysis, row, pos)
 
     def refresh(self) -> None:
         """Recompute for the widget's pinned cell (nothing pinned: the charts keep what they show)."""

@@ -2,7 +2,7 @@
 
 Python owns the session and the analysis; the browser gets a binary payload (``_meta`` +
 ``_payload``) and draws everything else itself (layer scrubbing, the tau grid, hover). Traits are
-the small UI state, synced both ways. The browser sends back exactly two custom messages:
+the small UI state, synced both ways. The browser sends back three custom messages:
 
 * ``{"type": "edit", "view": v, "seq": n, "changes": {prompt?, targets?, top_k?}}``: ``v`` is the
   sending view's random id and ``n`` counts that view's edits. Edits are applied in arrival order,
@@ -12,6 +12,7 @@ the small UI state, synced both ways. The browser sends back exactly two custom 
   only for its own), and the payload that answers it carries ``client_view``/``client_seq``. So
   any number of views of one widget (a widget displayed twice, a reloaded page) can edit it.
 * ``{"type": "details", "req": id, "seq": s, "pos": p}``: the full top-k list of every row at p.
+* ``{"type": "writers", "req": id, "seq": s, "row": r, "pos": p, ...}``: the Writers panel's cell (resid_writers.py).
 
 Changes made from Python (``w.prompt = "..."``) compute synchronously, so ``w.analysis`` is current
 when the assignment returns, and an invalid value (a bad prompt, ``w.layer = 99``, ``w.top_k = "a"``)
@@ -37,6 +38,7 @@ from resid_widgets.session import as_session
 from resid_widgets.session.prompts import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
+from resid_widgets.widgets.resid_writers import WritersSource
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 #: a prompt on which the embedded demo model's lens is telling (family names fill it from layer 1 on).
@@ -116,6 +118,7 @@ class ResidWidget(anywidget.AnyWidget):
         self._pending: Analysis | None = None
         self._trait_error = False  # the banner shows a rejected trait value
         self._queue = EditQueue()
+        self.writers = WritersSource(self.session)  # the Writers panel's cells (resid_writers.py)
         targets = target_list(targets)  # a dict or a bare string is an error, not its keys / its letters
         self._lens = lens
         if wait:
@@ -465,8 +468,10 @@ class ResidWidget(anywidget.AnyWidget):
                 self._edit(edit.changes, view=edit.view, seq=edit.seq, window=edit.window)
             elif kind == "details":
                 self._send_details(content)
+            elif kind == "writers":  # the Writers panel (resid_writers.py)
+                self.writers.handle(self, content)
             else:
-                raise ContractError(f"the widget got a message it does not know ({str(kind)[:40]!r}); expected edit or details")
+                raise ContractError(f"the widget got a message it does not know ({str(kind)[:40]!r}); expected edit, details or writers")
         except ContractError as exc:
             self._refuse(content, str(exc), ack=kind == "edit")
 
@@ -511,6 +516,7 @@ class ResidWidget(anywidget.AnyWidget):
         from resid_widgets.widgets.export import export_html
 
         meta, blob = self._encode(self.analysis, seq=self._queue.seq, full=True)
+        meta["writers"] = self.writers.export(self.analysis)  # the Writers panel's cells computed so far
         state = {
             "prompt": self.prompt,
             "targets": list(self.targets),
