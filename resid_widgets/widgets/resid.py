@@ -543,4 +543,5 @@ class ResidWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         self._queue.shutdown()
+        self.writers.close()
         super().close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,8 @@ class WritersSource:
         self._rows: OrderedDict[tuple, Any] = OrderedDict()
         self._fetched: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (run key, dir, row, pos, writer) -> [T]
         self._lock = threading.Lock()
+        self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resid-writers")
+        self.last_job: Future | None = None
 
     # ---- computing ------------------------------------------------------------------------------
     def run(self, token_ids) -> tuple[tuple, Any]:
@@ -164,9 +167,10 @@ class WritersSource:
         return content, [self.writer(analysis, ask.row, ask.pos, ask.writer).astype("<f4").tobytes()]
 
     def handle(self, widget: Any, content: dict) -> None:
-        """A ``writers`` message to ``widget`` (a ResidWidget): checked, computed, answered. A malformed
-        message or a cell outside the analysis: an error reply (the panel says it) and the banner says it
-        too (``widget._refuse``); nothing shown changes."""
+        """A ``writers`` message to ``widget`` (a ResidWidget), on the comm thread: checked now (a malformed
+        message or a cell outside the analysis: an error reply, which the panel shows, and the banner says it
+        too via ``widget._refuse``; nothing shown changes), computed in this source's own worker thread (the
+        comm thread never waits for the session lock, which a running lens stream holds), then answered."""
         req = content.get("req") if isinstance(content.get("req"), str) else None
         try:
             seq, analysis = widget._meta.get("seq", 0), widget.analysis
@@ -175,16 +179,27 @@ class WritersSource:
             if live is not None and asked == widget._queue.seq_of(live) and asked != seq:
                 seq, analysis = asked, live
             ask = parse_writers(content, rows=analysis.n_rows, tokens=analysis.n_tokens, writers=self.n_labels(analysis))
-            if ask.seq != seq:  # about a payload no longer shown: the view drops the reply
-                reply, buffers = {"type": "writers", "req": ask.req, "seq": ask.seq, "error": "that analysis is no longer shown"}, []
-            else:
-                reply, buffers = self.reply(analysis, seq, ask)
         except ContractError as exc:
             widget._refuse(content, str(exc), ack=False)
-            reply, buffers = {"type": "writers", "req": req, "error": str(exc)}, []
+            return _send(widget, {"type": "writers", "req": req, "error": str(exc)}, [])
+        if ask.seq != seq:  # about a payload no longer shown: the view drops the reply
+            return _send(widget, {"type": "writers", "req": ask.req, "seq": ask.seq, "error": "that analysis is no longer shown"}, [])
+        self.last_job = self._jobs.submit(self._answer, widget, analysis, seq, ask)
+
+    def _answer(self, widget: Any, analysis: Any, seq: int, ask: WritersAsk) -> None:
+        try:
+            reply, buffers = self.reply(analysis, seq, ask)
         except (IndexError, TypeError, ValueError, RuntimeError) as exc:
-            reply, buffers = {"type": "writers", "req": req, "error": str(exc)}, []
-        widget.send(reply, buffers=buffers)
+            reply, buffers = {"type": "writers", "req": ask.req, "seq": seq, "error": str(exc)}, []
+        _send(widget, reply, buffers)
+
+    def wait(self, timeout: float | None = 60.0) -> None:
+        """Block until the requests received so far are answered (scripts, tests)."""
+        if self.last_job is not None:
+            self.last_job.result(timeout=timeout)
+
+    def close(self) -> None:
+        self._jobs.shutdown(wait=False, cancel_futures=True)
 
     def n_labels(self, analysis: Any) -> int | None:
         for (ids, _), run in reversed(self._runs.items()):
@@ -213,6 +228,13 @@ class WritersSource:
                 for k, v in self._fetched.items() if k[0][0] == ids and k[1] == tg and f"{k[2]}:{k[3]}" in cells
             }
             return {"labels": run.labels, "n_layers": run.writers.n_layers, "n_heads": run.weights.n_heads, "cells": cells, "positions": positions}
+
+
+def _send(widget: Any, content: dict, buffers: list[bytes]) -> None:
+    try:
+        widget.send(content, buffers=buffers)
+    except Exception:  # noqa: BLE001 - the widget was closed meanwhile
+        pass
 
 
 def _b64(data: bytes) -> str:
