@@ -4,6 +4,8 @@
 // through an in-memory model with anywidget's interface. No kernel: edits are ignored; details are
 // answered by the widget itself when the export includes the full top-k (else an error reply).
 
+import { answerFromExport } from "./writers";
+
 type Handler = (...args: unknown[]) => void;
 
 /** anywidget's model interface, in memory. Events: "change:<name>" and "msg:custom". */
@@ -33,6 +35,10 @@ export class StaticModel {
   save_changes(): void {}
   send(msg: unknown): void {
     const m = msg as { type?: string; req?: unknown } | null;
+    if (m && m.type === "writers") {  // the Writers panel: the cells the export carries (writers.ts)
+      const [reply, buffers] = answerFromExport((this.state._meta as Record<string, unknown> | undefined)?.writers, m as Record<string, unknown>);
+      setTimeout(() => this.emit("msg:custom", reply, buffers), 0);
+    }
     if (m && m.type === "details") {
       setTimeout(() => this.emit("msg:custom", { type: "details", req: m.req, error: "not included in this export" }, []), 0);
     }

@@ -33,6 +33,8 @@ export interface HeatmapHandlers {
   /** Home / End on the focused heatmap: go to this row (0 or the last) */
   goto(row: number): void;
   unpin(): void;
+  /** `w` on the focused heatmap: the Writers panel (writerspanel.ts) */
+  writers?(): void;
   /** columns first..last are in view (after a scroll or a re-layout) */
   view(first: number, last: number): void;
 }
@@ -124,7 +126,7 @@ export class Heatmap {
       {
         class: "rw-heatmap-scroll",
         tabindex: 0,
-        "aria-label": "heatmap: arrow keys change the layer, Home / End go to the first / last row, Escape unpins",
+        "aria-label": "heatmap: arrow keys change the layer, Home / End go to the first / last row, Escape unpins, w shows the writers",
       },
       this.inner,
     );
@@ -133,7 +135,7 @@ export class Heatmap {
     // which keys work, on screen (they are the widget's while the heatmap or a slider has focus)
     this.hint = h("span", {
       class: "rw-keys-hint",
-      text: "keys (click the heatmap or the layer slider first): ← → / ↑ ↓ layer · Home / End first / last row · Esc unpin",
+      text: "keys (click the heatmap or the layer slider first): ← → / ↑ ↓ layer · Home / End first / last row · Esc unpin · w writers",
     });
     // zoom: "fit" sizes cells to the width (6 px at least); a fixed width makes long prompts readable (it scrolls)
     this.zoom = h("select", { class: "rw-zoom", title: "Cell width: fit the output, or wider cells (the heatmap scrolls sideways)" });
@@ -496,6 +498,7 @@ export class Heatmap {
     else if (e.key === "Home") this.handlers.goto(0);
     else if (e.key === "End") this.handlers.goto(this.d ? this.d.R - 1 : 0);
     else if (e.key === "Escape") this.handlers.unpin();
+    else if (e.key === "w") this.handlers.writers?.();
     else return;
     e.preventDefault();
   };

@@ -14,6 +14,8 @@ import { TokenStrip } from "./tokens";
 import { Tooltip, cellInfo } from "./tooltip";
 import { HOVER_DWELL_MS, TopKSource } from "./topk";
 import type { ViewState } from "./viewstate";
+import type { WritersClient } from "./writers";
+import { WritersPanel } from "./writerspanel";
 
 export interface ViewHooks {
   /** a keystroke in the prompt / targets / top-k fields */
@@ -33,6 +35,7 @@ export class LensView {
   readonly heatmap: Heatmap;
   readonly legend = new Legend();
   readonly tooltip: Tooltip;
+  readonly writers: WritersPanel;
   private readonly pinned = h("div", { class: "rw-pinned", hidden: true, "aria-live": "polite" });
   private readonly empty = h("div", { class: "rw-empty", text: "No lens computed yet." });
   private readonly body: HTMLDivElement;
@@ -46,7 +49,9 @@ export class LensView {
     private readonly state: ViewState,
     private readonly topk: TopKSource,
     private readonly hooks: ViewHooks,
+    writers: WritersClient,
   ) {
+    this.writers = new WritersPanel(writers);
     this.root = h("div", { class: "rw-root" });
     // JupyterLab (Lumino) handles keydown on the document, bubbling, and in command mode takes plain
     // keys on a focused non-text element (our sliders, selects, heatmap) as notebook shortcuts: arrows
@@ -77,6 +82,7 @@ export class LensView {
       step: (s) => this.setLayer(state.layer + s, true),
       goto: (r) => this.setLayer(r, true),
       unpin: () => this.setSelected(null, true),
+      writers: () => this.writersKey(),
       view: (first, last) => {
         this.visible = [first, last + 1];
         this.strip.setWindow(first, last);
@@ -84,7 +90,7 @@ export class LensView {
     });
     // the tooltip never covers the editor and the toolbar
     this.tooltip = new Tooltip(this.root, () => this.toolbar.el.getBoundingClientRect().bottom);
-    this.body = h("div", { class: "rw-body", hidden: true }, this.toolbar.el, this.strip.el, this.heatmap.el, this.legend.el, this.pinned);
+    this.body = h("div", { class: "rw-body", hidden: true }, this.toolbar.el, this.strip.el, this.heatmap.el, this.legend.el, this.pinned, this.writers.el);
     this.root.append(this.header.el, this.header.errorBox, this.editor.el, this.empty, this.body, this.tooltip.el);
   }
 
@@ -223,6 +229,7 @@ export class LensView {
   private refreshPinned(): void {
     const d = this.data;
     const c = this.state.selected;
+    this.writers.show(d, c); // asks for the pinned cell's writers at once (not after the top-k)
     if (!c || !d) {
       this.pinned.hidden = true;
       this.pinned.replaceChildren();
@@ -234,6 +241,16 @@ export class LensView {
     unpin.addEventListener("click", () => this.setSelected(null, true));
     this.pinned.replaceChildren(h("div", { class: "rw-pinned-head" }, h("span", { text: "pinned cell" }), unpin), info);
     this.pinned.hidden = false;
+  }
+
+  /** `w`: hide / show the Writers panel of the pinned cell; nothing pinned: pin the hovered cell (else the
+   *  current layer's last position), which opens it. */
+  private writersKey(): void {
+    const d = this.data;
+    if (!d) return;
+    if (this.state.selected) return void this.writers.toggle();
+    const t = this.tip;
+    this.setSelected(t ? { row: t.row ?? this.state.layer, pos: t.pos } : { row: this.state.layer, pos: d.T - 1 }, true);
   }
 
   // ------------------------------------------------------------------ status, static, PNG
@@ -271,6 +288,7 @@ export class LensView {
 
   dispose(): void {
     this.topk.cancel();
+    this.writers.dispose();
     this.heatmap.dispose();
     this.strip.dispose();
     this.root.remove();

@@ -18,6 +18,7 @@ import { TopKSource } from "./topk";
 import { StreamMerger, isDelta, type Wire } from "./stream";
 import { LensView } from "./view";
 import { ViewState } from "./viewstate";
+import { WritersClient } from "./writers";
 
 export type { AnyModel } from "./model";
 export { EDIT_DEBOUNCE_MS } from "./edits";
@@ -44,7 +45,7 @@ class Wiring {
         this.localError = msg;
         this.showError();
       },
-    });
+    }, new WritersClient((msg) => model.send(msg), 10_000, this.viewId));
     this.edits = new PendingEdits(model, this.viewId, () => this.view.editor.values(), () => this.showStatus(), () => this.view.visible);
     this.view.root.dataset.view = this.viewId;
   }
@@ -144,7 +145,7 @@ class Wiring {
         if (w) this.showStage(w);
         return;
       }
-      if (!this.edits.handle(msg)) this.details.handle(msg);
+      if (!this.edits.handle(msg) && !this.details.handle(msg)) this.view.writers.client.handle(msg, buffers);
     });
   }
 }
