@@ -2,7 +2,7 @@
 // writers.ts). SVG drawn here (no chart library), sized to the panel's width, --jp-* colours, every
 // string through textContent. Parts (stable class names, used by the tests):
 //   .rw-writers[data-row][data-pos][data-seq][data-state]   the panel (state: loading | painted | error)
-//   .rw-writers-title, .rw-writers-sum, .rw-writers-hide, .rw-writers-error
+//   .rw-writers-top (.rw-writers-title, .rw-writers-hide), .rw-writers-sum, .rw-writers-error
 //   .rw-writers-bars     the top writers by |value|, sorted by value: rect.rw-writers-bar[data-label][data-value],
 //                        text.rw-writers-label, text.rw-writers-value
 //   .rw-writers-heads    layer x head grid: rect.rw-writers-head[data-layer][data-head][data-value]
@@ -80,7 +80,7 @@ export class WritersPanel {
   constructor(readonly client: WritersClient) {
     const hide = h("button", { class: "rw-writers-hide", type: "button", text: "hide (w)", title: "Hide the writers panel (w on the heatmap shows it again)" });
     hide.addEventListener("click", () => this.toggle());
-    const head = h("div", { class: "rw-writers-head" }, this.title, hide);
+    const head = h("div", { class: "rw-writers-top" }, this.title, hide);
     const pick = h("label", { class: "rw-writers-pick" }, h("span", { text: "one writer at every position: " }), this.select);
     this.select.addEventListener("change", () => {
       this.chosen = this.select.value;
@@ -158,7 +158,7 @@ export class WritersPanel {
     this.setState("painted", "");
     this.sum.textContent =
       `direct logit attribution to ${cell.direction} (pre-cap logits, final norm's scale frozen): ` +
-      `writers + constant ${cell.constant.toFixed(3)} = ${total.toFixed(3)}; the lens: ${cell.lensValue.toFixed(3)}`;
+      `Σ writers + constant (${cell.constant.toFixed(3)}) = ${total.toFixed(3)}; the lens: ${cell.lensValue.toFixed(3)}`;
     this.fillSelect(cell);
     this.width = 0;
     this.resized();
