@@ -10,6 +10,13 @@ Per length and round (median over rounds; each ratio is the median of its per-ro
   neurons_s        the same run recording neurons at the last position + ``run.neurons(...)`` there (36,864 neurons)
   held_mb          what the run keeps (z, attn_out, mlp_out, residual rows, scales) against the [L, H, T, d_model]
                    head results that a d_model-space stack would hold (``stack_mb``)
+  panel_cold_s     ResidWidget's Writers panel, one cell after the analysis is complete, as its message handler
+                   computes it (``WritersSource.reply``, comm transport excluded): the first cell of a prompt,
+                   including the AttributionRun forward pass (also as a ratio to the forward pass)
+  panel_warm_s     another cell of the same prompt (goal <= 0.1 s, issue 21)
+  panel_cell_bytes the reply for one cell: its JSON (labels excluded: sent once per view) + the float32 buffer
+                   (goal <= 8 KB); panel_labels_bytes: the labels, once; panel_writer_bytes: one writer at every
+                   position (fetched on demand)
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch  # noqa: E402
 from bench import MODEL_DIR, build_model_dir, timeit  # noqa: E402  (bench/bench.py: the same model)
 
 GOAL = 1.5  # per-head DLA at every position / one forward pass (issue 21)
+PANEL_GOAL_S, PANEL_GOAL_BYTES = 0.1, 8 * 1024  # the Writers panel: one cell, warm; bytes per cell
 TARGET, CF = 262, 11
 
 
@@ -86,11 +94,47 @@ def measure(session, n: int, rng, rounds: int) -> dict:
     }
 
 
+def measure_panel(session, n: int, rng, forward_s: float) -> dict:
+    """The Writers panel's latency and bytes for one cell of an n-token prompt (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from resid_widgets.payload.contract import WritersAsk
+    from resid_widgets.widgets.resid_writers import WritersSource
+
+    ids = rng.integers(0, session.d_vocab - 1, n)
+    analysis = SimpleNamespace(token_ids=ids, target_ids=[TARGET, CF], targets=[f"#{TARGET}", f"#{CF}"])
+    source = WritersSource(session)
+    L = session.n_layers
+    t0 = time.perf_counter()
+    source.reply(analysis, 1, WritersAsk(req="b:1", seq=1, row=L, pos=n - 1, labels=True))
+    cold = time.perf_counter() - t0
+    warm = []
+    for pos in (n // 2, n // 3, 1):
+        t0 = time.perf_counter()
+        content, buffers = source.reply(analysis, 1, WritersAsk(req="b:2", seq=1, row=L - 2, pos=pos))
+        warm.append(time.perf_counter() - t0)
+    first, _ = source.reply(analysis, 1, WritersAsk(req="b:3", seq=1, row=L, pos=n - 1, labels=True))
+    _, writer = source.reply(analysis, 1, WritersAsk(req="b:4", seq=1, row=L, pos=n - 1, writer=3))
+    source.close()
+    cell_bytes = len(json.dumps(content)) + len(buffers[0])
+    return {
+        "panel_cold_s": cold,
+        "panel_cold_over_forward": cold / forward_s,
+        "panel_warm_s": float(np.median(warm)),
+        "panel_warm_goal_met": float(np.median(warm)) <= PANEL_GOAL_S,
+        "panel_cell_bytes": cell_bytes,
+        "panel_cell_buffer_bytes": len(buffers[0]),
+        "panel_bytes_goal_met": cell_bytes <= PANEL_GOAL_BYTES,
+        "panel_labels_bytes": len(json.dumps(first["labels"])),
+        "panel_writer_bytes": len(writer[0]),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", dest="json_path", required=True)
     parser.add_argument("--lengths", type=int, nargs="*", default=[128, 1024])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="0: the Writers panel's figures only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
     args = parser.parse_args(argv)
@@ -105,8 +149,19 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for n in args.lengths:
-        row = measure(session, n, rng, args.rounds)
+        row = measure(session, n, rng, args.rounds) if args.rounds else {"tokens": n}
+        fwd = row.get("forward_s") or min(timeit(lambda: session.model(torch.as_tensor(rng.integers(0, 1000, n))[None])) for _ in range(2))
+        row.update(measure_panel(session, n, rng, fwd))
         rows.append(row)
+        print(
+            f"{n:5d} tokens: Writers panel cold {row['panel_cold_s']:.3f}s ({row['panel_cold_over_forward']:.2f}x forward), "
+            f"warm {row['panel_warm_s'] * 1000:.1f} ms (goal <= {PANEL_GOAL_S} s: {'met' if row['panel_warm_goal_met'] else 'NOT met'}), "
+            f"{row['panel_cell_bytes']} B per cell ({row['panel_cell_buffer_bytes']} B float32), labels once "
+            f"{row['panel_labels_bytes']} B, one writer at every position {row['panel_writer_bytes']} B",
+            flush=True,
+        )
+        if not args.rounds:
+            continue
         print(
             f"{n:5d} tokens: forward {row['forward_s']:.3f}s  per-head DLA {row['per_head_dla_s']:.3f}s "
             f"({row['per_head_dla_over_forward']:.2f}x, goal <= {GOAL}: {'met' if row['goal_met'] else 'NOT met'})  "
