@@ -84,6 +84,7 @@ class WritersSource:
         self._rows: OrderedDict[tuple, Any] = OrderedDict()
         self._fetched: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (run key, dir, row, pos, writer) -> [T]
         self._lock = threading.Lock()
+        self._label_count: dict[tuple, int] = {}  # token ids -> W (the writer index's range)
         self._keys: OrderedDict[int, tuple[Any, tuple]] = OrderedDict()  # id(analysis) -> (analysis, run key)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resid-writers")
         self.last_job: Future | None = None
@@ -103,6 +104,7 @@ class WritersSource:
         key = memo[1]
         if key not in self._runs:
             self._runs[key] = AttributionRun(self.session, list(key[0]))
+            self._label_count[key[0]] = len(self._runs[key].labels)
             while len(self._runs) > 2:
                 self._runs.popitem(last=False)
         self._runs.move_to_end(key)
@@ -210,10 +212,9 @@ class WritersSource:
         self._jobs.shutdown(wait=False, cancel_futures=True)
 
     def n_labels(self, analysis: Any) -> int | None:
-        for (ids, _), run in reversed(self._runs.items()):
-            if ids == tuple(int(i) for i in analysis.token_ids):
-                return len(run.labels)
-        return None
+        """How many writers the prompt of ``analysis`` has, once its run exists (read on the comm thread: one
+        dict lookup, no lock, while the worker may be computing)."""
+        return self._label_count.get(tuple(int(i) for i in analysis.token_ids))
 
     # ---- the offline export ---------------------------------------------------------------------
     def export(self, analysis: Any) -> dict | None:

@@ -78,7 +78,7 @@ class Kernel:
 def _expected(kernel, row: int, pos: int, writer: str = "") -> dict:
     got = kernel.eval(f"_writers_expected({row}, {pos}, {writer!r})")
     order = sorted(got["top"], key=lambda lv: -lv[1])  # top 12 by |value|, sorted by value (stable)
-    return {"labels": [lab for lab, _ in order], "values": [v for _, v in order], "every": got["every"]}
+    return {"labels": [name for name, _ in order], "values": [v for _, v in order], "every": got["every"]}
 
 
 def _click(page, row: int, pos: int) -> None:
@@ -206,6 +206,20 @@ def _edit_rerequests(page, kernel, row: int, pos: int) -> None:
     assert all(abs(after[k] + v) <= 1e-5 * max(1, abs(v)) for k, v in before.items() if k in after)  # the direction flipped
     kernel.eval("(setattr(w, 'targets', [' Bennet', ' Darcy']), 0)[1]")
     page.wait_for_function("() => document.querySelector('.rw-writers-sum').innerText.includes(\"' Bennet' − ' Darcy'\")", timeout=60_000)
+    # an edit typed in the browser (streamed: begin, lens blocks, final payload) while the cell is pinned
+    seq = page.locator(".rw-writers").first.get_attribute("data-seq")
+    prompt = page.locator(".rw-prompt").first
+    prompt.click()
+    prompt.press("End")
+    prompt.type(" said")
+    _wait(lambda: kernel.eval("w.prompt").endswith(" said"), timeout=60, what="the typed edit to reach the kernel")
+    page.wait_for_function(
+        "s => { const p = document.querySelector('.rw-writers'); return p.dataset.seq !== s && p.dataset.state === 'painted'; }", arg=seq, timeout=60_000
+    )
+    _wait(lambda: page.locator(".rw-writers").first.get_attribute("data-seq") == str(kernel.eval("w._meta['seq']")), timeout=30, what="the panel on the final seq")
+    page.wait_for_selector(".rw-writers[data-state='painted']", timeout=30_000)
+    assert [b["label"] for b in _bars(page)] == _expected(kernel, row, pos)["labels"]  # the new analysis's numbers
+    page.locator(".rw-heatmap-scroll").first.focus()
 
 
 def _export(page, kernel, context, row: int, pos: int, tag: str) -> None:
