@@ -291,7 +291,7 @@ export class WritersPanel {
     }
     const every = Math.max(1, Math.ceil(48 / bw));
     for (let p = 0; p < T; p += every) s.append(svg("text", { class: "rw-writers-tick", x: p * bw + bw / 2, y: height - 3, "text-anchor": "middle" }, String(p)));
-    this.posBox.replaceChildren(chart(`${name} at every position (row ${cell.row}, same direction)`, s, "rw-writers-positions"));
+    this.posBox.replaceChildren(chart(`${name} at every position (${rowName(d.meta, cell.row)}, same direction)`, s, "rw-writers-positions"));
   }
 
   private hover(e: MouseEvent): void {
