@@ -151,7 +151,8 @@ class SteerPanel(t.HasTraits):
         steer = Steer(direction, spec["layers"], spec["alpha"], positions=_positions(spec, plain.n_tokens),
                       norm_match=spec["norm_match"])
         steer.check(self.session, plain.n_tokens)
-        after = drain(self.session.stream(prompt, top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
+        # α = 0 installs no hook: the after analysis IS the plain one (bit for bit, no second pass)
+        after = plain if not steer.key() else drain(self.session.stream(prompt, top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
                                           lens=params["lens"], cancelled=cancelled, intervention=steer))
         continuation = {}
         if spec["n_continue"]:
