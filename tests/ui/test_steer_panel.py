@@ -32,7 +32,12 @@ pytestmark = pytest.mark.ui
 OUT = ROOT / "test-output" / "steer_panel"
 NOTEBOOK = "steer.ipynb"
 PROMPT = "Mr. Darcy said to Elizabeth that she"
-CELLS = [f"from resid_widgets import ResidWidget\nw = ResidWidget(prompt={PROMPT!r}, targets=[' Bennet'], device='cpu')\nw"]
+CELLS = [
+    f"from resid_widgets import ResidWidget\nw = ResidWidget(prompt={PROMPT!r}, targets=[' Bennet'], device='cpu')\nw",
+    # TaskVectorExplorer writes the cosines on its heatmap cells: the pointer must still reach the cell (its tooltip)
+    "from resid_widgets import TaskVectorExplorer\n"
+    "tv = TaskVectorExplorer(w.session, ['Mr. and Mrs.', 'Miss Elizabeth', 'Mr. Darcy', 'Miss Bingley'], ['a', 'b', 'a', 'b'])\ntv",
+]
 FIRST = 2  # steering layer 1 changes residual rows 2.. (row l + 1 is block l's output)
 
 #: the painted colour at every cell of the heatmap canvas (a corner pixel, off the cell's token text): [R][T]
@@ -91,9 +96,11 @@ def _open(app, page) -> None:
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)
     page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
+    for _ in CELLS:
+        page.keyboard.press("Shift+Enter")
     try:
         page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=120_000)
+        page.wait_for_selector(".jp-Cell:nth-child(2) rect.heatmapcell", timeout=120_000)
     except Exception:
         page.screenshot(path=str(OUT / f"{app['app']}-failed.png"), full_page=True)
         raise
@@ -145,7 +152,7 @@ def _modes(root, kernel) -> None:
     assert moved[:FIRST] == before[:FIRST] and moved[FIRST:] != after[FIRST:]
 
 
-def _tooltip(root, kernel) -> None:
+def _tooltip(root, kernel, name: str) -> None:
     T = kernel.eval("w.analysis.n_tokens")
     row, pos = 3, T - 1
     canvas = root.locator(".rw-heatmap-canvas")
@@ -157,6 +164,7 @@ def _tooltip(root, kernel) -> None:
     got = [float(tip.locator(f"tr.rw-steer-{k} td").inner_text().replace("+", "")) for k in ("before", "after", "delta")]
     for g, want in zip(got, (b, a, a - b)):
         assert abs(g - want) <= 0.005 * max(1, abs(want)), (got, b, a)
+    root.screenshot(path=str(OUT / f"{name}-tooltip.png"))
     root.page.mouse.move(0, 0)
 
 
@@ -176,6 +184,25 @@ def _geometry(root, theme: str) -> None:
     assert root.evaluate(OVERLAP_JS) == [], theme
     low = [(cls, round(r, 2)) for cls, r in root.evaluate(CONTRAST_JS) if r < 4.5]
     assert not low, (theme, low)
+
+
+def _task_vector_hover(page) -> None:
+    """The centre of a TaskVectorExplorer cell (where its cosine is written) is the cell for the pointer: hovering it
+    shows the cell's tooltip."""
+    out = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea-output").first
+    out.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(500)
+    cell = out.locator("rect.heatmapcell").filter(visible=True).nth(1)
+    box = cell.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    hit = page.evaluate("([x, y]) => { const e = document.elementFromPoint(x, y); return e ? e.tagName.toLowerCase() + '.' + e.getAttribute('class') : ''; }", [cx, cy])
+    texts = out.locator("text.label").filter(visible=True).count()
+    assert texts > 0 and hit.startswith("rect") and "heatmapcell" in hit, (hit, texts)
+    page.mouse.move(cx, cy)
+    tip = page.locator(".bqplot_tooltip_div:visible")
+    _wait(lambda: tip.count() == 1 and "cosine" in tip.inner_text(), timeout=15, what="the cell's tooltip at its centre")
+    out.screenshot(path=str(OUT / "task-vectors-hover.png"))
+    page.mouse.move(0, 0)
 
 
 def _export(root, kernel, app, browser) -> None:
@@ -214,7 +241,7 @@ def test_steer_panel_in_jupyterlab_and_notebook7(app, chromium_browser):
         _modes(root, kernel)
         root.screenshot(path=str(OUT / f"{name}-after.png"))
         _mode(root, "difference")
-        _tooltip(root, kernel)
+        _tooltip(root, kernel, name)
         root.screenshot(path=str(OUT / f"{name}-difference.png"))
         _texts(root, kernel)
         _geometry(root, "light")
@@ -224,6 +251,7 @@ def test_steer_panel_in_jupyterlab_and_notebook7(app, chromium_browser):
             root.screenshot(path=str(OUT / f"{name}-dark.png"))
             _set_theme(page, "light")
             _export(root, kernel, app, chromium_browser)
+            _task_vector_hover(page)
     except Exception:
         page.screenshot(path=str(OUT / f"{name}-failure.png"), full_page=True)
         raise
