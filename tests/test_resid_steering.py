@@ -39,6 +39,7 @@ def fresh(s, prompt=PROMPT, **kw):
 
 @pytest.fixture()
 def w(demo_session):
+    demo_session._last = None  # the plain analysis by a full pass (not an earlier test's prefix, equal only to ~1e-7)
     widget = ResidWidget(demo_session, PROMPT, targets=[" Bennet"])
     yield widget
     widget.close()
@@ -223,3 +224,18 @@ def test_task_vector_numbers_let_the_pointer_through(demo_session):
     tv = TaskVectorExplorer(demo_session, ["Mr. and Mrs.", "Miss Elizabeth", "Mr. Darcy"], ["a", "b", "a"])
     styles = [c.value for c in tv.children if getattr(c, "value", None) and "<style>" in str(c.value)]
     assert CLASS in tv._dom_classes and any(f".{CLASS} text.label" in s and "pointer-events: none" in s for s in styles)
+
+
+def test_jacobian_source_with_the_jacobian_lens(demo_session):
+    from resid_widgets.interventions import jacobian_direction
+
+    w = ResidWidget(demo_session, PROMPT, lens="jacobian")
+    try:
+        w.steer = {**SPEC, "source": "jacobian", "layers": [2, 1], "alpha": 2.0}
+        ref = jacobian_direction(demo_session, " Bennet", 1)  # at the first steered layer
+        d = w._steer_info["direction"]
+        assert d["source"] == "jacobian" and sorted(d["layers"]) == [1, 2]
+        np.testing.assert_array_equal(np.asarray(d["vector"], np.float32), ref.vector.numpy())
+        assert w.steered.lens == "jacobian"
+    finally:
+        w.close()
