@@ -239,3 +239,11 @@ def test_jacobian_source_with_the_jacobian_lens(demo_session):
         assert w.steered.lens == "jacobian"
     finally:
         w.close()
+
+
+def test_steer_given_to_the_constructor_is_computed(demo_session):
+    w = ResidWidget(demo_session, PROMPT, targets=[" Bennet"], steer=SPEC)
+    try:
+        assert w.steer["alpha"] == 8.0 and w.steered is not None and w._steer_meta["pair_seq"] == w._meta["seq"]
+    finally:
+        w.close()

@@ -233,6 +233,11 @@ export class SteerPanel {
     };
   }
 
+  /** The pinned cell moved: a spec that uses its position follows it (when steering is on). */
+  pinnedChanged(): void {
+    if (this.on.checked && (this.positions.value === "at" || (this.source.value === "writer" && this.writerPos.value === "at"))) this.changed();
+  }
+
   private changed(): void {
     this.showControls();
     const s = this.read();

@@ -64,7 +64,7 @@ export function diffScale(diff: LensData, m: MetricName, o: ViewOpts, base: Scal
 }
 
 /** The tooltip's steering lines: the metric at the cell before, after and their difference. */
-export function compareLines(before: LensData, after: LensData, m: MetricName, row: number, pos: number, o: ViewOpts): HTMLDivElement {
+export function compareLines(before: LensData, after: LensData, m: MetricName, row: number, pos: number, o: ViewOpts, shownAfter = false): HTMLDivElement {
   const s = metricSpec(m);
   const digits = s?.digits ?? 3;
   const b = valueAt(before, m, row, pos, o);
@@ -78,7 +78,7 @@ export function compareLines(before: LensData, after: LensData, m: MetricName, r
   return h(
     "div",
     { class: "rw-steer-tip" },
-    h("div", { class: "rw-steer-tip-title", text: `steering · ${s?.label ?? m}` }),
+    h("div", { class: "rw-steer-tip-title", text: `steering · ${s?.label ?? m}${shownAfter ? " (the lines above: the steered run)" : ""}` }),
     h("table", { class: "rw-tip-kv" }, body),
   );
 }

@@ -234,6 +234,7 @@ export class LensView {
     else this.state.selected = c;
     this.heatmap.setSelected(c);
     this.strip.setSelectedPos(c ? c.pos : null);
+    if (local) this.steer.pinnedChanged();
     this.refreshPinned();
   }
 
@@ -255,7 +256,7 @@ export class LensView {
       ? this.topk.get(d, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip())
       : ({ state: "error", message: "the list is the plain run's: switch to before" } as const);
     const info = cellInfo(shown, row, t.pos, this.state.opts, topk);
-    if (a) info.append(compareLines(d, a, this.shownMetric(), row, t.pos, this.state.opts));
+    if (a) info.append(compareLines(d, a, this.shownMetric(), row, t.pos, this.state.opts, shown === a));
     this.tooltip.show(info, t.anchor());
   }
 

@@ -130,6 +130,8 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
         if wait:
             self.layer = self.analysis.n_layers
             self._publish(self.analysis, client_seq=0)
+            if self.steer.get("on"):  # ResidWidget(..., steer={...}): the after payload too
+                self._steer_refresh()
         else:
             self._start_streaming(prompt, list(targets or []), top_k, tau)
 

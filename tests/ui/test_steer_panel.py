@@ -152,6 +152,28 @@ def _modes(root, kernel) -> None:
     assert moved[:FIRST] == before[:FIRST] and moved[FIRST:] != after[FIRST:]
 
 
+def _click_cell(root, row: int, pos: int) -> None:
+    canvas = root.locator(".rw-heatmap-canvas")
+    cw, rh = float(canvas.get_attribute("data-cell-width")), float(canvas.get_attribute("data-row-height"))
+    root.locator(".rw-heatmap-overlay").click(position={"x": pos * cw + cw / 2, "y": row * rh + rh / 2})
+
+
+def _pinned(root, kernel) -> None:
+    """Positions "the pinned position": the pinned cell's position is steered, and follows the pin."""
+    _click_cell(root, 1, 4)
+    _wait(lambda: kernel.eval("w.selected") == [1, 4], what="the pinned cell in the kernel")
+    root.locator(".rw-steer-positions").select_option("at")
+    _wait(lambda: kernel.eval("w._steer_meta.get('steer', {}).get('positions')") == [4], timeout=90, what="steering at position 4")
+    before, after = _mode(root, "before"), _mode(root, "after")
+    assert [row[:4] for row in after] == [row[:4] for row in before], "positions before the steered one changed"
+    assert [row[4:] for row in after[FIRST:]] != [row[4:] for row in before[FIRST:]]
+    _click_cell(root, 1, 6)
+    _wait(lambda: kernel.eval("w._steer_meta.get('steer', {}).get('positions')") == [6], timeout=90, what="the steer to follow the pin")
+    root.locator(".rw-steer-positions").select_option("all")
+    _wait(lambda: kernel.eval("w._steer_meta.get('steer', {}).get('positions')") is None, timeout=90, what="all positions again")
+    _click_cell(root, 1, 6)  # unpin
+
+
 def _tooltip(root, kernel, name: str) -> None:
     T = kernel.eval("w.analysis.n_tokens")
     row, pos = 3, T - 1
@@ -239,6 +261,7 @@ def test_steer_panel_in_jupyterlab_and_notebook7(app, chromium_browser):
         root = page.locator(".rw-root").first
         _steer_by_hand(root, kernel)
         _modes(root, kernel)
+        _pinned(root, kernel)
         root.screenshot(path=str(OUT / f"{name}-after.png"))
         _mode(root, "difference")
         _tooltip(root, kernel, name)
