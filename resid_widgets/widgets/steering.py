@@ -164,7 +164,7 @@ class SteeringWidget(Explorer):
         # (a shorter one drew the bar a few pixels long, its tick labels on top of each other)
         self.chart.figure.layout.height = self.chart.figure.layout.min_height = f"{8 + bottom + 330}px"
         self.chart.x_axis.label_offset = f"{int(18 + 4.6 * longest)}px"
-        what = {"before": "without steering", "after": "steered (colours: the unsteered range; beyond it, its end colours)",
+        what = {"before": "without steering", "after": "steered (on the unsteered colour range)",
                 "difference": "steered − without"}[view]
         self.chart.title = f"log p({d['token']!r}) by the lens at every row × position, {what}"
 
