@@ -105,7 +105,8 @@ class SteerPanel(t.HasTraits):
         if source in ("unembed", "jacobian") and not spec["token"]:
             raise ValueError(f"steer.token is empty: type the token whose {'unembedding' if source == 'unembed' else 'Jacobian-lens vector'} to steer along")
         if source == "jacobian" and lens != "jacobian":
-            raise ValueError("the jacobian direction source needs the widget's lens to be the Jacobian lens (lens = 'jacobian')")
+            raise ValueError("the jacobian direction source needs the widget's lens to be the Jacobian lens (lens = 'jacobian'): "
+                             "choose another direction source, or the Jacobian lens")
         if source in ("unembed", "jacobian"):
             try:
                 return unembed_direction(s, spec["token"]) if source == "unembed" else jacobian_direction(s, spec["token"], min(spec["layers"]))
