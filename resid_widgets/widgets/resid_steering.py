@@ -76,10 +76,9 @@ class SteerPanel(t.HasTraits):
         "named" source; a steering spec using that name is recomputed."""
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
             raise ValueError(f"a direction's name is text of 1 to 100 characters, got {name!r}")
-        d = as_direction(direction, name)
-        try:
-            d.check_width(self.session.d_model)
-        except ValueError as exc:
+        try:  # a wrong width, NaN / inf, norm 0, not numbers: raised here and shown in the banner, nothing else changes
+            d = as_direction(direction, name).check_width(self.session.d_model)
+        except (TypeError, ValueError) as exc:
             self._show_trait_error(str(exc))
             raise
         self._named()[name] = d
