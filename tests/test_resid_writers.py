@@ -180,6 +180,38 @@ def test_stale_seq_and_edits(demo_session):
         w.close()
 
 
+def test_a_cell_asked_while_the_lens_streams_is_answered_before_the_lens_ends(demo_session, monkeypatch):
+    """The panel streams like the lens: a cell the view asks about once a new analysis's first stage is shown is
+    answered between two lens blocks (by the streaming thread, which holds the session lock), not after the
+    whole lens has arrived; its values equal the same cell asked once the analysis is complete."""
+    w = ResidWidget(demo_session, PROMPT, targets=[" Bennet", " Darcy"])
+    try:
+        rec = Recorder(w)
+        monkeypatch.setattr(demo_session, "chunk_elements", 2 * w.analysis.n_rows * demo_session.d_vocab)  # 2 positions a block
+        send_delta, asked = w._send_delta, []
+
+        def view_asks_after_first_paint(update):
+            send_delta(update)
+            if update.stage == "begin" and not asked:  # what the browser does once it shows the first stage
+                asked.append(w._queue.seq_of(w._queue.live))
+                w._on_frontend_msg(w, {"type": "writers", "req": "v:live", "seq": asked[0], "row": 2, "pos": 1, "labels": True}, [])
+
+        monkeypatch.setattr(w, "_send_delta", view_asks_after_first_paint)
+        w.set_prompt(PROMPT + " had five daughters and one of them was")
+        w.writers.wait()
+        kinds = [(c.get("type"), c.get("stage")) for c, _ in rec.sent]
+        reply_at = next(i for i, (c, _) in enumerate(rec.sent) if c.get("req") == "v:live")
+        lens_at = [i for i, k in enumerate(kinds) if k == ("delta", "lens")]
+        assert len(lens_at) >= 3, kinds  # several lens blocks
+        assert reply_at < lens_at[-1], kinds  # answered while the lens was still arriving
+        reply, buf = rec.sent[reply_at][0], np.frombuffer(bytes(rec.sent[reply_at][1][0]), "<f4")
+        assert "error" not in reply and reply["seq"] == asked[0] == w._meta["seq"]
+        again, buf2 = rec.ask(req="v:after", seq=w._meta["seq"], row=2, pos=1)
+        assert np.array_equal(buf, buf2, equal_nan=True)
+    finally:
+        w.close()
+
+
 def test_bytes_per_cell(demo_session):
     """Added payload per cell: 4 (W + 2L) bytes of float32 plus a small JSON header, whatever the prompt's length
     (labels travel once per view). Recorded for the README; the bench model's figure is bench_attribution.py's."""

@@ -194,6 +194,7 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
                 progress(update.fraction, update.stage)
             if streaming:
                 self._send_delta(update)
+                self.writers.serve_pending()  # a pinned cell asked about this analysis: answered between blocks
             if on_begin is not None and update.stage == "begin":
                 on_begin(update.analysis)
         self._queue.store(key, update.analysis)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,7 @@ class WritersSource:
         self._label_count: dict[tuple, int] = {}  # token ids -> W (the writer index's range)
         self._keys: OrderedDict[int, tuple[Any, tuple]] = OrderedDict()  # id(analysis) -> (analysis, run key)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resid-writers")
+        self._pending: deque = deque()  # (widget, analysis, seq, ask) checked and waiting for the session lock
         self.last_job: Future | None = None
 
     # ---- computing ------------------------------------------------------------------------------
@@ -194,7 +195,26 @@ class WritersSource:
             return _send(widget, {"type": "writers", "req": req, "error": str(exc)}, [])
         if ask.seq != seq:  # about a payload no longer shown: the view drops the reply
             return _send(widget, {"type": "writers", "req": ask.req, "seq": ask.seq, "error": "that analysis is no longer shown"}, [])
-        self.last_job = self._jobs.submit(self._answer, widget, analysis, seq, ask)
+        with self._lock:
+            self._pending.append((widget, analysis, seq, ask))
+        self.last_job = self._jobs.submit(self._serve_locked)
+
+    def _serve_locked(self) -> None:
+        """The worker: take the session lock first, then answer what is still pending. While a lens stream
+        holds the lock, the streaming thread answers between its blocks (``serve_pending``) instead."""
+        with self.session._lock:
+            self.serve_pending()
+
+    def serve_pending(self) -> None:
+        """Answer the requests received so far, on the calling thread, which holds the session lock: the worker,
+        or the widget's streaming thread between two lens blocks, so that a cell pinned while a new analysis
+        streams paints before the rest of the lens has arrived (issue 21: the panel streams like the lens)."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                job = self._pending.popleft()
+            self._answer(*job)
 
     def _answer(self, widget: Any, analysis: Any, seq: int, ask: WritersAsk) -> None:
         try:
