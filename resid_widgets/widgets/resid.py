@@ -31,6 +31,7 @@ import traitlets as t
 from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.contract import Checked, ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
+from resid_widgets.payload.arrays import metric_lacking
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
 from resid_widgets.session import as_session
@@ -373,6 +374,9 @@ class ResidWidget(anywidget.AnyWidget):
         if name not in _USER_TRAITS:
             return super().__setattr__(name, value)
         try:
+            why = metric_lacking(value, self.session.lacks) if name == "metric" else None
+            if why:  # a backend without what the metric needs (a driver capturing blocks.{l}.hook_out only)
+                raise t.TraitError(f"the metric {value!r} is unavailable on this session's backend: {why}")
             super().__setattr__(name, value)
         except t.TraitError as exc:
             self._show_trait_error(str(exc))

@@ -122,10 +122,11 @@ def from_remote_bridge(bridge: Any, *, weights: Any = None) -> CapturedModel:
             "directory for the lens readout, Session(bridge, weights='/path/to/model') (only the final norm and the "
             "unembedding are read)"
         )
+    pos = getattr(bridge.adapter.component_mapping.get("pos_embed"), "name", None)  # GPT-2's learned positions
     if isinstance(weights, (str, os.PathLike)):
-        tensors = tensors_from_checkpoint(weights, *paths)
+        tensors = tensors_from_checkpoint(weights, *paths, pos_path=pos)
     else:
-        tensors = tensors_from_state(weights, *paths)
+        tensors = tensors_from_state(weights, *paths, pos_path=pos)
     name = getattr(bridge.cfg, "model_name", None) or getattr(driver, "architecture", "remote model")
     return CapturedModel(bridge, tensors, kind="driver", name=f"{name} (driver)")
 
