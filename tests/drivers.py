@@ -14,7 +14,8 @@ blocks). ``bytes_sent`` counts every tensor ``forward`` returns.
 ``HookDriver(path, hooks="hook_out")`` serves what vLLM's stock decoder-only overlay captures without
 the sublayer outputs: ``embed.hook_out``, ``blocks.{l}.hook_out`` and ``ln_final.hook_normalized``
 (the final norm's output before its weight, as TransformerLens names it; ``ln_final=False``: a driver
-that cannot give it). No ``blocks.{l}.hook_in``: vLLM never materialises a block's input.
+that cannot give it). No ``blocks.{l}.hook_in``: vLLM never materialises a block's input
+(``extra_hooks=("blocks.0.hook_in",)`` adds it: a driver that does).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class HookDriver:
     _supported_features = frozenset({"state_dict"})
 
     def __init__(self, path, *, fail: Callable[[int], Exception | None] | None = None, serve_weights: bool = True, dtype=torch.float32,
-                 hooks: str = "all", ln_final: bool = True):
+                 hooks: str = "all", ln_final: bool = True, extra_hooks: tuple[str, ...] = ()):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
         from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf, configure_tokenizer
@@ -57,7 +58,7 @@ class HookDriver:
                 names |= {f"blocks.{l}.hook_in", f"blocks.{l}.hook_out"} | {f"blocks.{l}.{sub}.hook_out" for sub in self._sub}
         else:
             raise ValueError(f"hooks must be 'all' or 'hook_out', got {hooks!r}")
-        self.supported_hook_points = frozenset(names)
+        self.supported_hook_points = frozenset(names | set(extra_hooks))
         self.serve_weights = serve_weights
         self.fail = fail  # called with the call number; an exception it returns is raised (a lost connection)
         self.calls = 0

@@ -6,13 +6,14 @@ backend                    computes                                      refuses
 ``local``                  everything
 ``device_map``, ``driver``  every heatmap metric and the additivity       interventions, attribution,
                            check; batches; loaded Jacobian / tuned       Jacobian-lens fitting,
-                           lenses                                        generation
+                           lenses; tuned-lens training                   generation
 ``driver (hook_out only)``  what needs only the residual rows: lens       the same, and the metrics whose
                            top-k, ranks, probabilities, logit            ``needs`` is ``sublayers``
                            differences, KL, entropy, projection %,       (attention-out / MLP-out norms)
                            residual norms                                and the additivity check
 ``nnsight``                the logit lens and every metric, read out     the same as a driver, and
-                           inside the trace                              loaded lenses and batches
+                           inside the trace                              loaded lenses, batches and
+                                                                         tuned-lens training
 =========================  ============================================  ================================
 
 A backend that lacks something says so in ``model.lacks`` ({need: reason}, the needs of
@@ -48,9 +49,13 @@ FEATURES: dict[str, str] = {
                      "or nnsight model is read through captures here)",
     "attribution": "attribution reads every head's and neuron's output and the model's weights",
     "jacobian_fit": "fitting a Jacobian lens needs a backward pass through the model",
-    "tuned_fit": "training a tuned lens needs the model's activations on many prompts at once",
+    "tuned_fit": "training a tuned lens reads the residual rows, which never leave an nnsight trace here",
     "generation": "generation runs the model token by token",
 }
+
+
+#: features some non-local backends do offer (a tuned lens trains on the rows a driver or device map returns)
+OFFERED_BY: dict[str, tuple[str, ...]] = {"tuned_fit": ("device_map", "driver", "device_map (hook_out only)", "driver (hook_out only)")}
 
 
 class BackendUnavailable(NotImplementedError):
@@ -76,7 +81,7 @@ def require(session: Any, feature: str) -> None:
     """Raise ``BackendUnavailable`` naming the backend when ``session``'s backend cannot do ``feature``."""
     model = getattr(session, "model", session)
     label = backend_label(model)
-    if label == "local":
+    if label == "local" or label in OFFERED_BY.get(feature, ()):
         return
     name = getattr(session, "name", None) or getattr(getattr(model, "cfg", None), "model_name", "the model")
     raise BackendUnavailable(
