@@ -386,3 +386,32 @@ def test_remote_backends_refuse_what_needs_the_model_here_naming_the_backend(fam
     n = nnsight_session(path)
     with pytest.raises(BackendUnavailable, match="tuned fit is not available on the nnsight backend"):
         n.fit_lens("tuned", [PROBE_IDS], steps=2)
+
+
+def test_widget_shows_remote_stages_and_keeps_its_view_when_the_connection_is_lost(family_dir):
+    """ResidWidget on a driver: the ``stage`` trait (the header's status text) goes running -> reading out ->
+    '' during an edit; a lost connection is a clear error in the banner, the view (payload, analysis) is kept,
+    and the next edit works."""
+    from resid_widgets import ResidWidget
+
+    lost = {"on": False}
+    bridge, driver = remote_bridge(family_dir("llama"), fail=lambda n: ConnectionError("connection reset by peer") if lost["on"] else None)
+    w = ResidWidget(Session(bridge), "The capital of France is")
+    stages = []
+    w.observe(lambda ch: stages.append(ch["new"]), names="stage")
+    w._on_frontend_msg(w, {"type": "edit", "seq": 1, "changes": {"prompt": "The capital of France is Paris"}}, [])
+    w.wait()
+    assert stages == ["running", "reading out", ""] and w.stage == "" and w.error == ""
+    meta, payload, analysis = w._meta, w._payload, w.analysis
+    lost["on"] = True
+    stages.clear()
+    w._on_frontend_msg(w, {"type": "edit", "seq": 2, "changes": {"prompt": "The capital of"}}, [])
+    w.wait()
+    assert "RemoteError" in w.error and "connection reset by peer" in w.error and "try again" in w.error
+    assert w._meta is meta and w._payload is payload and w.analysis is analysis and w.prompt == "The capital of France is Paris"
+    assert stages == ["running", ""] and w.status == "idle"
+    lost["on"] = False
+    w._on_frontend_msg(w, {"type": "edit", "seq": 3, "changes": {"prompt": "The capital of"}}, [])
+    w.wait()
+    assert w.error == "" and w.prompt == "The capital of" and w._meta["client_seq"] == 3
+    w.close()

@@ -67,6 +67,26 @@ def test_unavailable_metrics_are_greyed_with_the_reason(chromium_browser, fronte
         page.close()
 
 
+
+def test_remote_stage_shows_in_the_status(chromium_browser, frontend_bundle):
+    """The ``stage`` trait (queued on NDIF, running, reading out) is the status text while Python computes."""
+    page = open_widget(chromium_browser, frontend_bundle)
+    try:
+        text = lambda: page.eval_on_selector(".rw-status", "e => e.hidden ? null : e.innerText.trim()")  # noqa: E731
+        assert text() is None
+        page.evaluate("() => { py.set('status', 'computing'); py.set('progress', 0); py.set('stage', 'queued'); }")
+        assert text() == "queued…"
+        page.evaluate("() => { py.set('stage', 'reading out'); py.set('progress', 0.4); }")
+        assert text() == "reading out… 40%"
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.locator(".rw-header").screenshot(path=str(OUT / "stage.png"))
+        page.evaluate("() => { py.set('stage', ''); }")
+        assert text() == "computing… 40%"
+        page.evaluate("() => { py.set('status', 'idle'); }")
+        assert text() is None and page.page_errors == []  # type: ignore[attr-defined]
+    finally:
+        page.close()
+
 NOTEBOOK = "hook_out.ipynb"
 CELL = (
     f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"

@@ -33,6 +33,9 @@ import torch
 
 from resid_widgets.session.backends.captured import CapturedModel, RemoteError
 
+#: what a backend that runs elsewhere reports while an analysis waits on it (ResidWidget's ``stage`` trait)
+REMOTE_STAGES = ("queued", "running", "reading out")
+
 #: the ``Session(...)`` keywords that choose or configure a backend
 OPTIONS = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype", "weights", "remote")
 
@@ -148,5 +151,5 @@ def _execution_device(module: Any) -> torch.device:
     return p.device if p is not None and p.device.type != "meta" else torch.device("cpu")
 
 
-__all__ = ["CapturedModel", "OPTIONS", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_nnsight_model",
+__all__ = ["CapturedModel", "OPTIONS", "REMOTE_STAGES", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_nnsight_model",
            "is_remote_bridge", "stages", "wants_device_map"]
