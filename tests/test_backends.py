@@ -415,3 +415,67 @@ def test_widget_shows_remote_stages_and_keeps_its_view_when_the_connection_is_lo
     w.wait()
     assert w.error == "" and w.prompt == "The capital of" and w._meta["client_seq"] == 3
     w.close()
+
+
+class _FakeNDIF:
+    """NDIF's two doors, replaced: the /subscribe websocket (a session id, then the job's status updates) and
+    the POST /request (``post_status``: the HTTP status it answers with)."""
+
+    def __init__(self, monkeypatch, *, post_status=200, updates=(), connect_error=None):
+        import httpx
+        import websocket
+        from nnsight.schema.response import ResponseModel
+
+        self.messages = ['{"session_id": "s1"}'] + [ResponseModel(id="job1", status=st, description=d).model_dump_json() for st, d in updates]
+        self.posts = 0
+
+        def connect(url, header=None):
+            if connect_error is not None:
+                raise connect_error
+            return self
+
+        def post(client, url, **kwargs):
+            self.posts += 1
+            body = {"id": "job1", "status": "RECEIVED", "description": ""} if post_status == 200 else {"detail": "invalid API key"}
+            return httpx.Response(post_status, json=body, request=httpx.Request("POST", url))
+
+        monkeypatch.setattr(websocket, "create_connection", connect)
+        monkeypatch.setattr(httpx.Client, "post", post)
+
+    def recv(self):
+        return self.messages.pop(0)
+
+    def settimeout(self, t):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_ndif_stages_refusals_and_lost_connections_are_clear_and_keep_the_session(family_dir, monkeypatch):
+    """``remote=True`` through nnsight's own NDIF backend (host and key from nnsight's configuration), the
+    server replaced: its status updates reach the progress stages; a refused request (HTTP 401), a job that
+    fails on the server and an unreachable server are a ``RemoteError`` in one clear message (the widget then
+    keeps its view: test_widget_shows_remote_stages_...), and the model is left as it was."""
+    from resid_widgets.session.backends import RemoteError
+
+    path = family_dir("llama")
+    local = nnsight_session(path)
+    shown = local.analyze(PROBE_IDS)
+    s = Session(local.model.lm, remote=True)
+    with pytest.raises(ValueError, match="NDIF runs models it hosts, named as on the Hugging Face hub"):
+        s.analyze(PROBE_IDS)  # a local directory has no hub name
+    monkeypatch.setattr(s.model.lm, "_remoteable_model_key", lambda: "test-org/llama-shaped")
+    seen = []
+    fake = _FakeNDIF(monkeypatch, updates=[("QUEUED", ""), ("RUNNING", ""), ("ERROR", "CUDA out of memory")])
+    with pytest.raises(RemoteError, match="NDIF refused or failed the request: CUDA out of memory; nothing was changed"):
+        s.analyze(PROBE_IDS, progress=lambda f, stage: seen.append(stage))
+    assert seen == ["forward pass", "queued", "running"] and fake.posts == 1
+    _FakeNDIF(monkeypatch, post_status=401)
+    with pytest.raises(RemoteError, match="NDIF refused or failed the request: Failed to send request: invalid API key"):
+        s.analyze(PROBE_IDS)
+    _FakeNDIF(monkeypatch, connect_error=ConnectionRefusedError(111, "Connection refused"))
+    with pytest.raises(RemoteError, match=r"the nnsight trace failed \(ConnectionRefusedError: .*Connection refused\).*try again"):
+        s.analyze(PROBE_IDS)
+    assert s.model.bytes_moved == 0  # nothing came back, nothing was half-read
+    assert_same(local.analyze(PROBE_IDS), shown)  # the model and its session are as they were
