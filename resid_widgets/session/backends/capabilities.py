@@ -1,20 +1,14 @@
 """What each backend can compute, and a clear error naming the backend for what it cannot.
 
-=========================  ============================================  ================================
-backend                    computes                                      refuses (``BackendUnavailable``)
-=========================  ============================================  ================================
-``local``                  everything
-``device_map``, ``driver``  every heatmap metric and the additivity       interventions, attribution,
-                           check; batches; loaded Jacobian / tuned       Jacobian-lens fitting,
-                           lenses; tuned-lens training                   generation
-``driver (hook_out only)``  what needs only the residual rows: lens       the same, and the metrics whose
-                           top-k, ranks, probabilities, logit            ``needs`` is ``sublayers``
-                           differences, KL, entropy, projection %,       (attention-out / MLP-out norms)
-                           residual norms                                and the additivity check
-``nnsight``                the logit lens and every metric, read out     the same as a driver, and
-                           inside the trace                              loaded lenses, batches and
-                                                                         tuned-lens training
-=========================  ============================================  ================================
+* ``local``: everything.
+* ``device_map``, ``driver``: every heatmap metric and the additivity check, batches, loaded Jacobian /
+  tuned lenses, tuned-lens training. Refused: interventions, attribution, Jacobian-lens fitting,
+  generation.
+* ``driver (hook_out only)``: what needs only the residual rows (lens top-k, ranks, probabilities, logit
+  differences, KL, entropy, projection %, residual norms, and the above). Also unavailable: the metrics
+  whose ``needs`` is ``sublayers`` (attention-out / MLP-out norms) and the additivity check.
+* ``nnsight``: the logit lens and every metric, read out inside the trace. Refused: as a driver, and
+  loaded lenses, batches and tuned-lens training (the rows never leave the trace).
 
 A backend that lacks something says so in ``model.lacks`` ({need: reason}, the needs of
 ``protocol.json`` metrics); ``Session.info()`` and every ``Analysis.info`` carry it as ``lacks``, the payload
@@ -55,7 +49,7 @@ FEATURES: dict[str, str] = {
 
 
 #: features some non-local backends do offer (a tuned lens trains on the rows a driver or device map returns)
-OFFERED_BY: dict[str, tuple[str, ...]] = {"tuned_fit": ("device_map", "driver", "device_map (hook_out only)", "driver (hook_out only)")}
+OFFERED_BY: dict[str, tuple[str, ...]] = {"tuned_fit": ("device_map", "driver", "driver (hook_out only)")}
 
 
 class BackendUnavailable(NotImplementedError):
@@ -88,11 +82,6 @@ def require(session: Any, feature: str) -> None:
         f"{feature.replace('_', ' ')} is not available on the {label} backend ({name}): {FEATURES[feature]}; "
         "load the model locally (Session(path)) for it"
     )
-
-
-def metric_unavailable(need: str, info: dict) -> str | None:
-    """Why a metric whose ``needs`` is ``need`` cannot be shown for an analysis with ``info`` (None: it can)."""
-    return (info.get("lacks") or {}).get(need)
 
 
 # ---- hook_out-only capture ----------------------------------------------------------------------
@@ -169,5 +158,4 @@ def sublayer_parts(cache: dict, n_layers: int, n_tokens: int, *, parallel: bool,
     return attn, mlp, keys, diff, scale
 
 
-__all__ = ["BackendUnavailable", "FEATURES", "SUBLAYERS", "backend_label", "capture_plan", "lacks", "metric_unavailable",
-           "needed_hooks", "require", "row_zero", "rows_only_cache", "sublayer_parts"]
+__all__ = ["BackendUnavailable", "FEATURES", "SUBLAYERS", "backend_label", "capture_plan", "lacks", "needed_hooks", "require", "row_zero", "rows_only_cache", "sublayer_parts"]
