@@ -337,6 +337,10 @@ def test_hook_out_only_in_the_cli_and_the_widget(family_dir):
     assert out["additivity"]["holds"] is None
     json_text = __import__("json").dumps(out, allow_nan=False)  # no NaN written as a number
     assert "resid_norm" in json_text
+    from resid_widgets.analyses.workflows import contribution_workflow
+
+    with pytest.raises(ValueError, match=r"attention / MLP output norms are unavailable on the driver \(hook_out only\) backend"):
+        contribution_workflow([a], exclude_bos=True, bins=10, prompt_index=0, layer=0)  # ContributionExplorer's numbers
     w = ResidWidget(s, "The capital of France is")
     with pytest.raises(traitlets.TraitError, match="unavailable on this session's backend: the driver"):
         w.metric = "attn_norm"
