@@ -111,7 +111,7 @@ def test_driver_remote_bridge_equals_plain(key, family_dir, plain):
     assert_same(a, ref)
     # what crossed: the residual captures only (1 + 3 per layer tensors of [T, d_model] float32), no logits
     T, L, d = len(a.tokens), s.n_layers, s.d_model
-    assert driver.bytes_sent == s.model.bytes_moved == (1 + 3 * L) * T * d * 4
+    assert driver.bytes_sent == s.model.bytes_moved == a.info["bytes_from_engine"] == (1 + 3 * L) * T * d * 4
     # Gemma-2 (soft-capped, sandwich norms): the post-norms' outputs are what a block adds
 
 
@@ -302,7 +302,7 @@ def test_hook_out_only_driver_equals_plain_on_the_rows(key, ln_final, family_dir
     assert_same(a, ref, fields=ROW_FIELDS)
     # bytes moved: row 0 (embed.hook_out) and one hook_out per layer, [T, d_model] float32 each, no logits
     T, L, d = len(a.tokens), s.n_layers, s.d_model
-    assert driver.bytes_sent == s.model.bytes_moved == (1 + L) * T * d * 4
+    assert driver.bytes_sent == s.model.bytes_moved == a.info["bytes_from_engine"] == (1 + L) * T * d * 4
     # what needs the sublayers is marked, never zeros or numbers
     why = s.lacks["sublayers"]
     assert "driver (hook_out only)" in why and a.info["backend"] == "driver (hook_out only)" and a.info["lacks"] == s.lacks

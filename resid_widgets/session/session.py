@@ -421,6 +421,8 @@ class Session(WeightsGuard, Prompts):
             base_key = last.readout_key if base is not None and last.lens_key == lens_key else None
             for update in run_stages(acts, req, ctx, base=base, base_key=base_key, view=view):
                 if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
+                    if getattr(self.model, "remote", False):  # a driver: what its engine sent back (reported)
+                        update.analysis.info["bytes_from_engine"] = int(self.model.last_bytes)
                     self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key, iv)
                 elif update.stage == "done":
                     self._last.readout_key = req.readout_key()
