@@ -358,6 +358,8 @@ def test_rows_only_row_zero_needs_the_position_embedding(family_dir, plain):
     state = {k: v for k, v in driver.state_dict().items() if "wpe" not in k}
     with pytest.raises(ValueError, match="row 0 .* cannot be formed"):
         Session(bridge, weights=state)
+    from_dir = Session(remote_bridge(path, hooks="hook_out", serve_weights=False)[0], weights=str(path))  # wpe from safetensors
+    assert_same(from_dir.analyze(PROBE_IDS, targets=TARGETS), plain("gpt2"), fields=ROW_FIELDS)
     bridge, driver = remote_bridge(path, hooks="hook_out", extra_hooks=("blocks.0.hook_in",))  # row 0 from the block's input
     s = Session(bridge, weights=state)
     assert_same(s.analyze(PROBE_IDS, targets=TARGETS), plain("gpt2"), fields=ROW_FIELDS)
