@@ -95,7 +95,9 @@ class RandomJacobianLens:
         self.A = torch.eye(d_model) + torch.randn(n_rows, d_model, d_model, generator=g) / d_model**0.5 * 0.1
 
     def transform_rows(self, resid: torch.Tensor, rows) -> torch.Tensor:
-        return torch.bmm(resid, self.A[list(rows)].to(resid.device))  # [r, P, d] @ [r, d, d]
+        if self.A.device != resid.device:  # once: a lens lives on the model's device (1B shape: 285 MB)
+            self.A = self.A.to(resid.device)
+        return torch.bmm(resid, self.A[list(rows)])  # [r, P, d] @ [r, d, d]
 
 
 def floor_gemm(W_U: torch.Tensor, cells: int, chunk_elements: int = CHUNK_ELEMENTS):
@@ -196,6 +198,14 @@ def measure(session, n: int, rng, repeats: int, lens) -> dict:
         "goals_met_fastest": goals_met(n, ratios_best),
         "rounds": rounds,
     }
+
+
+def model_label(model_dir: Path) -> str:
+    """What the model is: the bench model's own label, else the directory's architecture."""
+    if Path(model_dir).resolve() == MODEL_DIR.resolve():
+        return "transformers.GPT2Config() defaults, random weights"
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return f"{cfg.get('architectures', ['?'])[0]} from {Path(model_dir).name}, random weights"
 
 
 def timeit(fn) -> float:
@@ -328,13 +338,14 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
             "torch": torch.__version__,
             "transformer_lens": version("transformer-lens"),
             "transformers": version("transformers"),
             "load_before": load_before,
             "load_after": [round(x, 2) for x in os.getloadavg()],
         },
-        "model": {"config": "transformers.GPT2Config() defaults, random weights", "n_layers": session.n_layers,
+        "model": {"config": model_label(model_dir), "n_layers": session.n_layers,
                   "d_model": session.d_model, "d_vocab": session.d_vocab, "n_ctx": session.n_ctx},
         "top_k": TOP_K,
         "targets": TARGETS,

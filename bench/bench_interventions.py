@@ -20,6 +20,15 @@ ratios are medians of per-round ratios, and ``ratios_of_fastest`` divides the fa
   slider_s          at 1,024 tokens, Steer(positions=[T - 16]) with a new alpha after one with another alpha:
                     the prefix before the steered position is reused (forward of 16 positions, 16 read out)
   slider_full_s     the same analysis with no prefix reuse
+  widget_slider_s   the widget path: ResidWidget's steering panel (``w.steer``, a named direction at layer 6 from
+                    position T - 16 on) with a new α on a 1,024-token prompt: the plain analysis is the widget's
+                    cached one, the steered one reuses the session's prefix before position T - 16; includes
+                    encoding and publishing both payloads
+  widget_full_s     a full plain analysis of that prompt (Session.analyze, no prefix reuse)
+  widget_slider_over_full        widget_slider_s / widget_full_s
+  payload_bytes / steer_payload_bytes   the plain and the after payload at 1,024 tokens (steering on: both synced)
+
+    python bench/bench_interventions.py --widget-only     # just the widget figures
 """
 
 from __future__ import annotations
@@ -154,6 +163,27 @@ def slider_figures(session, rng, n: int = 1024) -> dict:
     return {"slider_s": slider, "slider_full_s": full, "slider_tokens": n}
 
 
+def widget_slider_figures(session, n: int = 1024) -> dict:
+    """The α slider through ResidWidget's steering panel (the edit path the browser uses, from Python)."""
+    from resid_widgets import ResidWidget
+
+    # bench.py's tokenizer has one word per id ("w300"); the text's ids are read back, whatever they are
+    text = " ".join(session.tokenizer.decode([300 + i]) for i in range(n - 1))
+    T = len(session.to_token_ids(text)[0])
+    w = ResidWidget(session, text, top_k=10)
+    w.add_direction("v", torch.randn(session.d_model, generator=torch.Generator().manual_seed(2)))
+    spec = {"on": True, "source": "named", "name": "v", "layers": [6], "positions": "from", "position": T - 16}
+    w.steer = {**spec, "alpha": 1.0}
+    w.steer = {**spec, "alpha": 1.5}  # the session's first prefix reuse is checked once
+    moved = timeit(lambda: setattr(w, "steer", {**spec, "alpha": 2.0}), "widget slider")
+    session._last = None
+    full = timeit(lambda: session.analyze(text, top_k=10), "widget full")
+    out = {"widget_slider_s": moved, "widget_full_s": full, "widget_tokens": T,
+           "payload_bytes": len(w._payload), "steer_payload_bytes": len(w._steer_payload)}
+    w.close()
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, no 1,024-token slider figure")
@@ -163,13 +193,20 @@ def main(argv=None) -> int:
     parser.add_argument("--patch-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--d-model", type=int, default=256, help="768: GPT-2 small (bench.py's model)")
+    parser.add_argument("--widget-only", action="store_true", help="only the widget's α slider figures")
     args = parser.parse_args(argv)
     from resid_widgets import Session
 
     torch.manual_seed(0)
     session = Session(str(model_dir(args.d_model)), device=args.device)
-    out = measure(session, view_tokens=args.view_tokens, patch_tokens=args.patch_tokens,
-                  repeats=1 if args.quick else args.repeats, slider=not args.quick)
+    if args.widget_only:
+        out = {}
+    else:
+        out = measure(session, view_tokens=args.view_tokens, patch_tokens=args.patch_tokens,
+                      repeats=1 if args.quick else args.repeats, slider=not args.quick)
+    if not args.quick:
+        out.update(widget_slider_figures(session))
+        out.setdefault("ratios", {})["widget_slider_over_full"] = out["widget_slider_s"] / out["widget_full_s"]
     out["d_model"], out["n_layers"] = session.d_model, session.n_layers
     out["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "device": args.device}

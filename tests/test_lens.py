@@ -118,6 +118,14 @@ def test_block_readout_against_numpy(softcap):
     q_top1 = q[:, 0].argmax(-1)
     thr = np.take_along_axis(z, np.broadcast_to(q_top1[:, None, None], (P, rows, 1)), -1)
     np.testing.assert_array_equal(got["final_rank"], (z > thr).sum(-1))
+    # the statistics' pass size (cache-sized on a CPU, the whole chunk on an accelerator) changes nothing
+    for sub in (rows * V, 10**9):
+        other = read_block(x, readout, top_k=5, target_ids=[3, 7], reference=Reference.from_logits(out_logits), chunk_elements=V * rows * 4, sub_block_elements=sub)
+        for field, value in got.items():
+            if value.dtype.kind in "iu":  # ids and ranks exactly; floats to float32 rounding (batched sums)
+                np.testing.assert_array_equal(other[field], value, err_msg=f"{field} with {sub} logits per pass")
+            else:
+                np.testing.assert_allclose(other[field], value, rtol=1e-6, atol=1e-6, err_msg=f"{field} with {sub} logits per pass")
     known = read_block(x, readout, top_k=5, target_ids=[3, 7], known_logits=torch.from_numpy(z).float())
     for field in ("top_ids", "top_probs", "log_norm", "target_logits", "target_ranks", "entropy"):
         np.testing.assert_allclose(known[field], got[field], rtol=1e-5, atol=1e-6)

@@ -59,6 +59,32 @@ def test_middle_layer_scaled_through_data_is_not_reused_by_an_edit(hf_session):
         p[name].data.div_(3)
 
 
+def test_a_buffer_edited_in_place_changes_the_key_and_the_widget_view(demo_session):
+    """b_U is a buffer of a compatibility-mode bridge (not a parameter): editing it must not leave the widget's
+    cached analysis (keyed on the weights) stale."""
+    from resid_widgets import ResidWidget
+
+    s = demo_session
+    bu = s.model.b_U
+    assert not any(bu is p for p in s.model.parameters()) and any(bu is b for b in s.model.buffers())
+    w = ResidWidget(s, "The capital of France is", top_k=3)
+    before, key = w.analysis.top_probs.copy(), s._params_key()
+    saved = bu.detach().clone()
+    try:
+        with s.editing():
+            bu[w.analysis.top_ids[1, -1, 1]] += 5.0  # lift row 1's second choice at the last position
+        assert s._params_key() != key
+        w.set_prompt("The capital of Spain is")
+        w.set_prompt("The capital of France is")  # cached for the old weights: must be recomputed
+        fresh = Session(s.model).analyze("The capital of France is", top_k=3)
+        np.testing.assert_allclose(w.analysis.top_probs, fresh.top_probs, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(w.analysis.top_probs, before)
+    finally:
+        with s.editing():
+            bu.copy_(saved)
+        w.close()
+
+
 def test_numpy_view_edit_and_swap_change_the_fingerprint():
     t = torch.randn(3, 5000)
     base = fingerprint.digest(t)

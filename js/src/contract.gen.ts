@@ -42,4 +42,12 @@ export interface WidgetModel {
   _meta: Record<string, unknown>;
   /** _payload (Python only) */
   _payload: DataView | ArrayBuffer | null;
+  /** the steering panel: {} or a steering spec (fields below; missing ones take their defaults); on: the after payload is computed */
+  steer: Record<string, unknown>;
+  /** header of the steered (after) payload: the same codec as _meta, plus pair_seq (the _meta seq it belongs to) and steer (what ran) (Python only) */
+  _steer_meta: Record<string, unknown>;
+  /** the steered (after) payload: the same arrays as _payload (Python only) */
+  _steer_payload: DataView | ArrayBuffer | null;
+  /** the steering panel's data: directions (registered names), direction (what ran, with its vector), continuation {before, after} (Python only) */
+  _steer_info: Record<string, unknown>;
 }

@@ -100,6 +100,19 @@ export class PendingEdits {
     this.onChange();
   }
 
+  /** Changes from outside the editor (the steering panel's `steer`), sent now as one edit (the caller
+   *  debounces); acknowledged like the others. */
+  sendChanges(changes: Record<string, unknown>): void {
+    if (this.model.get("_static")) return;
+    this.seq += 1;
+    this.awaiting = true;
+    this.quiet = false;
+    this.safety.call();
+    const win = this.window();
+    this.model.send({ type: "edit", view: this.viewId, seq: this.seq, changes, ...(win ? { window: win } : {}) });
+    this.onChange();
+  }
+
   /** A custom message from Python; true when it was an edit acknowledgement (of any view). */
   handle(msg: unknown): boolean {
     const m = msg as { type?: unknown; view?: unknown; seq?: unknown } | null;

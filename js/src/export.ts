@@ -61,6 +61,14 @@ async function boot(app: HTMLElement): Promise<void> {
   state._meta = read("rw-meta");
   state._payload = new DataView(bytes.buffer);
   state._static = true;
+  if (typeof state._steer_payload_b64 === "string") {
+    // the steering panel's after payload (ResidWidget.save_html): bytes, like _payload
+    const after = atob(state._steer_payload_b64);
+    const buf = new Uint8Array(after.length);
+    for (let i = 0; i < after.length; i++) buf[i] = after.charCodeAt(i);
+    state._steer_payload = new DataView(buf.buffer);
+    delete state._steer_payload_b64;
+  }
   const widget = (await importBundle(esm)).default;
   const model = new StaticModel(state);
   if (typeof widget.initialize === "function") await widget.initialize({ model });

@@ -13,6 +13,9 @@ import { TRAITS } from "./protocol";
 import { TokenStrip } from "./tokens";
 import { Tooltip, cellInfo } from "./tooltip";
 import { HOVER_DWELL_MS, TopKSource } from "./topk";
+import { SteerPanel, type SteerSpec } from "./steer";
+import { compareLines, diffData, diffScale } from "./steerdata";
+import type { Scale } from "./metrics";
 import type { ViewState } from "./viewstate";
 
 export interface ViewHooks {
@@ -22,6 +25,8 @@ export interface ViewHooks {
   editCommit(): void;
   /** the view failed locally (decode, PNG): show this in the error banner */
   localError(msg: string): void;
+  /** the steering panel's spec, to send as an edit (debounced by the panel) */
+  steerSend(spec: SteerSpec): void;
 }
 
 export class LensView {
@@ -33,6 +38,9 @@ export class LensView {
   readonly heatmap: Heatmap;
   readonly legend = new Legend();
   readonly tooltip: Tooltip;
+  readonly steer: SteerPanel;
+  /** the steered run paired with `data` (the steering panel's after payload), or null */
+  after: LensData | null = null;
   private readonly pinned = h("div", { class: "rw-pinned", hidden: true, "aria-live": "polite" });
   private readonly empty = h("div", { class: "rw-empty", text: "No lens computed yet." });
   private readonly body: HTMLDivElement;
@@ -82,9 +90,16 @@ export class LensView {
         this.strip.setWindow(first, last);
       },
     });
+    this.steer = new SteerPanel({
+      send: (spec) => hooks.steerSend(spec),
+      mode: () => this.redraw(true),
+      pinned: () => this.state.selected?.pos ?? null,
+      lens: () => this.data?.meta.lens ?? "logit",
+    });
+    this.toolbar.el.append(this.steer.toggle);
     // the tooltip never covers the editor and the toolbar
     this.tooltip = new Tooltip(this.root, () => this.toolbar.el.getBoundingClientRect().bottom);
-    this.body = h("div", { class: "rw-body", hidden: true }, this.toolbar.el, this.strip.el, this.heatmap.el, this.legend.el, this.pinned);
+    this.body = h("div", { class: "rw-body", hidden: true }, this.toolbar.el, this.steer.el, this.strip.el, this.steer.switcher, this.heatmap.el, this.legend.el, this.pinned);
     this.root.append(this.header.el, this.header.errorBox, this.editor.el, this.empty, this.body, this.tooltip.el);
   }
 
@@ -94,6 +109,7 @@ export class LensView {
   applyPayload(d: LensData, modelLayer: number): void {
     const st = this.state;
     this.data = d;
+    if (this.after && this.after.meta.seq !== d.meta.seq) this.setAfter(null, false); // it belonged to the payload before
     if (!st.tauPending()) st.opts.tauIdx = null;
     st.opts.target = Math.min(st.opts.target, Math.max(0, d.nTargets - 1));
     this.header.setData(d);
@@ -128,14 +144,36 @@ export class LensView {
     return available(d, TRAITS.metric.default) ? TRAITS.metric.default : METRICS[0].name;
   }
 
-  private redraw(): void {
+  /** The steered run paired with the shown payload (null: none); the before | after | difference switch shows with it. */
+  setAfter(a: LensData | null, draw = true): void {
+    this.after = a;
+    this.steer.showSwitch(!!a);
+    if (draw) this.redraw(true);
+  }
+
+  /** What the heatmap shows: the plain run, the steered one (on the plain run's scale, so rows the steering
+   *  cannot reach keep their colours), or after − before on a diverging scale. */
+  private frame(m: MetricName, base: Scale): { d: LensData; s: Scale } {
+    const d = this.data!;
+    const a = this.after;
+    const mode = a ? this.steer.mode : "before";
+    this.root.dataset.steer = a ? mode : "none";
+    if (!a || mode === "before") return { d, s: base };
+    if (mode === "after") return { d: a, s: base };
+    const diff = diffData(d, a, m);
+    return { d: diff, s: diffScale(diff, m, this.state.opts, base) };
+  }
+
+  private redraw(tip = false): void {
     const d = this.data;
     if (!d) return;
     const st = this.state;
     const m = this.shownMetric();
     const s = scaleFor(d, m, st.opts);
-    this.heatmap.setData(d, m, st.opts, s);
-    this.legend.set(m, s);
+    const shown = this.frame(m, s);
+    this.heatmap.setData(shown.d, m, st.opts, shown.s);
+    this.legend.set(m, shown.s);
+    if (tip) this.refreshTip();
     this.strip.setColouring(m, st.opts, s, metricSpec(m)?.label ?? m);
     this.toolbar.showMetric(m, this.showTarget(), st.opts.target);
   }
@@ -196,6 +234,7 @@ export class LensView {
     else this.state.selected = c;
     this.heatmap.setSelected(c);
     this.strip.setSelectedPos(c ? c.pos : null);
+    if (local) this.steer.pinnedChanged();
     this.refreshPinned();
   }
 
@@ -211,8 +250,14 @@ export class LensView {
     if (!t || !d || t.pos >= d.T) return this.hideTip();
     const row = t.row ?? this.state.layer;
     if (row >= d.R) return this.hideTip();
-    const topk = this.topk.get(d, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip());
-    this.tooltip.show(cellInfo(d, row, t.pos, this.state.opts, topk), t.anchor());
+    const a = this.after;
+    const shown = a && this.steer.mode !== "before" ? a : d;
+    const topk = shown === d
+      ? this.topk.get(d, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip())
+      : ({ state: "error", message: "the list is the plain run's: switch to before" } as const);
+    const info = cellInfo(shown, row, t.pos, this.state.opts, topk);
+    if (a) info.append(compareLines(d, a, this.shownMetric(), row, t.pos, this.state.opts, shown === a));
+    this.tooltip.show(info, t.anchor());
   }
 
   private hideTip(): void {
@@ -246,6 +291,7 @@ export class LensView {
     this.root.classList.toggle("rw-static", on);
     this.header.setStatic(on);
     this.editor.setStatic(on);
+    this.steer.setStatic(on);
   }
 
   setEditorValues(v: EditValues): void {
@@ -271,6 +317,7 @@ export class LensView {
 
   dispose(): void {
     this.topk.cancel();
+    this.steer.dispose();
     this.heatmap.dispose();
     this.strip.dispose();
     this.root.remove();

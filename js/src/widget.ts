@@ -17,6 +17,8 @@ import { watchTheme } from "./theme";
 import { TopKSource } from "./topk";
 import { StreamMerger, isDelta, type Wire } from "./stream";
 import { LensView } from "./view";
+import { decodeAfter } from "./steerdata";
+import type { SteerInfo } from "./steer";
 import { ViewState } from "./viewstate";
 
 export type { AnyModel } from "./model";
@@ -44,6 +46,7 @@ class Wiring {
         this.localError = msg;
         this.showError();
       },
+      steerSend: (spec) => this.edits.sendChanges({ steer: spec }),
     });
     this.edits = new PendingEdits(model, this.viewId, () => this.view.editor.values(), () => this.showStatus(), () => this.view.visible);
     this.view.root.dataset.view = this.viewId;
@@ -89,8 +92,28 @@ class Wiring {
     this.edits.payload(meta);
     this.state.selected = ViewState.readSelected(this.model);
     this.view.applyPayload(d, Number(this.model.get("layer")) || 0);
+    this.loadAfter();
     this.showStatus();
     this.showError();
+  }
+
+  /** The steering panel's after payload, when it belongs to the payload shown. */
+  loadAfter(): void {
+    const d = this.view.data;
+    if (!d) return;
+    try {
+      this.view.setAfter(decodeAfter(this.model.get("_steer_meta"), this.model.get("_steer_payload"), d.meta.seq));
+    } catch (e) {
+      this.view.setAfter(null);
+      this.localError = `could not decode the steered payload: ${e instanceof Error ? e.message : String(e)}`;
+      this.showError();
+    }
+  }
+
+  showSteerInfo(): void {
+    const info = (this.model.get("_steer_info") ?? {}) as SteerInfo;
+    this.view.steer.setInfo(info);
+    this.view.steer.describe(info);
   }
 
   /** A streamed stage merged into the payload being built: show it as it is so far. */
@@ -140,6 +163,10 @@ class Wiring {
     });
     for (const k of ["prompt", "targets", "top_k", "lens"]) sub.on(`change:${k}`, () => this.syncEditor());
     sub.on("change:_static", () => view.setStatic(!!model.get("_static")));
+    sub.on("change:_steer_meta", () => queueMicrotask(() => this.loadAfter()));
+    sub.on("change:_steer_payload", () => queueMicrotask(() => this.loadAfter()));
+    sub.on("change:_steer_info", () => this.showSteerInfo());
+    sub.on("change:steer", () => view.steer.setSpec(model.get("steer")));
     sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
       if (isDelta(msg)) {
         const w = this.merger.apply(msg, buffers?.[0]);
@@ -165,6 +192,8 @@ function render({ model, el }: RenderProps<WidgetModel>): () => void {
 
   // first paint
   w.syncEditor();
+  view.steer.setSpec(model.get("steer"));
+  w.showSteerInfo();
   view.setStatic(!!model.get("_static"));
   w.showStatus();
   w.showError();

@@ -32,8 +32,11 @@ DEFAULT_CHUNK_ELEMENTS = 16_000_000
 #: unembedding entries converted to float32 at once when W_U is half precision (bf16 / fp16): 16 MB
 VOCAB_CHUNK_ELEMENTS = 4_000_000
 
-#: logits per pass of the per-cell statistics (top-k, softmax, ranks, KL): a few MB, so the dozen
-#: passes over them hit the processor's cache instead of memory (at least one position's rows).
+#: logits per pass of the per-cell statistics (top-k, softmax, ranks, KL) on a CPU: a few MB, so the
+#: dozen passes over them hit the processor's cache instead of memory (at least one position's rows).
+#: On an accelerator each pass is a dozen kernel launches and a few host copies whatever its size, so
+#: there the statistics take the whole chunk at once: on an H200 the GPT-2-small full view at 1,024
+#: tokens spent 1.0 of its 1.3 s in 1,079 cache-sized passes (bench/results/gpu-gpt2small.json).
 SUB_BLOCK_ELEMENTS = 1_000_000
 
 #: the per-cell arrays a readout produces, with their trailing shape ("k" = top-k, "n" = targets).
@@ -150,6 +153,7 @@ def read_block(
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     progress: Callable[[float], None] | None = None,
     workspace: "Workspace | None" = None,
+    sub_block_elements: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Read out a block of cells ``normed`` [P, rows, d_model] (positions x rows, already through
     ``ln_final``); returns numpy arrays [P, rows, ...] named as in ``READOUT_FIELDS``.
@@ -158,6 +162,8 @@ def read_block(
     rank); without it those fields are NaN / -1. ``known_logits`` [P, rows, d_vocab] replaces the
     product when the logits are already at hand (the model's own output for the final row).
     ``workspace`` keeps the [chunk, d_vocab] buffers between calls (one per thread).
+    ``sub_block_elements``: logits per pass of the statistics (default: ``SUB_BLOCK_ELEMENTS`` on a CPU,
+    the whole chunk on an accelerator); ids and ranks do not depend on it, floats only to float32 rounding.
     """
     if normed.ndim != 3:
         raise ValueError(f"normed must be [positions, rows, d_model], got shape {tuple(normed.shape)}")
@@ -180,7 +186,9 @@ def read_block(
     }
     ws = workspace if workspace is not None else Workspace()
     step = max(1, int(chunk_elements // max(1, rows * V)))  # positions per product
-    sub = max(1, int(SUB_BLOCK_ELEMENTS // max(1, rows * V)))  # positions per pass of the statistics
+    if sub_block_elements is None:
+        sub_block_elements = SUB_BLOCK_ELEMENTS if device.type == "cpu" else chunk_elements
+    sub = max(1, int(sub_block_elements // max(1, rows * V)))  # positions per pass of the statistics
     with torch.inference_mode():
         for p0 in range(0, P, step):
             p1 = min(P, p0 + step)

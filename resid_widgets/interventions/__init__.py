@@ -21,6 +21,7 @@ from resid_widgets.interventions.directions import (
     jacobian_direction,
     task_vector_direction,
     unembed_direction,
+    writer_direction,
 )
 from resid_widgets.interventions.generate import Continuation, continue_text
 from resid_widgets.interventions.patching import PatchingResult, patch_resid, patching_experiment
@@ -44,4 +45,5 @@ __all__ = [
     "reusable_prefix",
     "task_vector_direction",
     "unembed_direction",
+    "writer_direction",
 ]

@@ -13,6 +13,11 @@ JSON-able ``meta``. Constructors, for a session ``s`` with unembedding ``W_U`` [
 * ``contrast_direction(s, A, B, l)``  ``v = mean_{p∈A} h_l(p) − mean_{p∈B} h_l(p)``, h_l(p) the residual
                                        after block l at p's last token (or the mean over p's positions);
 * ``task_vector_direction(tv, label, l)``  the mean of the centred task vectors of ``label`` at row l + 1;
+* ``writer_direction(s, prompt, w, t)``  what attribution writer ``w`` wrote into the residual stream on
+                                       ``prompt`` (``resid_widgets.analyses.attribution``): a head ``L{l}H{h}``,
+                                       ``v = c_l post_l((z[l, t, h] − vb[l, h]) W_O[l, h])``, or an MLP
+                                       ``{l}_mlp_out``, ``v = mlp_out[l, t]``, at position t, or with t = None
+                                       its mean over the prompt's positions ``v = mean_t w[t]``;
 * ``Direction.from_tensor(x)``        any tensor.
 
 Every direction is checked: one dimension, finite, non-zero norm; ``check_width`` compares it with the
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -244,6 +250,37 @@ def task_vector_direction(task_vectors: Any, label: str, layer: int) -> Directio
                      meta={"label": label, "n_prompts": int((labels == label).sum())})
 
 
+_WRITER = re.compile(r"L(\d+)H(\d+)|(\d+)_mlp_out")
+
+
+def writer_direction(session: Any, prompt: Any, writer: str, position: int | None = None) -> Direction:
+    """What attribution writer ``writer`` (``L{l}H{h}``: a head, ``{l}_mlp_out``: an MLP; the attribution
+    module's labels) wrote into the residual stream on ``prompt``: its output [d_model] at ``position``, or
+    its mean over the prompt's positions (``position=None``). One forward pass (``AttributionRun``)."""
+    from resid_widgets.analyses import attribution as A
+    from resid_widgets.session.attribution import AttributionRun
+
+    m = _WRITER.fullmatch(writer.strip()) if isinstance(writer, str) else None
+    if m is None:
+        raise ValueError(f"a writer is a head L{{layer}}H{{head}} or an MLP {{layer}}_mlp_out (e.g. L0H1, 1_mlp_out), got {writer!r}")
+    layer = check_layer(int(m[1] if m[1] is not None else m[3]), session.n_layers, "the writer's layer")
+    run = AttributionRun(session, prompt)
+    label = writer.strip()
+    if label not in run.labels:
+        heads = run.weights.n_heads
+        raise ValueError(f"this model has no writer {label!r} (heads 0..{heads - 1} per layer"
+                         f"{'' if run.writers.mlp_out is not None else ', no MLPs'})")
+    pos = A.check_positions(position, run.writers.n_positions)
+    if m[1] is not None:
+        vecs = A.head_vectors(run.writers, run.weights, layer, pos)[int(m[2])]  # [P, d]
+    else:
+        vecs = run.writers.mlp_out[layer][pos].float()  # as decompose() has it
+    v = vecs.double().mean(0) if position is None else vecs[0].double()
+    return Direction(v.float().cpu(), name=label, source="writer", layer=layer,
+                     meta={"position": None if position is None else int(pos[0]), "reduce": "mean" if position is None else "at",
+                           "prompt": prompt if isinstance(prompt, str) else None, "model_name": session.name})
+
+
 __all__ = [
     "Direction",
     "as_direction",
@@ -252,4 +289,5 @@ __all__ = [
     "jacobian_direction",
     "task_vector_direction",
     "unembed_direction",
+    "writer_direction",
 ]

@@ -100,7 +100,8 @@ def _targets(name: str, spec: dict, value: Any) -> list:
 
 
 def _enum(name: str, spec: dict, value: Any) -> str:
-    choices = {"lenses": LENSES, "metrics": tuple(METRIC_SPECS)}.get(spec["values"], spec["values"])
+    values = spec["values"]
+    choices = {"lenses": LENSES, "metrics": tuple(METRIC_SPECS)}.get(values, values) if isinstance(values, str) else values
     if not isinstance(value, str) or value not in choices:
         raise ContractError(f"{name} must be one of {', '.join(choices)}, got {_short(value)}")
     return value
@@ -120,12 +121,40 @@ def _cell(name: str, value: Any, rows: int | None, tokens: int | None) -> list[i
     return [row, pos]
 
 
-def check(name: str, value: Any, *, rows: int | None = None, tokens: int | None = None) -> Any:
-    """``value`` as trait ``name`` holds it, or ``ContractError``. ``rows`` / ``tokens``: the shown
-    analysis' shape (limits of ``layer`` and ``selected``)."""
-    spec = TRAITS.get(name)
-    if spec is None:
-        raise ContractError(f"unknown setting {_short(name)}; the widget has {', '.join(k for k in TRAITS if not k.startswith('_'))}")
+def _field(name: str, spec: dict, value: Any) -> Any:
+    """One field of an object trait (protocol.json ``fields``): bool, enum, str, int, float (``abs_max``), int_list."""
+    kind = spec["type"]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ContractError(f"{name} must be true or false, got {_short(value)}")
+        return value
+    if kind == "float" and "abs_max" in spec:
+        m = spec["abs_max"]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or abs(float(value)) > m:
+            raise ContractError(f"{name} must be a finite number from -{m} to {m}, got {_short(value)}")
+        return float(value)
+    if kind == "int_list":
+        if not isinstance(value, (list, tuple)) or not value or len(value) > spec["max_items"]:
+            raise ContractError(f"{name} must be a list of 1 to {spec['max_items']} whole numbers, got {_short(value)}")
+        return [_int(name, spec, v, None) for v in value]
+    return check_spec(name, spec, value)
+
+
+def _object(name: str, spec: dict, value: Any) -> dict:
+    """An object trait with ``fields``: {} stays {}; otherwise every field checked, missing ones defaulted."""
+    if not isinstance(value, dict):
+        raise ContractError(f"{name} must be an object, got {type(value).__name__} {_short(value)}")
+    if not value:
+        return {}
+    fields = spec["fields"]
+    unknown = sorted(str(k) for k in value if k not in fields)
+    if unknown:
+        raise ContractError(f"{name} has unknown fields {', '.join(_short(k, 30) for k in unknown)} (fields: {', '.join(fields)})")
+    return {k: _field(f"{name}.{k}", f, value[k]) if k in value else f["default"] for k, f in fields.items()}
+
+
+def check_spec(name: str, spec: dict, value: Any, *, rows: int | None = None, tokens: int | None = None) -> Any:
+    """``value`` checked against a protocol.json trait or field entry ``spec``."""
     kind = spec["type"]
     if kind == "int":
         return _int(name, spec, value, rows)
@@ -139,7 +168,18 @@ def check(name: str, value: Any, *, rows: int | None = None, tokens: int | None 
         return _enum(name, spec, value)
     if kind == "cell":
         return _cell(name, value, rows, tokens)
+    if kind == "object" and "fields" in spec:
+        return _object(name, spec, value)
     return value
+
+
+def check(name: str, value: Any, *, rows: int | None = None, tokens: int | None = None) -> Any:
+    """``value`` as trait ``name`` holds it, or ``ContractError``. ``rows`` / ``tokens``: the shown
+    analysis' shape (limits of ``layer`` and ``selected``)."""
+    spec = TRAITS.get(name)
+    if spec is None:
+        raise ContractError(f"unknown setting {_short(name)}; the widget has {', '.join(k for k in TRAITS if not k.startswith('_'))}")
+    return check_spec(name, spec, value, rows=rows, tokens=tokens)
 
 
 class Checked(TraitType):

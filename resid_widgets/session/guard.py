@@ -20,9 +20,11 @@ class WeightsGuard:
     """Mixin of ``Session``: weight keys, the fingerprint scope, ``editing()`` and ``lock``."""
 
     def _model_key(self) -> tuple:
-        """Changes when any parameter of the model is replaced or edited in place by any path (``.data``,
-        numpy views, ``copy_``): each parameter's view and its storage's content fingerprint."""
-        params = list(self.model.parameters())
+        """Changes when any parameter or buffer of the model is replaced or edited in place by any path
+        (``.data``, numpy views, ``copy_``): each one's view and its storage's content fingerprint. Buffers
+        count: a compatibility-mode bridge keeps b_U as one (``unembed._original_component.bias``), and rotary
+        tables are buffers too."""
+        params = _weights(self.model)
         fp = fingerprint.digests(params, self._fp_now)
         return tuple((_view_key(p), fp[fingerprint.storage_key(p)]) for p in params)
 
@@ -63,7 +65,7 @@ class WeightsGuard:
         if not nested:
             handoff, self._fp_handoff = self._fp_handoff, None
             same_thread = not fresh and handoff is not None and handoff[0] == threading.get_ident()
-            self._fp_now = handoff[1] if same_thread else fingerprint.digests(self.model.parameters())
+            self._fp_now = handoff[1] if same_thread else fingerprint.digests(_weights(self.model))
         try:
             yield
         finally:
@@ -93,6 +95,13 @@ class WeightsGuard:
     def lock(self) -> threading.RLock:
         """The session's lock (reentrant): held by every analysis and by ``editing()``."""
         return self._lock
+
+
+def _weights(model: Any) -> list[torch.Tensor]:
+    """Every tensor an analysis reads from the model: its parameters and its buffers (a backend's model
+    that is no ``nn.Module`` may have parameters only)."""
+    buffers = getattr(model, "buffers", None)
+    return [*model.parameters(), *(buffers() if callable(buffers) else ())]
 
 
 def _view_key(t: torch.Tensor) -> tuple:

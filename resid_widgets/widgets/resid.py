@@ -38,6 +38,7 @@ from resid_widgets.session import as_session, backends
 from resid_widgets.session.prompts import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
+from resid_widgets.widgets.resid_steering import SteerPanel
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 #: a prompt on which the embedded demo model's lens is telling (family names fill it from layer 1 on).
@@ -65,7 +66,7 @@ __all__ = ["DEMO_PROMPT", "DEFAULT_PROMPT", "MAX_TOP_K", "METRICS", "ResidWidget
 
 
 
-class ResidWidget(anywidget.AnyWidget):
+class ResidWidget(SteerPanel, anywidget.AnyWidget):
     """Traits (the small UI state, limits in protocol.json ``traits``) and messages; the edits'
     ordering, cache and payload numbering live in ``EditQueue``, the limits in ``payload/contract.py``."""
 
@@ -131,6 +132,8 @@ class ResidWidget(anywidget.AnyWidget):
         if wait:
             self.layer = self.analysis.n_layers
             self._publish(self.analysis, client_seq=0)
+            if self.steer.get("on"):  # ResidWidget(..., steer={...}): the after payload too
+                self._steer_refresh()
         else:
             self._start_streaming(prompt, list(targets or []), top_k, tau)
 
@@ -268,6 +271,7 @@ class ResidWidget(anywidget.AnyWidget):
             with self.hold_sync():
                 self._payload = blob
                 self._meta = meta
+                self._steer_publish(analysis, seq)
                 self.error = ""
                 self._trait_error = False
                 self.layer = min(self.layer, analysis.n_rows - 1)
@@ -276,7 +280,7 @@ class ResidWidget(anywidget.AnyWidget):
 
     # ---- the one edit path: Python trait changes and browser edits ------------------------------
     def _params(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens}
+        return {"prompt": self.prompt, "targets": list(self.targets), "top_k": self.top_k, "lens": self.lens, "steer": self.steer}
 
     def _edit(self, changes: dict, *, view: str = "", seq: int = 0, window=None, sync: bool = False) -> Analysis | None:
         """Queue an edit on top of the edits before it (any view's, or Python's), in arrival order.
@@ -301,7 +305,7 @@ class ResidWidget(anywidget.AnyWidget):
             key = self._cache_key(p["prompt"], list(p["targets"]), int(p["top_k"]), p["lens"])
         except (TypeError, ValueError):
             return False
-        return self._queue.cached(key) is not None and self._queue.last_job_done()
+        return self._queue.cached(key) is not None and self._queue.last_job_done() and self._steer_cached(p)
 
     def _run_and_ack(self, ticket: Ticket, window=None) -> None:
         self._edit_error = ""
@@ -320,6 +324,7 @@ class ResidWidget(anywidget.AnyWidget):
                 p["prompt"], p["targets"], p["top_k"], self.tau, progress=self._progress_for(no),
                 cancelled=q.cancelled(no), window=window, lens=p["lens"],
             )
+            steered = self._steered(p, analysis, q.cancelled(no))  # the after analysis (steering panel), or None
         except Cancelled:
             return None
         except Exception as exc:  # shown in the widget; the last good view stays
@@ -338,6 +343,7 @@ class ResidWidget(anywidget.AnyWidget):
             if not q.is_latest(no):
                 return None  # stale: a newer edit arrived while computing
             q.settle(no)
+            self._steer_done(p, steered)
             if sync:
                 return analysis  # the trait being set publishes it (_inputs_changed)
             self._apply(analysis, p["prompt"], ticket)
@@ -352,6 +358,7 @@ class ResidWidget(anywidget.AnyWidget):
                 self.targets = list(analysis.targets)  # exactly what the analysis reports
                 self.top_k = analysis.top_k
                 self.lens = analysis.lens
+                self.steer = check("steer", ticket.params.get("steer", {}))
         finally:
             self._applying = False
         self._publish(analysis, client_seq=ticket.seq, client_view=ticket.view)
@@ -535,6 +542,7 @@ class ResidWidget(anywidget.AnyWidget):
             "progress": 1.0,
             "error": "",
             "_static": True,
+            **self._steer_export(),
         }
         return export_html(
             path,

@@ -152,9 +152,8 @@ class SteeringWidget(Explorer):
                 span = max(1e-6, float(np.abs(values).max()))
                 self.color_scale.scheme, self.color_scale.mid = "RdBu", 0.0
                 self.color_scale.min, self.color_scale.max = -span, span
-            else:
-                lo = float(min(d["before"].min(), d["after"].min()))
-                hi = float(max(d["before"].max(), d["after"].max()))
+            else:  # the plain run's range: α does not move it, so rows the steering cannot reach keep their colours
+                lo, hi = float(d["before"].min()), float(d["before"].max())
                 self.color_scale.scheme, self.color_scale.mid = "viridis", None
                 self.color_scale.min, self.color_scale.max = lo, max(hi, lo + 1e-6)
         update(self.heat, row=d["rows"], column=cols, color=values)
@@ -165,7 +164,8 @@ class SteeringWidget(Explorer):
         # (a shorter one drew the bar a few pixels long, its tick labels on top of each other)
         self.chart.figure.layout.height = self.chart.figure.layout.min_height = f"{8 + bottom + 330}px"
         self.chart.x_axis.label_offset = f"{int(18 + 4.6 * longest)}px"
-        what = {"before": "without steering", "after": "steered", "difference": "steered − without"}[view]
+        what = {"before": "without steering", "after": "steered (on the unsteered colour range)",
+                "difference": "steered − without"}[view]
         self.chart.title = f"log p({d['token']!r}) by the lens at every row × position, {what}"
 
 

@@ -34,6 +34,8 @@ from resid_widgets.widgets.resid import as_session
 
 #: the seed's five tasks and its prompt template
 DEFAULT_TASKS = ["minimum", "maximum", "sum", "difference", "product"]
+#: the widget's class: its stylesheet lets the pointer through the numbers written on the heatmap cells
+CLASS = "rw-task-vectors"
 DEFAULT_TEMPLATE = "Answer minimally: Given the numbers {a} and {b} calculate the {task}"
 
 
@@ -82,7 +84,10 @@ class TaskVectorExplorer(Explorer):
             min=0, max=R - 1, description="row", continuous_update=True, readout=False,
         )
         self.row_name = W.Label()
-        self._start(lambda ch: [flow_row(self.row_slider, self.row_name), self.stack, ch["norms"].widget], compute=False)
+        # the cosines written on the cells cover their centres: they let the pointer through to the cell (its tooltip)
+        label_style = W.HTML(f"<style>.{CLASS} text.label {{ pointer-events: none; }}</style>", layout=W.Layout(display="none"))
+        self._start(lambda ch: [flow_row(self.row_slider, self.row_name), self.stack, ch["norms"].widget, label_style], compute=False)
+        self.add_class(CLASS)
         self.row_slider.observe(lambda c: self._name_row(c["new"]), "value")  # label only; the stack is linked in JS
         self._name_row(self.row_slider.value)
 

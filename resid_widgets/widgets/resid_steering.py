@@ -1,0 +1,208 @@
+"""ResidWidget's steering panel, Python side: the ``steer`` trait turned into a ``Steer`` intervention, the
+steered ("after") analysis next to the plain ("before") one, and greedy continuations before | after.
+
+The ``steer`` trait (limits: protocol.json ``traits.steer.fields``, checked by payload/contract.py on both ways
+in) is an edit trait: set from Python or sent by the browser as ``{"type": "edit", "changes": {"steer": ...}}``,
+it goes through the widget's ONE edit path (ordering, debouncing in the view, cancellation, per-lens cache).
+An edit computes the plain analysis as before (cached, streamed) and, when ``steer.on``, the steered one
+with ``Session.stream(prompt, intervention=Steer(...))`` (the session reuses the key/value prefix before the
+first steered position of its previous run, so moving α recomputes only from there). Both reach the view:
+``_meta``/``_payload`` (before) and ``_steer_meta``/``_steer_payload`` (after, the same codec; its header's
+``pair_seq`` names the ``_meta`` seq it belongs to), so with steering on the payload synced is twice the size.
+
+Direction sources (``steer.source``), v [d_model]:
+
+* ``unembed``  ``W_U[:, token]``;
+* ``jacobian`` ``J_rᵀ W_U[:, token]`` at r = first steered layer + 1 (the widget's lens must be ``jacobian``);
+* ``writer``   an attribution writer's output on the widget's prompt (``writer_direction``: ``L{l}H{h}`` or
+  ``{l}_mlp_out``, at ``writer_pos`` or its mean over positions when ``writer_pos`` is -1);
+* ``named``    a vector registered with ``w.add_direction(name, v)`` (a task vector, a contrast pair, any tensor).
+
+Positions: ``all`` (None: every position, the continuation's new tokens too), ``from`` (``position``..T-1 of
+the prompt) or ``at`` (``[position]``, the pinned cell's). α: raw ``h + α v`` or norm-matched
+``h + α · median_pos ‖h‖ · v/‖v‖`` (``norm_match``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import traitlets as t
+
+from resid_widgets.analyses.pipeline import drain
+from resid_widgets.analyses.result import Analysis
+from resid_widgets.interventions.core import Steer
+from resid_widgets.interventions.directions import Direction, as_direction, jacobian_direction, unembed_direction, writer_direction
+from resid_widgets.payload.contract import Checked, check
+from resid_widgets.payload.encode import encode_analysis
+
+FORMULAS = {False: "h ← h + α·v", True: "h ← h + α·median‖h‖·v/‖v‖"}
+
+
+@dataclass(frozen=True)
+class Steered:
+    """What one steering edit computed: the spec it ran, the intervention, the after analysis, continuations."""
+
+    spec: dict
+    key: tuple
+    steer: Steer
+    after: Analysis
+    continuation: dict
+
+
+def _positions(spec: dict, n_tokens: int) -> list[int] | None:
+    kind, p = spec["positions"], int(spec["position"])
+    if kind == "all":
+        return None
+    if not 0 <= p < n_tokens:
+        raise ValueError(f"steer.position {p} is out of range for a prompt of {n_tokens} tokens (0..{n_tokens - 1})")
+    return list(range(p, n_tokens)) if kind == "from" else [p]
+
+
+class SteerPanel(t.HasTraits):
+    """Mixed into ResidWidget: the steering traits and what computes and publishes the after payload."""
+
+    steer = Checked("steer").tag(sync=True)
+    _steer_meta = t.Dict().tag(sync=True)
+    _steer_payload = t.Bytes(b"").tag(sync=True)
+    _steer_info = t.Dict().tag(sync=True)
+
+    # ---- directions ------------------------------------------------------------------------------
+    def add_direction(self, name: str, direction: Any) -> Direction:
+        """Register ``direction`` (a Direction, tensor, array or list [d_model]) as ``name`` for the panel's
+        "named" source; a steering spec using that name is recomputed."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise ValueError(f"a direction's name is text of 1 to 100 characters, got {name!r}")
+        try:  # a wrong width, NaN / inf, norm 0, not numbers: raised here and shown in the banner, nothing else changes
+            d = as_direction(direction, name).check_width(self.session.d_model)
+        except (TypeError, ValueError) as exc:
+            self._show_trait_error(str(exc))
+            raise
+        self._named()[name] = d
+        self._steer_info = {**self._steer_info, "directions": sorted(self._named())}
+        spec = self.steer
+        if spec and spec.get("on") and spec.get("source") == "named" and spec.get("name") == name:
+            self._steer_refresh()
+        return d
+
+    def _named(self) -> dict[str, Direction]:
+        if "_directions" not in self.__dict__:
+            self.__dict__["_directions"] = {}
+        return self.__dict__["_directions"]
+
+    def _steer_refresh(self) -> None:
+        analysis = self._edit({"steer": self.steer}, sync=True)
+        if analysis is not None:
+            self._publish(analysis, client_seq=0)
+
+    def direction_for(self, spec: dict, prompt: str, lens: str) -> Direction:
+        """The direction ``spec`` names (see the module docstring)."""
+        s, source = self.session, spec["source"]
+        if source in ("unembed", "jacobian") and not spec["token"]:
+            raise ValueError(f"steer.token is empty: type the token whose {'unembedding' if source == 'unembed' else 'Jacobian-lens vector'} to steer along")
+        if source == "jacobian" and lens != "jacobian":
+            raise ValueError("the jacobian direction source needs the widget's lens to be the Jacobian lens (lens = 'jacobian'): "
+                             "choose another direction source, or the Jacobian lens")
+        if source in ("unembed", "jacobian"):
+            try:
+                return unembed_direction(s, spec["token"]) if source == "unembed" else jacobian_direction(s, spec["token"], min(spec["layers"]))
+            except ValueError as exc:  # the token resolver speaks of targets
+                raise ValueError(str(exc).replace("targets must be single tokens", "the steering token must be a single token")) from exc
+        if source == "writer":
+            pos = None if spec["writer_pos"] < 0 else spec["writer_pos"]
+            return writer_direction(s, prompt, spec["writer"], pos)
+        named = self._named()
+        if spec["name"] not in named:
+            have = ", ".join(sorted(named)) or "none yet: w.add_direction(name, vector)"
+            raise ValueError(f"unknown direction {spec['name']!r}; registered directions: {have}")
+        return named[spec["name"]]
+
+    # ---- computing -------------------------------------------------------------------------------
+    def _steer_key(self, spec: dict, params: dict) -> tuple:
+        named = self._named().get(spec.get("name", "")) if spec.get("source") == "named" else None
+        return (json.dumps(spec, sort_keys=True), named.key() if named is not None else None,
+                params["prompt"], tuple(params["targets"] or ()), int(params["top_k"]), params["lens"], self.session._params_key())
+
+    def _steer_cached(self, params: dict) -> bool:
+        """Nothing to compute for the steering part of an edit with these parameters."""
+        try:
+            spec = check("steer", params.get("steer", {}))
+        except ValueError:
+            return False
+        if not spec or not spec["on"]:
+            return True
+        return self._queue.cached(("steer", self._steer_key(spec, params))) is not None
+
+    def _steered(self, params: dict, plain: Analysis, cancelled=None) -> Steered | None:
+        """The after analysis of checked edit parameters ``params`` (None when steering is off); raises a
+        clear ValueError / TypeError on a bad direction, layer, position or token."""
+        spec = params.get("steer") or {}
+        if not spec or not spec["on"]:
+            return None
+        key = self._steer_key(spec, params)
+        hit = self._queue.cached(("steer", key))
+        if hit is not None:
+            return hit
+        prompt = params["prompt"]
+        direction = self.direction_for(spec, prompt, params["lens"])
+        steer = Steer(direction, spec["layers"], spec["alpha"], positions=_positions(spec, plain.n_tokens),
+                      norm_match=spec["norm_match"])
+        steer.check(self.session, plain.n_tokens)
+        # α = 0 installs no hook: the after analysis IS the plain one (bit for bit, no second pass)
+        after = plain if not steer.key() else drain(self.session.stream(prompt, top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
+                                          lens=params["lens"], cancelled=cancelled, intervention=steer))
+        continuation = {}
+        if spec["n_continue"]:
+            n = spec["n_continue"]
+            continuation = {"n": n, "before": self.session.continue_text(prompt, n).text,
+                            "after": self.session.continue_text(prompt, n, intervention=steer).text}
+        out = Steered(spec, key, steer, after, continuation)
+        self._queue.store(("steer", key), out)
+        return out
+
+    # ---- publishing ------------------------------------------------------------------------------
+    def _steer_publish(self, analysis: Analysis, seq: int) -> None:
+        """Inside ``_publish``'s hold_sync: the after payload paired with ``analysis`` (sent as ``seq``), or none."""
+        res: Steered | None = self.__dict__.get("_steer_result")
+        if res is None or res.after.n_tokens != analysis.n_tokens or res.after.prompt != analysis.prompt:
+            if self._steer_meta:
+                self._steer_payload, self._steer_meta = b"", {}
+            self._steer_info = {k: v for k, v in self._steer_info.items() if k == "directions"}
+            return
+        after = res.after if res.after.tau == analysis.tau else res.after.with_tau(analysis.tau)
+        meta, blob = self._encode(after, seq=seq)
+        meta["pair_seq"] = seq
+        meta["steer"] = res.steer.describe()
+        self._steer_payload, self._steer_meta = blob, meta
+        self._steer_info = {"directions": sorted(self._named()), "direction": self._describe(res),
+                            "continuation": res.continuation}
+
+    def _describe(self, res: Steered) -> dict:
+        d = res.steer.direction
+        return {**res.steer.describe(), "formula": FORMULAS[res.steer.norm_match], "source": d.source, "name": d.name,
+                "vector": [float(x) for x in np.asarray(d.vector, dtype=np.float64)]}
+
+    def _steer_done(self, params: dict, res: Steered | None) -> None:
+        """An edit succeeded: its steering result is what the next publish pairs with the plain payload."""
+        self.__dict__["_steer_result"] = res
+
+    @property
+    def steered(self) -> Analysis | None:
+        """The after analysis shown (None when steering is off)."""
+        res = self.__dict__.get("_steer_result")
+        return None if res is None else res.after
+
+    def _steer_export(self) -> dict:
+        """The steering traits for save_html's offline page (the after payload as base64 text)."""
+        import base64
+
+        if not self._steer_meta:
+            return {"steer": dict(self.steer)}
+        return {"steer": dict(self.steer), "_steer_meta": self._steer_meta, "_steer_info": self._steer_info,
+                "_steer_payload_b64": base64.b64encode(bytes(self._steer_payload)).decode("ascii")}
+
+
+__all__ = ["FORMULAS", "SteerPanel", "Steered"]

@@ -1,0 +1,248 @@
+"""ResidWidget's steering panel (Python side): the ``steer`` trait, the after payload, direction sources, bad input.
+
+Oracles: ``Session.analyze(prompt, intervention=Steer(...))`` on a fresh run (bit for bit), the plain analysis
+(bit for bit), TransformerLens's own cache (``hook_z @ W_O``, ``hook_mlp_out``) for the writer direction.
+Also: SteeringWidget's colour scale (rows the steering cannot reach keep their colours as α moves) and
+TaskVectorExplorer's cell numbers letting the pointer through to the cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from resid_widgets import ResidWidget
+from resid_widgets.interventions import Steer, unembed_direction, writer_direction
+from resid_widgets.payload.contract import ContractError
+from resid_widgets.payload.encode import encode_analysis
+
+PROMPT = "Mr. Darcy said to Elizabeth that she"
+FIELDS = ["top_ids", "top_probs", "target_ranks", "entropy", "kl_to_output", "projection_pct", "resid_norm", "attn_norm",
+          "mlp_norm", "_resid"]
+SPEC = {"on": True, "source": "unembed", "token": " Bennet", "layers": [1], "alpha": 8.0}
+
+
+def assert_bit_equal(a, b):
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
+def fresh(s, prompt=PROMPT, **kw):
+    s._last = None  # no earlier run to reuse: the full forward pass
+    return s.analyze(prompt, **kw)
+
+
+@pytest.fixture()
+def w(demo_session):
+    demo_session._last = None  # the plain analysis by a full pass (not an earlier test's prefix, equal only to ~1e-7)
+    widget = ResidWidget(demo_session, PROMPT, targets=[" Bennet"])
+    yield widget
+    widget.close()
+
+
+def _send(w, content):
+    sent = []
+    real = w.send
+    w.send = lambda c, buffers=None: sent.append(c)
+    try:
+        w._on_frontend_msg(w, content, [])
+        w.wait()
+    finally:
+        w.send = real
+    return sent
+
+
+def test_steered_payload_is_session_analyze_bit_for_bit(w, demo_session):
+    s = demo_session
+    w.steer = SPEC
+    v = unembed_direction(s, " Bennet")
+    ref = fresh(s, targets=[" Bennet"], intervention=Steer(v, [1], 8.0))
+    assert_bit_equal(w.steered, ref)
+    _, blob = encode_analysis(ref)
+    assert w._steer_payload == blob and w._steer_meta["pair_seq"] == w._meta["seq"]
+    assert len(w._steer_payload) == len(w._payload)  # the wire: twice the plain payload while steering is on
+    # rows before the steered layer's output (rows 0, 1) are the plain ones; row 2 (after layer 1) moved
+    np.testing.assert_array_equal(w.steered._resid[:2], w.analysis._resid[:2])
+    assert not np.array_equal(w.steered._resid[2], w.analysis._resid[2])
+    assert (w.steered.target_ranks[2:, -1, 0] <= w.analysis.target_ranks[2:, -1, 0]).all()
+    # norm-matched, from a position on (the session reuses the plain run's prefix): equal to a fresh run to 1e-6
+    spec = {**SPEC, "norm_match": True, "alpha": 0.5, "positions": "from", "position": 3}
+    w.steer = spec
+    ref = fresh(s, targets=[" Bennet"], intervention=Steer(v, [1], 0.5, positions=list(range(3, w.analysis.n_tokens)), norm_match=True))
+    np.testing.assert_allclose(w.steered._resid, ref._resid, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(w.steered._resid[:, :3], w.analysis._resid[:, :3])  # positions before 3 untouched
+    info = w._steer_info["direction"]
+    assert info["formula"] == "h ← h + α·median‖h‖·v/‖v‖" and info["positions"] == list(range(3, w.analysis.n_tokens))
+    np.testing.assert_array_equal(np.asarray(info["vector"], np.float32), v.vector.numpy())
+
+
+def test_alpha_zero_and_off_equal_the_plain_analysis_bit_for_bit(w, demo_session):
+    plain_before = fresh(demo_session, targets=[" Bennet"])
+    payload = w._payload
+    w.steer = {**SPEC, "alpha": 0.0}
+    assert_bit_equal(w.steered, w.analysis)
+    assert w._steer_payload == w._payload == payload
+    w.steer = SPEC
+    assert w._steer_payload != w._payload
+    w.steer = {**SPEC, "on": False}
+    assert w.steered is None and w._steer_payload == b"" and w._steer_meta == {} and w._payload == payload
+    assert_bit_equal(fresh(demo_session, targets=[" Bennet"]), plain_before)  # no hook or state left behind
+    # a plain analysis right after a steered run (reusing that run where it may) is bit-equal too
+    w.steer = {**SPEC, "alpha": 7.0}  # not cached: the session runs it
+    assert_bit_equal(demo_session.analyze(PROMPT, targets=[" Bennet"]), plain_before)
+
+
+def test_browser_edit_path_and_continuation(w):
+    acks = _send(w, {"type": "edit", "view": "v", "seq": 3, "changes": {"steer": {**SPEC, "n_continue": 4}}})
+    assert [a.get("error") for a in acks if a["type"] == "edit_done"] == [None]
+    assert w.steer["alpha"] == 8.0 and w.steered is not None and w._meta["client_seq"] == 3
+    c = w._steer_info["continuation"]
+    assert c["n"] == 4 and isinstance(c["before"], str) and isinstance(c["after"], str)
+    s = w.session
+    assert c["before"] == s.continue_text(PROMPT, 4).text
+    assert c["after"] == s.continue_text(PROMPT, 4, intervention=Steer(unembed_direction(s, " Bennet"), [1], 8.0)).text
+    # α moves from the browser: a new after payload, the plain one is the cached one (same object)
+    plain = w.analysis
+    _send(w, {"type": "edit", "view": "v", "seq": 4, "changes": {"steer": {**SPEC, "alpha": 2.0}}})
+    assert w.analysis is plain and w._steer_meta["steer"]["alpha"] == 2.0
+
+
+def test_writer_direction_against_transformer_lens_cache(demo_session):
+    s = demo_session
+    model = s.model
+    ids = torch.as_tensor(s.to_token_ids(PROMPT)[0])[None]
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(ids)
+    z = cache["blocks.1.attn.hook_z"][0, :, 2].double()  # [T, d_head]
+    head = z @ model.W_O[1, 2].detach().double()  # [T, d_model]
+    v = writer_direction(s, PROMPT, "L1H2")
+    np.testing.assert_allclose(v.vector.numpy(), head.mean(0).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(writer_direction(s, PROMPT, "L1H2", 3).vector.numpy(), head[3].numpy(), rtol=1e-5, atol=1e-5)
+    mlp = cache["blocks.0.hook_mlp_out"][0].double()
+    np.testing.assert_allclose(writer_direction(s, PROMPT, "0_mlp_out").vector.numpy(), mlp.mean(0).numpy(), rtol=1e-5, atol=1e-5)
+    assert v.source == "writer" and v.layer == 1
+    with pytest.raises(ValueError, match="L0H1"):
+        writer_direction(s, PROMPT, "head 3")
+    with pytest.raises(ValueError, match="no writer 'L1H99'"):
+        writer_direction(s, PROMPT, "L1H99")
+
+
+def test_widget_writer_and_named_sources(w, demo_session):
+    w.steer = {**SPEC, "source": "writer", "writer": "L0H1", "writer_pos": -1, "alpha": 3.0}
+    ref = writer_direction(demo_session, PROMPT, "L0H1")
+    np.testing.assert_array_equal(np.asarray(w._steer_info["direction"]["vector"], np.float32), ref.vector.numpy())
+    v = torch.randn(demo_session.d_model, generator=torch.Generator().manual_seed(0))
+    w.add_direction("france", v)
+    assert w._steer_info["directions"] == ["france"]
+    w.steer = {**SPEC, "source": "named", "name": "france", "alpha": 1.5}
+    ref = fresh(demo_session, targets=[" Bennet"], intervention=Steer(v, [1], 1.5))
+    assert_bit_equal(w.steered, ref)
+    w.add_direction("france", 2 * v)  # re-registered while in use: recomputed
+    assert_bit_equal(w.steered, fresh(demo_session, targets=[" Bennet"], intervention=Steer(2 * v, [1], 1.5)))
+
+
+BAD = [
+    ({**SPEC, "layers": [99]}, "layer 99 is out of range: the model has 4 layers"),
+    ({**SPEC, "alpha": float("nan")}, "steer.alpha must be a finite number"),
+    ({**SPEC, "alpha": None}, "steer.alpha must be a finite number"),  # what JSON makes of NaN / Infinity
+    ({**SPEC, "source": "named", "name": "nope"}, "unknown direction 'nope'"),
+    ({**SPEC, "token": "zzzqqq"}, "the steering token must be a single token"),
+    ({**SPEC, "positions": "at", "position": 50}, "steer.position 50 is out of range for a prompt of"),
+    ({**SPEC, "source": "jacobian"}, "needs the widget's lens to be the Jacobian lens"),
+    ({**SPEC, "colour": 1}, "steer has unknown fields 'colour'"),
+    ("on", "steer must be an object"),
+]
+
+
+@pytest.mark.parametrize("spec, message", BAD, ids=range(len(BAD)))
+def test_bad_steering_input_on_both_paths(w, spec, message):
+    w.steer = SPEC
+    analysis, meta, after_meta, steer = w.analysis, w._meta, w._steer_meta, dict(w.steer)
+    with pytest.raises(ContractError, match=re.escape(message)):
+        w.steer = spec
+    assert message in w.error and w.status == "idle"
+    assert w.analysis is analysis and w._meta is meta and w._steer_meta is after_meta and w.steer == steer
+    w.layer = 0  # a good value clears a trait error
+    acks = _send(w, {"type": "edit", "view": "v", "seq": 9, "changes": {"steer": spec}})
+    assert [a["seq"] for a in acks if a["type"] == "edit_done"] == [9] and message in acks[-1]["error"]
+    assert message in w.error and w.status == "idle", w.error
+    assert w.analysis is analysis and w._meta is meta and w._steer_meta is after_meta and w.steer == steer
+
+
+@pytest.mark.parametrize("vector, message", [
+    (torch.ones(7), "has width 7, but the model's residual stream has d_model"),
+    (torch.tensor([1.0, float("nan")] + [0.0] * 62), "non-finite values (NaN or inf)"),
+], ids=["width", "nan"])
+def test_bad_named_direction(w, vector, message):
+    meta = w._meta
+    vector = vector if vector.numel() != 64 else torch.cat([vector, torch.zeros(w.session.d_model - 64)])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        w.add_direction("bad", vector)
+    # (the browser names a registered direction, so a vector never comes from it: this is the one way in)
+    assert "bad" not in w._steer_info.get("directions", []) and w._meta is meta and message in w.error
+
+
+def test_export_carries_before_after_and_the_direction(w, tmp_path):
+    w.steer = {**SPEC, "n_continue": 3}
+    html = w.save_html(tmp_path / "steer.html").read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="rw-state">(.*?)</script>', html, re.S)
+    state = json.loads(m.group(1))
+    assert base64.b64decode(state["_steer_payload_b64"]) == w._steer_payload
+    assert state["_steer_meta"]["pair_seq"] == json.loads(re.search(r'id="rw-meta">(.*?)</script>', html, re.S).group(1))["seq"]
+    d = state["_steer_info"]["direction"]
+    assert d["source"] == "unembed" and d["layers"] == [1] and d["alpha"] == 8.0 and d["norm_match"] is False
+    assert d["positions"] is None and len(d["vector"]) == w.session.d_model and state["steer"]["token"] == " Bennet"
+
+
+# ---- SteeringWidget's colour scale and TaskVectorExplorer's labels ------------------------------------
+def test_steering_widget_rows_before_the_steered_layer_keep_their_colours(demo_session):
+    from resid_widgets.widgets.steering import SteeringWidget
+
+    sw = SteeringWidget(demo_session, PROMPT, " Bennet", layers=(2,), alpha=0.5, n_new=0)
+    sw.view.value = "after"
+    seen = []
+    for alpha in (0.5, 3.0):
+        sw.alpha.value = alpha
+        sc = sw.color_scale
+        seen.append((sc.min, sc.max, np.array(sw.heat.color)[:3].copy(), np.array(sw.heat.color)[3:].copy()))
+    (lo1, hi1, early1, late1), (lo2, hi2, early2, late2) = seen
+    assert (lo1, hi1) == (lo2, hi2)  # the scale does not move with α ...
+    np.testing.assert_array_equal(early1, early2)  # ... nor the values of rows 0..2 (before layer 2's output)
+    assert not np.array_equal(late1, late2)  # while the steered rows do change (the check can fail)
+    assert sw.data()["before"].min() == lo1 and sw.data()["before"].max() == hi1
+
+
+def test_task_vector_numbers_let_the_pointer_through(demo_session):
+    from resid_widgets.widgets.task_vectors import CLASS, TaskVectorExplorer
+
+    tv = TaskVectorExplorer(demo_session, ["Mr. and Mrs.", "Miss Elizabeth", "Mr. Darcy"], ["a", "b", "a"])
+    styles = [c.value for c in tv.children if getattr(c, "value", None) and "<style>" in str(c.value)]
+    assert CLASS in tv._dom_classes and any(f".{CLASS} text.label" in s and "pointer-events: none" in s for s in styles)
+
+
+def test_jacobian_source_with_the_jacobian_lens(demo_session):
+    from resid_widgets.interventions import jacobian_direction
+
+    w = ResidWidget(demo_session, PROMPT, lens="jacobian")
+    try:
+        w.steer = {**SPEC, "source": "jacobian", "layers": [2, 1], "alpha": 2.0}
+        ref = jacobian_direction(demo_session, " Bennet", 1)  # at the first steered layer
+        d = w._steer_info["direction"]
+        assert d["source"] == "jacobian" and sorted(d["layers"]) == [1, 2]
+        np.testing.assert_array_equal(np.asarray(d["vector"], np.float32), ref.vector.numpy())
+        assert w.steered.lens == "jacobian"
+    finally:
+        w.close()
+
+
+def test_steer_given_to_the_constructor_is_computed(demo_session):
+    w = ResidWidget(demo_session, PROMPT, targets=[" Bennet"], steer=SPEC)
+    try:
+        assert w.steer["alpha"] == 8.0 and w.steered is not None and w._steer_meta["pair_seq"] == w._meta["seq"]
+    finally:
+        w.close()
