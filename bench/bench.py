@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
-    parser.add_argument("--backend", nargs="+", default=None, choices=("local", "device_map", "driver", "nnsight"),
+    parser.add_argument("--backend", nargs="+", default=None, choices=("local", "device_map", "driver", "driver_hook_out", "nnsight"),
                         help="compare these backends' full views with the local one (bench/backends.py)")
     args, rest = parser.parse_known_args(argv)
     if args.backend:

@@ -40,6 +40,7 @@ def format_summary(analysis, *, top_k: int) -> str:
     keep = ~analysis.is_bos
     lines = []
     last = analysis.n_tokens - 1
+    lacking = (analysis.info.get("lacks") or {}).get("sublayers")
     lines.append(f"model: {analysis.model_name}    tokens: {analysis.n_tokens}    rows: {analysis.n_rows}    lens: {analysis.lens}")
     probs = analysis.top_probs[-1, last]
     toks = analysis.top_tokens[-1, last]
@@ -53,14 +54,18 @@ def format_summary(analysis, *, top_k: int) -> str:
     for r, label in enumerate(analysis.row_labels):
         pct = analysis.projection_pct[r]
         mean = float(pct[keep].mean()) if keep.any() else float(pct.mean())
-        attn = "" if r == 0 else f"{analysis.attn_norm[r - 1][keep].mean():9.2f}"
-        mlp = "" if r == 0 else f"{analysis.mlp_norm[r - 1][keep].mean():9.2f}"
+        attn = "" if r == 0 else "n/a" if lacking else f"{analysis.attn_norm[r - 1][keep].mean():9.2f}"
+        mlp = "" if r == 0 else "n/a" if lacking else f"{analysis.mlp_norm[r - 1][keep].mean():9.2f}"
         kl = analysis.kl[r][keep].mean() if keep.any() else analysis.kl[r].mean()
         row = f"{label:>6} {mean:11.2f} {pct[last]:11.2f} {analysis.resid_norm[r][keep].mean():9.2f} {attn:>9} {mlp:>9} {kl:8.3f}"
         row += "".join(f" {int(analysis.target_ranks[r, last, j]):14d}" for j in range(len(analysis.targets)))
         lines.append(row)
     lines.append(f"ln_final.hook_normalized projection % at the last position: {analysis.projection_final_pct[last]:.2f}")
     add = analysis.additivity
+    if lacking:  # a backend without the sublayer outputs (a driver capturing blocks.{l}.hook_out only)
+        lines.append(f"|attn|, |mlp| and the additivity check: unavailable ({lacking})")
+        lines.append("(means exclude the BOS position)" if analysis.is_bos.any() else "")
+        return "\n".join(lines)
     verdict = "holds" if add["holds"] else "DOES NOT HOLD: norms of attn/mlp outputs are not the residual updates"
     if add.get("form") == "parallel":
         lines.append(f"resid_pre + attn_out + mlp_out = resid_post (parallel blocks): {verdict} (max rel err {add['block']:.1e})")
@@ -86,7 +91,14 @@ def _json_ready(analysis) -> dict:
         "info": analysis.info,
         "top_tokens": analysis.top_tokens.tolist(),
     }
+    from resid_widgets.payload.protocol import METRIC_SPECS
+
+    lacks = analysis.info.get("lacks") or {}  # a backend's missing needs: their metrics' arrays are left out
+    hidden = {s["array"]: lacks[s["needs"]] for s in METRIC_SPECS.values() if s["needs"] in lacks}
     for name, arr in analysis.to_arrays().items():
+        if name in hidden:
+            out.setdefault("unavailable", {})[name] = hidden[name]  # not NaN written as numbers
+            continue
         out[name] = np.asarray(arr).tolist()
     return out
 
@@ -178,8 +190,11 @@ def _check_args(args) -> None:
     """Options that can be checked without the model: positions, device, the model path, the --json path."""
     if args.positions < 1:
         raise ValueError(f"--positions must be at least 1, got {args.positions}")
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    from resid_widgets.payload.protocol import TRAITS
+
+    limit = int(TRAITS["top_k"]["max"])  # Session.analyze's limit too (session.MAX_TOP_K)
+    if not 1 <= args.top_k <= limit:
+        raise ValueError(f"--top-k must be between 1 and {limit}, got {args.top_k}")
     if args.device is not None:
         _check_device(args.device)
     if args.model is not None:

@@ -10,6 +10,12 @@ Canonical hook names served (what a vLLM overlay captures, plus the attention / 
 ``embed.hook_out``, ``blocks.{l}.hook_in``, ``blocks.{l}.hook_out``, ``blocks.{l}.attn.hook_out``,
 ``blocks.{l}.mlp.hook_out`` (and every other block submodule's output: the post-norms of sandwich-norm
 blocks). ``bytes_sent`` counts every tensor ``forward`` returns.
+
+``HookDriver(path, hooks="hook_out")`` serves what vLLM's stock decoder-only overlay captures without
+the sublayer outputs: ``embed.hook_out``, ``blocks.{l}.hook_out`` and ``ln_final.hook_normalized``
+(the final norm's output before its weight, as TransformerLens names it; ``ln_final=False``: a driver
+that cannot give it). No ``blocks.{l}.hook_in``: vLLM never materialises a block's input
+(``extra_hooks=("blocks.0.hook_in",)`` adds it: a driver that does).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ class HookDriver:
     non_fireable_hook_points = frozenset()
     _supported_features = frozenset({"state_dict"})
 
-    def __init__(self, path, *, fail: Callable[[int], Exception | None] | None = None, serve_weights: bool = True, dtype=torch.float32):
+    def __init__(self, path, *, fail: Callable[[int], Exception | None] | None = None, serve_weights: bool = True, dtype=torch.float32,
+                 hooks: str = "all", ln_final: bool = True, extra_hooks: tuple[str, ...] = ()):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
         from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf, configure_tokenizer
@@ -41,11 +48,17 @@ class HookDriver:
         self._blocks = self.model.get_submodule(blocks.name)
         self._sub = {k: v.name for k, v in blocks.submodules.items()}
         self._embed = self.model.get_submodule(mapping["embed"].name)
+        self._final_norm = self.model.get_submodule(mapping["ln_final"].name)
         L = len(self._blocks)
         names = {"embed.hook_out"}
-        for l in range(L):
-            names |= {f"blocks.{l}.hook_in", f"blocks.{l}.hook_out"} | {f"blocks.{l}.{sub}.hook_out" for sub in self._sub}
-        self.supported_hook_points = frozenset(names)
+        if hooks == "hook_out":  # vLLM's stock overlay: the residual stream after each block, nothing inside it
+            names |= {f"blocks.{l}.hook_out" for l in range(L)} | ({"ln_final.hook_normalized"} if ln_final else set())
+        elif hooks == "all":
+            for l in range(L):
+                names |= {f"blocks.{l}.hook_in", f"blocks.{l}.hook_out"} | {f"blocks.{l}.{sub}.hook_out" for sub in self._sub}
+        else:
+            raise ValueError(f"hooks must be 'all' or 'hook_out', got {hooks!r}")
+        self.supported_hook_points = frozenset(names | set(extra_hooks))
         self.serve_weights = serve_weights
         self.fail = fail  # called with the call number; an exception it returns is raised (a lost connection)
         self.calls = 0
@@ -96,6 +109,8 @@ class HookDriver:
         store = lambda t: captured.__setitem__(name, t.detach().clone())  # noqa: E731
         if name == "embed.hook_out":
             return self._embed.register_forward_hook(lambda m, a, o: store(first(o)))
+        if name == "ln_final.hook_normalized":  # the norm's output before its weight (and bias)
+            return self._final_norm.register_forward_hook(lambda m, a, o: store(_normalized(m, a[0])))
         _, l, *rest = name.split(".")
         block = self._blocks[int(l)]
         if rest == ["hook_in"]:
@@ -104,6 +119,15 @@ class HookDriver:
             return block.register_forward_hook(lambda m, a, o: store(first(o)))
         module = block.get_submodule(self._sub[rest[0]])
         return module.register_forward_hook(lambda m, a, o: store(first(o)))
+
+
+def _normalized(norm, x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) for a LayerNorm, x / sqrt(mean(x^2) + eps) for an RMSNorm."""
+    y = x.float()
+    if isinstance(norm, torch.nn.LayerNorm):
+        y = y - y.mean(-1, keepdim=True)
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
+    return (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def remote_bridge(path, **kwargs):

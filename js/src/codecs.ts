@@ -45,6 +45,8 @@ export interface Meta {
   has_bos: boolean;
   /** positions holding a BOS token the tokenizer prepended (Python's `Analysis.is_bos`) */
   bos_positions?: number[];
+  /** what the session's backend cannot give ({need: reason}): metrics whose `needs` is listed are unavailable */
+  lacks?: Record<string, string>;
   /** metrics (and their arrays) registered in Python at run time: protocol.json entries */
   extra_metrics?: unknown[];
   extra_arrays?: unknown[];

@@ -32,6 +32,8 @@ export interface WidgetModel {
   status: "idle" | "computing";
   /** progress (Python only) */
   progress: number;
+  /** what a backend that runs elsewhere is doing while computing: queued (NDIF), running, reading out; '' otherwise (Python only) */
+  stage: string;
   /** error (Python only) */
   error: string;
   /** _static (Python only) */

@@ -3,7 +3,7 @@
 
 import { rowLabel, type LensData } from "./codecs";
 import { h } from "./dom";
-import { METRICS, available, fmt, type MetricName } from "./metrics";
+import { METRICS, available, fmt, lackedReason, metricSpec, type MetricName } from "./metrics";
 import { LENSES, TRAITS, lensLabel } from "./protocol";
 import { tauChoice } from "./tau";
 import { visible } from "./text";
@@ -200,6 +200,10 @@ export class Toolbar {
     }
     for (const o of Array.from(this.metric.options)) {
       o.disabled = !available(d, o.value as MetricName);
+      const why = lackedReason(d, o.value as MetricName); // the backend cannot give it: greyed, with the reason
+      const label = metricSpec(o.value)?.label ?? o.value;
+      o.textContent = why ? `${label} (unavailable)` : label;
+      o.title = why;
     }
     this.target.replaceChildren(...d.meta.targets.map((t, i) => h("option", { value: i, text: visible(t) })));
   }

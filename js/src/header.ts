@@ -33,11 +33,13 @@ export class Header {
     this.shape.textContent = `${d.T} tokens · ${d.L} layers · d_model ${d.meta.d_model}`;
   }
 
-  /** busy: this view waits for its edit or Python computes; progress 0..1 when known. */
-  showStatus(busy: boolean, progress: number | null): void {
+  /** busy: this view waits for its edit or Python computes; progress 0..1 when known; stage: what a
+   *  backend that runs elsewhere is doing (queued, running, reading out), "" for a local model. */
+  showStatus(busy: boolean, progress: number | null, stage = ""): void {
     this.status.hidden = !busy;
     const known = progress !== null && Number.isFinite(progress) && progress > 0;
-    this.statusText.textContent = known ? `computing… ${Math.round(progress * 100)}%` : "computing…";
+    const what = stage ? `${stage}…` : "computing…";
+    this.statusText.textContent = known ? `${what} ${Math.round(progress * 100)}%` : what;
     this.progressBar.style.width = known ? `${Math.max(0, Math.min(1, progress)) * 100}%` : "";
     this.status.classList.toggle("rw-indeterminate", !known);
   }

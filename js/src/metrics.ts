@@ -33,10 +33,16 @@ export interface Scale {
   toT: (v: number) => number;
 }
 
+/** Why the session's backend cannot give metric `m` (the header's `lacks` of its `needs`), or "". */
+export function lackedReason(d: LensData, m: MetricName): string {
+  const s = metricSpec(m);
+  return (s && s.needs && d.meta.lacks?.[s.needs]) || "";
+}
+
 /** The metric's availability rule (`needs`) and its array present in this payload. */
 export function available(d: LensData, m: MetricName): boolean {
   const s = metricSpec(m);
-  if (!s || !d.arrays.has(s.array)) return false;
+  if (!s || !d.arrays.has(s.array) || lackedReason(d, m)) return false;
   if (s.needs === "targets") return d.nTargets > 0;
   if (s.needs === "two_targets") return d.nTargets > 1 && !!d.meta.logit_diff;
   return true;

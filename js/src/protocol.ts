@@ -23,7 +23,7 @@ export interface MetricSpec {
   per_target?: boolean;
   /** "all": rows 0..R-1; "layers": rows 1..R-1 (layer l's output reaches row l + 1) */
   rows: "all" | "layers" | string;
-  /** availability: "" always, "targets", "two_targets" */
+  /** availability: "" always, "targets", "two_targets", "sublayers" (the header's `lacks` says when the backend has none) */
   needs: string;
   /** colour scale: fixed range, robust max (BOS excluded), diverging around 0, log rank, log */
   scale: "fixed" | "robust" | "diverging" | "log_rank" | "log" | string;

@@ -299,9 +299,9 @@ export class LensView {
   }
 
   // ------------------------------------------------------------------ status, static, PNG
-  showStatus(busy: boolean, progress: number | null): void {
+  showStatus(busy: boolean, progress: number | null, stage = ""): void {
     this.root.classList.toggle("rw-busy", busy);
-    this.header.showStatus(busy, progress);
+    this.header.showStatus(busy, progress, stage);
   }
 
   setStatic(on: boolean): void {

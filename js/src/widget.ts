@@ -55,7 +55,8 @@ class Wiring {
 
   showStatus(): void {
     const computing = this.model.get("status") === "computing";
-    this.view.showStatus(computing || this.edits.busy, computing ? Number(this.model.get("progress")) : null);
+    const stage = computing ? String(this.model.get("stage") ?? "") : ""; // a remote backend's queued / running / reading out
+    this.view.showStatus(computing || this.edits.busy, computing ? Number(this.model.get("progress")) : null, stage);
   }
 
   showError(): void {
@@ -144,6 +145,7 @@ class Wiring {
     sub.on("change:_payload", () => this.queueLoad());
     sub.on("change:status", () => this.showStatus());
     sub.on("change:progress", () => this.showStatus());
+    sub.on("change:stage", () => this.showStatus());
     sub.on("change:error", () => this.showError());
     sub.on("change:layer", () => {
       if (state.layerPending()) return; // mid-scrub: the local value wins

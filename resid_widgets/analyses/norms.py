@@ -62,7 +62,10 @@ def additivity_parts(
 
 
 def additivity_from_parts(keys: tuple[str, ...], diff: np.ndarray, scale: np.ndarray) -> dict:
-    """The report of ``additivity_report`` from per-position parts ([K, L, T])."""
+    """The report of ``additivity_report`` from per-position parts ([K, L, T]). No identities (a backend
+    without the sublayer outputs): ``form`` "unavailable", ``holds`` None (not checked, neither true nor false)."""
+    if not keys:
+        return {"form": "unavailable", "tolerance": ADDITIVITY_TOLERANCE, "holds": None}
     if diff.size == 0:
         errors = {k: 0.0 for k in keys}
     else:  # per layer: the largest error over positions over the largest |rhs| over positions

@@ -281,6 +281,9 @@ def pooled_norms(analyses: Sequence[Any], *, exclude_bos: bool) -> tuple[np.ndar
     """
     attn, mlp = [], []
     for a in analyses:
+        lacking = (a.info.get("lacks") or {}).get("sublayers")
+        if lacking:  # a backend without the attention / MLP outputs: say so, never NaN histograms
+            raise ValueError(f"attention / MLP output norms are unavailable on the {a.info.get('backend')} backend: {lacking}")
         keep = position_mask(a, exclude_bos)
         attn.append(np.asarray(a.attn_norm, dtype=np.float64)[:, keep])
         mlp.append(np.asarray(a.mlp_norm, dtype=np.float64)[:, keep])

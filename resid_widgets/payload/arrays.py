@@ -71,13 +71,23 @@ def sent(name: str, a, *, full: bool = False) -> bool:
         return len(a.targets) >= 2
     if when == "full":
         return full
+    if when == "sublayers":  # not computed by a backend that lacks them (NaN would travel as numbers)
+        return when not in (a.info.get("lacks") or {})
     return True
 
 
 def metric_available(name: str, a) -> bool:
     """The metric's availability rule (``needs``) for analysis ``a``."""
     needs = metric_spec(name)["needs"]
+    if needs in (a.info.get("lacks") or {}):
+        return False
     return not (needs == "targets" and not a.targets) and not (needs == "two_targets" and len(a.targets) < 2)
+
+
+def metric_lacking(name: str, lacks: dict[str, str] | None) -> str | None:
+    """Why metric ``name`` cannot be computed by a backend lacking ``lacks`` ({need: reason}); None: it can."""
+    spec = METRIC_SPECS.get(name)
+    return None if spec is None else (lacks or {}).get(spec["needs"])
 
 
 def metric_rows(name: str, n_rows: int) -> np.ndarray:
@@ -89,6 +99,9 @@ def metric_values(a, name: str, *, answer=None, counterfactual=None) -> tuple[np
     """(rows [n], values [n, T] float64) of metric ``name``: the array the heatmap colours, at every
     position; per-target metrics pick ``answer`` (a target name or id)."""
     spec = metric_spec(name)
+    lacking = (a.info.get("lacks") or {}).get(spec["needs"])
+    if lacking:  # a backend without what the metric needs: say so, never NaN read as values
+        raise ValueError(f"the metric {name!r} is unavailable on the {a.info.get('backend', 'session')} backend: {lacking}")
     if spec["needs"] == "targets" and answer is None:
         raise ValueError(f"the metric {name!r} needs targets=[answer, counterfactual]")
     if spec["needs"] == "two_targets" and (answer is None or counterfactual is None):
@@ -102,4 +115,4 @@ def metric_values(a, name: str, *, answer=None, counterfactual=None) -> tuple[np
     return metric_rows(name, a.n_rows), v
 
 
-__all__ = ["ARRAY_COMPUTE", "ArrayContext", "METRIC_SPECS", "metric_available", "metric_rows", "metric_values", "sent"]
+__all__ = ["ARRAY_COMPUTE", "ArrayContext", "METRIC_SPECS", "metric_available", "metric_lacking", "metric_rows", "metric_values", "sent"]

@@ -110,6 +110,7 @@ def header(a: Analysis, *, seq: int, client_seq: int = 0, is_demo: bool = False,
         "tau_grid": [float(t) for t in tau_grid],
         "k_grid": [int(a.k_for_tau(t)) for t in tau_grid],
         "additivity_holds": bool(a.additivity["holds"]),
+        **({"lacks": dict(a.info["lacks"])} if a.info.get("lacks") else {}),  # the backend's missing needs
         **extra_header(),
     }
 

@@ -52,7 +52,9 @@ EXTRA: dict[str, list[str]] = {"metrics": [], "arrays": []}
 
 _METRIC_FIELDS = {"name", "label", "array", "rows", "needs", "scale", "unit", "title", "tooltip", "tooltip_label"}
 _SCALES = {"fixed", "robust", "diverging", "log_rank", "log"}
-_NEEDS = {"", "targets", "two_targets"}
+#: a metric's availability: always, with targets, with two targets, or with the sublayer outputs (attention / MLP
+#: out), which a backend capturing only the residual stream lacks (the header's ``lacks``)
+_NEEDS = {"", "targets", "two_targets", "sublayers"}
 
 
 def metric_spec(name: str) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class AttributionRun:
     """One prompt's writers and the model's weights, ready for ``dla`` / ``decompose`` / ``neurons``."""
 
     def __init__(self, session: Any, prompt: Any, *, neuron_positions: Sequence[int] | int | None = None, prepend_bos: bool | None = None):
+        from resid_widgets.session.backends.capabilities import require
+
+        require(session, "attribution")  # a device-mapped, driver or nnsight session: a clear error naming it
         self.session = session
         with session._lock:
             session._check_weights()

@@ -20,18 +20,21 @@ import torch
 
 from resid_widgets import hooks
 from resid_widgets.analyses.lens import DEFAULT_CHUNK_ELEMENTS, FinalReadout, softcap
-from resid_widgets.analyses.norms import additivity_parts, l2_norms
 from resid_widgets.analyses.pipeline import Activations, Cancelled, Context, Lens, Request, Update, drain, run_stages
 from resid_widgets.analyses.projection import TokenSubspace, check_tau
 from resid_widgets.analyses.result import Analysis
+from resid_widgets.payload.protocol import TRAITS
 from resid_widgets.session import fingerprint
 from resid_widgets.session.guard import WeightsGuard, _view_key
 from resid_widgets.session import backends
+from resid_widgets.session.backends import capabilities
 from resid_widgets.interventions.core import Intervention, as_intervention, installed, reusable_prefix
 from resid_widgets.session.loading import load_model
 from resid_widgets.session.prompts import MAX_PROMPT_CHARS, MAX_TARGETS, PromptLike, Prompts, target_list
 
 Progress = Callable[[float, str], None]
+#: the most predictions kept per cell (protocol.json ``traits.top_k.max``: the widget's own limit)
+MAX_TOP_K: int = int(TRAITS["top_k"]["max"])
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Session(WeightsGuard, Prompts):
         self.d_vocab: int = int(self.model.W_U.shape[1])
         #: attention and MLP read the same residual (GPT-NeoX / Pythia): no resid_mid hook
         self.parallel: bool = hooks.is_parallel(self.model)
+        #: what the backend cannot give ({need: reason}; e.g. a driver capturing only blocks.{l}.hook_out lacks "sublayers")
+        self.lacks: dict[str, str] = capabilities.lacks(self.model)
         cap = float(getattr(cfg, "output_logits_soft_cap", 0.0) or 0.0)
         #: the model's output soft-cap c (logits = c * tanh(z / c)), or None
         self.softcap: float | None = cap if cap > 0 else None
@@ -165,12 +170,14 @@ class Session(WeightsGuard, Prompts):
             "has_b_U": b_U is not None,
             "block": "parallel" if self.parallel else "sequential",
             "softcap": self.softcap,
+            "backend": capabilities.backend_label(self.model),
+            **({"lacks": dict(self.lacks)} if self.lacks else {}),
         }
 
     # ---- analysis -------------------------------------------------------------------------------
     def _needed_hooks(self) -> list[str]:
         """The hooks the analyses read, in the order the forward pass computes them."""
-        return hooks.needed_hooks(self.n_layers, parallel=self.parallel) + [hooks.FINAL_NORM]
+        return capabilities.needed_hooks(self.n_layers, parallel=self.parallel, lacking=self.lacks)
 
     def _run(self, batch_ids: torch.Tensor, past: Any = None, intervention: Intervention | None = None,
              offset: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -208,13 +215,13 @@ class Session(WeightsGuard, Prompts):
     def _activations(self, ids: np.ndarray, cache: dict[str, torch.Tensor], logits: torch.Tensor) -> Activations:
         """One prompt's cache ([T, d] tensors) reduced to what the analyses read."""
         L = self.n_layers
-        keys, diff, scale = additivity_parts(cache, L, parallel=self.parallel)
+        attn, mlp, keys, diff, scale = capabilities.sublayer_parts(cache, L, len(ids), parallel=self.parallel, lacking=self.lacks)
         return Activations(
             ids=np.asarray(ids, dtype=np.int64),
             resid=torch.stack([cache[h].float() for h in hooks.residual_rows(L)]),
             final_norm=cache[hooks.FINAL_NORM].float(),
-            attn_norm=l2_norms(torch.stack([cache[hooks.attn_out(l)] for l in range(L)])),
-            mlp_norm=l2_norms(torch.stack([cache[hooks.mlp_out(l)] for l in range(L)])),
+            attn_norm=attn,
+            mlp_norm=mlp,
             add_keys=keys,
             add_diff=diff,
             add_scale=scale,
@@ -355,6 +362,8 @@ class Session(WeightsGuard, Prompts):
         uses it from then on, and ``lens.save(path)`` keeps it."""
         from resid_widgets.lenses import fit_jacobian_lens, train_tuned_lens
 
+        if kind in ("jacobian", "tuned"):
+            capabilities.require(self, f"{kind}_fit")
         if kind == "jacobian":
             lens = fit_jacobian_lens(self, prompts, progress=progress, **kwargs)
         elif kind == "tuned":
@@ -392,6 +401,7 @@ class Session(WeightsGuard, Prompts):
                 ids, added_bos = self.to_token_ids(prompt, prepend_bos=prepend_bos)
                 iv = as_intervention(intervention)
                 if iv is not None:
+                    capabilities.require(self, "interventions")
                     iv.check(self, len(ids))
                 req = self._request(prompt, ids, added_bos, top_k=top_k, targets=targets, tau=tau, lens=lens, intervention=iv)
                 ctx = self._context(cancelled)
@@ -411,6 +421,8 @@ class Session(WeightsGuard, Prompts):
             base_key = last.readout_key if base is not None and last.lens_key == lens_key else None
             for update in run_stages(acts, req, ctx, base=base, base_key=base_key, view=view):
                 if update.stage == "begin":  # from here the forward pass and projection can serve the next edit
+                    if getattr(self.model, "remote", False):  # a driver: what its engine sent back (reported)
+                        update.analysis.info["bytes_from_engine"] = int(self.model.last_bytes)
                     self._last = _Last(ids, _without_logits(acts), update.analysis, None, params_key, kv, lens_key, iv)
                 elif update.stage == "done":
                     self._last.readout_key = req.readout_key()
@@ -441,6 +453,7 @@ class Session(WeightsGuard, Prompts):
         ``intervention`` when given."""
         from resid_widgets.interventions.generate import continue_text
 
+        capabilities.require(self, "generation")
         return continue_text(self, prompt, n, intervention=intervention)
 
     def analyze_batch(
@@ -489,8 +502,10 @@ class Session(WeightsGuard, Prompts):
     def _check_settings(self, top_k: int, tau: float) -> tuple[int, float]:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
             raise TypeError(f"top_k must be an integer, got {type(top_k).__name__}")
-        if not 1 <= int(top_k) <= self.d_vocab:
-            raise ValueError(f"top_k must be between 1 and the vocabulary size {self.d_vocab}, got {top_k}")
+        limit = min(self.d_vocab, MAX_TOP_K)  # the contract's limit: at a full vocabulary one analysis would be GBs
+        if not 1 <= int(top_k) <= limit:
+            raise ValueError(f"top_k must be between 1 and {limit} (the limit of protocol.json traits.top_k, or the "
+                             f"vocabulary of {self.d_vocab} tokens when smaller), got {top_k}")
         return int(top_k), check_tau(tau)
 
     def __repr__(self) -> str:
@@ -565,4 +580,4 @@ def _sub_progress(progress: Progress, i: int, n: int) -> Progress:
     return lambda f, stage: progress((i + f) / n, f"prompt {i + 1}/{n}: {stage}")
 
 
-__all__ = ["MAX_PROMPT_CHARS", "MAX_TARGETS", "Session", "target_list"]
+__all__ = ["MAX_PROMPT_CHARS", "MAX_TARGETS", "MAX_TOP_K", "Session", "target_list"]

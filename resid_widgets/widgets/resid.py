@@ -32,9 +32,10 @@ import traitlets as t
 from resid_widgets.analyses.pipeline import Cancelled
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.payload.contract import Checked, ContractError, browser_may_set, check, parse_details, parse_edit, reply_address
+from resid_widgets.payload.arrays import metric_lacking
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
-from resid_widgets.session import as_session
+from resid_widgets.session import as_session, backends
 from resid_widgets.session.prompts import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
@@ -85,6 +86,7 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
     selected = t.List(t.Int(), maxlen=2).tag(sync=True)
     status = t.Unicode("idle").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
+    stage = t.Unicode("").tag(sync=True)  # a remote backend's stage (queued, running, reading out) while computing
     error = t.Unicode("").tag(sync=True)
     _static = t.Bool(False).tag(sync=True)
     _meta = t.Dict().tag(sync=True)
@@ -159,7 +161,7 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
                 if begun.is_set():
                     self.error = str(exc)
             finally:
-                self.status = "idle"
+                self.status, self.stage = "idle", ""
                 begun.set()
 
         self.status = "computing"
@@ -189,14 +191,16 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
         )
         streaming = getattr(self, "comm", None) is not None
         update = None
-        for update in updates:
-            if progress is not None:
-                progress(update.fraction, update.stage)
-            if streaming:
-                self._send_delta(update)
-                self.writers.serve_pending()  # a pinned cell asked about this analysis: answered between blocks
-            if on_begin is not None and update.stage == "begin":
-                on_begin(update.analysis)
+        remote = (lambda stage: progress(0.0, stage)) if progress is not None else (lambda stage: None)  # noqa: E731
+        with backends.stages(self.session.model, remote):  # a driver's or NDIF's queued / running / reading out
+            for update in updates:
+                if progress is not None:
+                    progress(update.fraction, update.stage)
+                if streaming:
+                    self._send_delta(update)
+                    self.writers.serve_pending()  # a pinned cell asked about this analysis: answered between blocks
+                if on_begin is not None and update.stage == "begin":
+                    on_begin(update.analysis)
         self._queue.store(key, update.analysis)
         return update.analysis
 
@@ -335,7 +339,7 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
                     self.error = message
                     self._trait_error = False
                     q.settle(no)
-                    self.status = "idle"
+                    self.status, self.stage = "idle", ""
             if sync:
                 raise (exc if isinstance(exc, ContractError) else ContractError(message)) from exc
             return None
@@ -374,7 +378,11 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
 
     def _progress_for(self, no: int):
         def report(fraction: float, stage: str) -> None:
-            if self._queue.is_latest(no) and (fraction >= 1.0 or abs(fraction - self.progress) >= 0.05):
+            if not self._queue.is_latest(no):
+                return
+            if stage in backends.REMOTE_STAGES or stage == "done" or self.stage:
+                self.stage = stage if stage in backends.REMOTE_STAGES else ""  # shown until the lens streams
+            if stage not in backends.REMOTE_STAGES and (fraction >= 1.0 or abs(fraction - self.progress) >= 0.05):
                 self.progress = fraction
 
         return report
@@ -384,6 +392,9 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
         if name not in _USER_TRAITS:
             return super().__setattr__(name, value)
         try:
+            why = metric_lacking(value, self.session.lacks) if name == "metric" else None
+            if why:  # a backend without what the metric needs (a driver capturing blocks.{l}.hook_out only)
+                raise t.TraitError(f"the metric {value!r} is unavailable on this session's backend: {why}")
             super().__setattr__(name, value)
         except t.TraitError as exc:
             self._show_trait_error(str(exc))

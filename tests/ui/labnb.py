@@ -19,9 +19,9 @@ def write_notebook(path: Path, cells: Sequence[str]) -> None:
     nbformat.write(nb, path)
 
 
-def open_in_lab(lab: dict, page, name: str, app: str = "lab/tree") -> None:
+def open_in_lab(lab: dict, page, name: str, *, app: str = "lab/tree") -> None:
     """Start a kernel session for notebook ``name`` (in ``lab["root"]``), open it in ``page`` and wait until its
-    cells and kernel indicator are there (the caller runs the cells)."""
+    cells and kernel indicator are there (the caller runs the cells). ``app="notebooks"``: Notebook 7's page."""
     req = urllib.request.Request(
         f"{lab['url']}/api/sessions?token={lab['token']}",
         data=json.dumps({"path": name, "type": "notebook", "name": name, "kernel": {"name": "python3"}}).encode(),
@@ -29,6 +29,6 @@ def open_in_lab(lab: dict, page, name: str, app: str = "lab/tree") -> None:
         method="POST",
     )
     urllib.request.urlopen(req, timeout=60).close()
-    page.goto(f"{lab['url']}/{app}/{name}?token={lab['token']}")  # app: "notebooks" for Notebook 7
+    page.goto(f"{lab['url']}/{app}/{name}?token={lab['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-NotebookKernelStatus", timeout=60_000)

@@ -33,6 +33,9 @@ import torch
 
 from resid_widgets.session.backends.captured import CapturedModel, RemoteError
 
+#: what a backend that runs elsewhere reports while an analysis waits on it (ResidWidget's ``stage`` trait)
+REMOTE_STAGES = ("queued", "running", "reading out")
+
 #: the ``Session(...)`` keywords that choose or configure a backend
 OPTIONS = ("device_map", "max_memory", "offload_folder", "n_devices", "dtype", "weights", "remote")
 
@@ -122,10 +125,11 @@ def from_remote_bridge(bridge: Any, *, weights: Any = None) -> CapturedModel:
             "directory for the lens readout, Session(bridge, weights='/path/to/model') (only the final norm and the "
             "unembedding are read)"
         )
+    pos = getattr(bridge.adapter.component_mapping.get("pos_embed"), "name", None)  # GPT-2's learned positions
     if isinstance(weights, (str, os.PathLike)):
-        tensors = tensors_from_checkpoint(weights, *paths)
+        tensors = tensors_from_checkpoint(weights, *paths, pos_path=pos)
     else:
-        tensors = tensors_from_state(weights, *paths)
+        tensors = tensors_from_state(weights, *paths, pos_path=pos)
     name = getattr(bridge.cfg, "model_name", None) or getattr(driver, "architecture", "remote model")
     return CapturedModel(bridge, tensors, kind="driver", name=f"{name} (driver)")
 
@@ -147,5 +151,5 @@ def _execution_device(module: Any) -> torch.device:
     return p.device if p is not None and p.device.type != "meta" else torch.device("cpu")
 
 
-__all__ = ["CapturedModel", "OPTIONS", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_nnsight_model",
+__all__ = ["CapturedModel", "OPTIONS", "REMOTE_STAGES", "RemoteError", "boot_device_map", "check_options", "from_remote_bridge", "is_nnsight_model",
            "is_remote_bridge", "stages", "wants_device_map"]

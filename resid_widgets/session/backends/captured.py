@@ -15,7 +15,8 @@ classic names from the canonical captures::
 LayerNorm models' vectors are centred (as compatibility mode's centred writing weights leave them), and
 the readout is the checkpoint's final norm and unembedding folded and centred (``readout.fold_readout``),
 so every quantity equals compatibility mode's where both run. A driver's captures are counted in
-``bytes_moved``.
+``bytes_moved``. A driver that captures only the residual stream (``blocks.{l}.hook_out``: vLLM's stock
+overlay) gives the rows alone; what needs the sublayers is marked in ``lacks`` (``capabilities``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from resid_widgets import hooks
+from resid_widgets.session.backends.capabilities import capture_plan, row_zero, rows_only_cache
 from resid_widgets.session.backends.readout import PreNorm, block_writers, centre, effective_norm_weight, fold_readout
 
 
@@ -63,7 +65,10 @@ class CapturedModel:
         self.last_bytes = 0  # ... in the latest forward pass
         self.on_stage: Callable[[str], None] | None = None  # told "running" / "reading out" around a forward pass
         self._available = frozenset(getattr(bridge, "_hook_registry", None) or getattr(bridge, "hook_dict", {}))
-        self._capture = self._capture_names()
+        self._pos_weight = tensors.get("pos.weight")  # a learned positional embedding, for a rows-only row 0
+        embed_is_row0 = self._pos_weight is not None or "pos_embed" not in self.adapter.component_mapping
+        self._capture, self.lacks = capture_plan(self._available, self.cfg.n_layers, self._writers, kind=self.kind,
+                                                 embed_is_row0=embed_is_row0)
 
     # ---- what Session reads -------------------------------------------------------------------
     @property
@@ -80,19 +85,6 @@ class CapturedModel:
     @property
     def remote(self) -> bool:
         return self.kind == "driver"
-
-    def _capture_names(self) -> list[str]:
-        L = self.cfg.n_layers
-        attn, mlp = self._writers
-        names = ["blocks.0.hook_in"] + [f"blocks.{l}.{p}" for l in range(L) for p in (f"{attn}.hook_out", f"{mlp}.hook_out", "hook_out")]
-        missing = [n for n in names if n not in self._available]
-        if missing:
-            raise ValueError(
-                f"the {self.kind} engine does not capture {missing[:3]}{'...' if len(missing) > 3 else ''}; the residual rows "
-                "and the attention / MLP norms need blocks.{l}.hook_in (layer 0), blocks.{l}.hook_out, "
-                "blocks.{l}.attn.hook_out and blocks.{l}.mlp.hook_out. Add them to the driver's supported_hook_points"
-            )
-        return names
 
     def run_with_cache(self, batch_ids: torch.Tensor, names_filter: Any = None, **kwargs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits [B, T, V] (compatibility mode's: centred when W_U is) and the classic hooks' activations."""
@@ -133,6 +125,10 @@ class CapturedModel:
         dev = self.W_U.device
         c = centre if self.cfg.normalization_type == "LN" else (lambda x: x)
         get = lambda name: c(raw[name].to(dev).float())  # noqa: E731
+        if self.lacks:  # rows only
+            out = rows_only_cache(get, self.cfg.n_layers, c(row_zero(raw, self._pos_weight).to(dev).float()))
+            out[hooks.FINAL_NORM] = self.ln_final(out[hooks.resid_post(self.cfg.n_layers - 1)])
+            return out
         out: dict[str, torch.Tensor] = {}
         pre = get("blocks.0.hook_in")
         for l in range(self.cfg.n_layers):

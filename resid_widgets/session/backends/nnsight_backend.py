@@ -119,9 +119,11 @@ class NNsightModel:
                         centre=self.centre_logits)
         if self.remote is not False:
             _pickle_by_value()
+        self._last_stage = None
         self._stage("queued" if self.remote is True else "running")
+        where = {False: {}, "local": {"remote": "local"}}.get(self.remote) or {"backend": _ndif_backend(lm, self._stage)}
         try:
-            with lm.trace(torch.as_tensor(ids)[None], remote=self.remote if self.remote is not False else None) if self.remote is not False else lm.trace(torch.as_tensor(ids)[None]):
+            with lm.trace(torch.as_tensor(ids)[None], **where):
                 shipped = list().save()
                 rows, attns, mlps = [], [], []
                 for i, layer in enumerate(layers):
@@ -134,6 +136,11 @@ class NNsightModel:
                 shipped.append(_read_rows(rows, attns, mlps, logits, norm, head, settings))
         except (ConnectionError, TimeoutError, OSError) as e:
             raise RemoteError(f"the nnsight trace failed ({type(e).__name__}: {e}); nothing was changed, try again") from e
+        except Exception as e:
+            if type(e).__name__ != "RemoteError" or not type(e).__module__.startswith("nnsight"):
+                raise
+            # NDIF refused the request (401 key, 503 busy...) or the job failed there: the server's own words
+            raise RemoteError(f"NDIF refused or failed the request: {e}; nothing was changed") from e
         self._stage("reading out")
         out = shipped[0]
         self.last_bytes = sum(int(a.nbytes) for a in out.values())
@@ -141,8 +148,29 @@ class NNsightModel:
         return out
 
     def _stage(self, stage: str) -> None:
-        if self.on_stage is not None:
+        if self.on_stage is not None and stage != getattr(self, "_last_stage", None):
+            self._last_stage = stage
             self.on_stage(stage)
+
+
+def _ndif_backend(lm: Any, stage: Any) -> Any:
+    """nnsight's own NDIF backend (host and API key from nnsight's configuration: ``NDIF_HOST`` /
+    ``NDIF_API_KEY``, ``CONFIG.API``) whose status updates (QUEUED, RUNNING) also reach ``stage``."""
+    try:
+        backend = lm._remote_backend(True, True, None, False)
+    except Exception as e:  # the model's key names it on the hub: a local directory has none
+        raise ValueError(f"NDIF runs models it hosts, named as on the Hugging Face hub (LanguageModel('org/name')); "
+                         f"this one has no hub name ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    shown = backend.display.update
+
+    def update(response: Any) -> None:
+        shown(response)
+        name = str(getattr(response.status, "value", response.status)).lower()
+        if name in ("queued", "running"):
+            stage(name)
+
+    backend.display.update = update
+    return backend
 
 
 def _first(x):

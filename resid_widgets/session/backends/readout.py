@@ -121,10 +121,11 @@ _HEAD_ALIASES = {"lm_head": ("embed_out",)}
 
 
 def tensors_from_state(state: Mapping[str, torch.Tensor], norm_path: str, head_path: str, embed_path: str | None,
-                       *, tied: bool | None = None) -> dict[str, torch.Tensor | None]:
+                       *, tied: bool | None = None, pos_path: str | None = None) -> dict[str, torch.Tensor | None]:
     """The same tensors from a state dict (a driver's ``state_dict()``, a checkpoint's tensors). The
     input embedding stands in for the lm_head only when the model ties them (``tied`` True, or unknown
-    and no lm_head among the tensors)."""
+    and no lm_head among the tensors). ``pos_path``: also the learned positional embedding
+    (``pos.weight`` [n_ctx, d_model]; row 0 of a driver that captures ``embed.hook_out`` only)."""
     def get(*keys):
         for key in keys:
             if key in state:
@@ -137,6 +138,7 @@ def tensors_from_state(state: Mapping[str, torch.Tensor], norm_path: str, head_p
         "norm.bias": get(f"{norm_path}.bias"),
         "head.weight": None if tied else get(*(f"{h}.weight" for h in heads)),
         "head.bias": None if tied else get(*(f"{h}.bias" for h in heads)),
+        "pos.weight": get(f"{pos_path}.weight") if pos_path else None,
     }
     if out["head.weight"] is None and tied is not False and embed_path is not None:
         out["head.weight"] = get(f"{embed_path}.weight")
@@ -147,7 +149,8 @@ def tensors_from_state(state: Mapping[str, torch.Tensor], norm_path: str, head_p
     return out
 
 
-def tensors_from_checkpoint(directory: str | os.PathLike, norm_path: str, head_path: str, embed_path: str | None) -> dict[str, torch.Tensor | None]:
+def tensors_from_checkpoint(directory: str | os.PathLike, norm_path: str, head_path: str, embed_path: str | None,
+                            *, pos_path: str | None = None) -> dict[str, torch.Tensor | None]:
     """Only the final norm's and the unembedding's tensors, read from a Hugging Face directory's
     safetensors files (the rest of the checkpoint is not loaded)."""
     import json
@@ -160,13 +163,13 @@ def tensors_from_checkpoint(directory: str | os.PathLike, norm_path: str, head_p
     config = Path(directory) / "config.json"
     tied = json.loads(config.read_text()).get("tie_word_embeddings") if config.is_file() else None
     heads = (head_path, *_HEAD_ALIASES.get(head_path, ()))
-    wanted = {f"{p}.{n}" for p in (norm_path, *heads, embed_path) if p for n in ("weight", "bias")}
+    wanted = {f"{p}.{n}" for p in (norm_path, *heads, embed_path, pos_path) if p for n in ("weight", "bias")}
     state: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as fh:
             for key in wanted & set(fh.keys()):
                 state[key] = fh.get_tensor(key)
-    return tensors_from_state(state, norm_path, head_path, embed_path, tied=tied)
+    return tensors_from_state(state, norm_path, head_path, embed_path, tied=tied, pos_path=pos_path)
 
 
 def effective_norm_weight(weight: torch.Tensor | None, adapter: Any) -> torch.Tensor | None:
