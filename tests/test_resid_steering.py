@@ -19,7 +19,7 @@ import torch
 from resid_widgets import ResidWidget
 from resid_widgets.interventions import Steer, unembed_direction, writer_direction
 from resid_widgets.payload.contract import ContractError
-from resid_widgets.payload.encode import encode_analysis
+from resid_widgets.payload.encode import decode_payload, encode_analysis
 
 PROMPT = "Mr. Darcy said to Elizabeth that she"
 FIELDS = ["top_ids", "top_probs", "target_ranks", "entropy", "kl_to_output", "projection_pct", "resid_norm", "attn_norm",
@@ -192,7 +192,13 @@ def test_export_carries_before_after_and_the_direction(w, tmp_path):
     html = w.save_html(tmp_path / "steer.html").read_text(encoding="utf-8")
     m = re.search(r'<script type="application/json" id="rw-state">(.*?)</script>', html, re.S)
     state = json.loads(m.group(1))
-    assert base64.b64decode(state["_steer_payload_b64"]) == w._steer_payload
+    # the after payload as shown, plus the full top-k of the steered run (the offline tooltip's list)
+    arrays = decode_payload(state["_steer_meta"], base64.b64decode(state["_steer_payload_b64"]))
+    shown = decode_payload(w._steer_meta, w._steer_payload)
+    assert all(np.array_equal(arrays[k], v, equal_nan=True) for k, v in shown.items()) and "top_ids" not in shown
+    np.testing.assert_array_equal(arrays["top_ids"], w.steered.top_ids)
+    np.testing.assert_array_equal(arrays["top_probs"], w.steered.top_probs.astype(arrays["top_probs"].dtype))
+    assert state["_steer_meta"]["after_seq"] == w._steer_meta["after_seq"]
     assert state["_steer_meta"]["pair_seq"] == json.loads(re.search(r'id="rw-meta">(.*?)</script>', html, re.S).group(1))["seq"]
     d = state["_steer_info"]["direction"]
     assert d["source"] == "unembed" and d["layers"] == [1] and d["alpha"] == 8.0 and d["norm_match"] is False
@@ -246,3 +252,47 @@ def test_steer_given_to_the_constructor_is_computed(demo_session):
         assert w.steer["alpha"] == 8.0 and w.steered is not None and w._steer_meta["pair_seq"] == w._meta["seq"]
     finally:
         w.close()
+
+
+def test_after_details_are_the_steered_analysis_top_k(w):
+    """``details`` with ``run: "after"``: the full top-k of the steered run at the cell (the tooltip in after /
+    difference mode), equal to ``w.steered``'s; the plain request still answers from the plain run."""
+    w.steer = {**SPEC, "alpha": 20.0}
+    after, plain, seq = w.steered, w.analysis, w._meta["seq"]
+    T = after.n_tokens
+    assert w._steer_meta["after_seq"] >= 1
+    reply = _send(w, {"type": "details", "req": "v:1", "seq": seq, "pos": T - 1, "run": "after",
+                      "after_seq": w._steer_meta["after_seq"]})[-1]
+    assert reply["run"] == "after" and reply["seq"] == seq and reply["after_seq"] == w._steer_meta["after_seq"]
+    np.testing.assert_array_equal(np.asarray(reply["top_ids"]), after.top_ids[:, T - 1])
+    np.testing.assert_allclose(np.asarray(reply["top_probs"], np.float32), after.top_probs[:, T - 1], rtol=0, atol=0)
+    assert all(reply["strings"][str(int(i))] == after.strings[int(i)] for i in after.top_ids[:, T - 1].ravel())
+    # steering changed the prediction at the last position from the steered layer's output on
+    assert not np.array_equal(after.top_ids[2:, T - 1], plain.top_ids[2:, T - 1])
+    plain_reply = _send(w, {"type": "details", "req": "v:2", "seq": seq, "pos": T - 1})[-1]
+    np.testing.assert_array_equal(np.asarray(plain_reply["top_ids"]), plain.top_ids[:, T - 1])
+    assert "run" not in plain_reply
+    # an after payload no longer shown, a bad run, steering off: clear error replies, nothing changes
+    stale = _send(w, {"type": "details", "req": "v:3", "seq": seq, "pos": 0, "run": "after", "after_seq": 10**6})[-1]
+    assert "is no longer shown" in stale["error"] and stale["req"] == "v:3"
+    bad = _send(w, {"type": "details", "req": "v:4", "seq": seq, "pos": 0, "run": "steered"})[-1]
+    assert bad["error"] == "the details request's run must be plain or after, got 'steered'"
+    w.steer = {**SPEC, "on": False}
+    off = _send(w, {"type": "details", "req": "v:5", "seq": w._meta["seq"], "pos": 0, "run": "after"})[-1]
+    assert "steering is off" in off["error"] and w.error == ""
+
+
+def test_after_progress_is_shown_while_it_computes(w):
+    """The after run reports ``_steer_info.computing`` / ``progress`` while it runs; the publish clears them."""
+    seen = []
+    w.observe(lambda ch: seen.append(dict(ch["new"])), names="_steer_info")
+    w.steer = {**SPEC, "alpha": 3.0}
+    computing = [i for i in seen if i.get("computing")]
+    assert computing and computing[0]["progress"] == 0.0 and computing[-1]["progress"] > 0.5
+    fractions = [i["progress"] for i in computing]
+    assert fractions == sorted(fractions)
+    assert "computing" not in w._steer_info and "progress" not in w._steer_info and w._steer_info["direction"]["alpha"] == 3.0
+    # a failing after run (a token that is not one) clears them too
+    with pytest.raises(ContractError):
+        w.steer = {**SPEC, "alpha": 4.0, "layers": [99]}
+    assert "computing" not in w._steer_info

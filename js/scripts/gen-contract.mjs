@@ -38,6 +38,8 @@ const lines = [
   `export type DType = ${lit(Object.keys(spec.dtypes))};`,
   `export type MessageToPython = ${lit(Object.keys(spec.messages.to_python))};`,
   `export type MessageToBrowser = ${lit(Object.keys(spec.messages.to_browser))};`,
+  `/** The runs a details request may ask about (the steering panel's steered run: "after"). */`,
+  `export type DetailsRun = ${lit(spec.messages.details_runs)};`,
   "",
   "/** The synced traits of ResidWidget (anywidget's typed model: `RenderProps<WidgetModel>`). */",
   "export interface WidgetModel {",

@@ -9,6 +9,8 @@ export type ArrayName = "token_ids" | "proj_pct" | "proj_grid" | "proj_final" | 
 export type DType = "float16" | "float32" | "int32" | "uint16" | "uint8";
 export type MessageToPython = "edit" | "details" | "writers";
 export type MessageToBrowser = "edit_done" | "details" | "delta" | "writers";
+/** The runs a details request may ask about (the steering panel's steered run: "after"). */
+export type DetailsRun = "plain" | "after";
 
 /** The synced traits of ResidWidget (anywidget's typed model: `RenderProps<WidgetModel>`). */
 export interface WidgetModel {

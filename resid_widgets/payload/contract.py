@@ -228,6 +228,8 @@ class Details:
     req: str | int
     seq: int
     pos: int
+    run: str = "plain"  # "after": the steering panel's steered run (resid_steering.py)
+    after_seq: int = 0  # run "after": the after payload asked about (its _steer_meta.after_seq; 0: the one shown)
 
 
 def _too_big(content: Any) -> bool:
@@ -271,6 +273,10 @@ def parse_edit(content: Any) -> Edit:
     return Edit(view=view, seq=seq, changes=changes, window=window)
 
 
+#: the runs a details request may ask about (protocol.json ``messages.details_runs``)
+DETAILS_RUNS = tuple(MESSAGES["details_runs"])
+
+
 def parse_details(content: Any) -> Details:
     """A ``details`` request, every field checked."""
     req = content.get("req")
@@ -278,7 +284,11 @@ def parse_details(content: Any) -> Details:
         raise ContractError(f"the details request's req must be a short text id, got {_short(req)}")
     seq = _whole("the details request's seq", content.get("seq", 0), "a whole number")
     pos = _whole("the details request's pos", content.get("pos", -1), "a position")
-    return Details(req=req, seq=seq, pos=pos)
+    run = content.get("run", "plain")
+    if run not in DETAILS_RUNS:
+        raise ContractError(f"the details request's run must be {' or '.join(DETAILS_RUNS)}, got {_short(run)}")
+    after_seq = _whole("the details request's after_seq", content.get("after_seq", 0), "a whole number")
+    return Details(req=req, seq=seq, pos=pos, run=run, after_seq=after_seq)
 
 
 @dataclass(frozen=True)

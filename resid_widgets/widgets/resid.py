@@ -11,7 +11,8 @@ the small UI state, synced both ways. The browser sends back three custom messag
   acknowledged with ``{"type": "edit_done", "view": v, "seq": n}`` (sent to all views; each waits
   only for its own), and the payload that answers it carries ``client_view``/``client_seq``. So
   any number of views of one widget (a widget displayed twice, a reloaded page) can edit it.
-* ``{"type": "details", "req": id, "seq": s, "pos": p}``: the full top-k list of every row at p.
+* ``{"type": "details", "req": id, "seq": s, "pos": p, "run"?: "after"}``: the full top-k list of every row at p
+  (of the steering panel's steered run with ``run: "after"``).
 * ``{"type": "writers", "req": id, "seq": s, "row": r, "pos": p, ...}``: the Writers panel's cell (resid_writers.py).
 
 Changes made from Python (``w.prompt = "..."``) compute synchronously, so ``w.analysis`` is current
@@ -507,6 +508,8 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
         req = content.get("req")
         try:
             ask = parse_details(content)
+            if ask.run == "after":  # the steering panel's steered run (resid_steering.py)
+                return self.send({**self._after_details(ask), "type": "details", "req": req})
             # a view showing a streamed analysis asks about that one (its cells not read yet come back as -1)
             seq, analysis = self._meta.get("seq", 0), self.analysis
             live = self._queue.live

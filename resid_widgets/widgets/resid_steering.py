@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from resid_widgets.analyses.pipeline import drain
 from resid_widgets.analyses.result import Analysis
 from resid_widgets.interventions.core import Steer
 from resid_widgets.interventions.directions import Direction, as_direction, jacobian_direction, unembed_direction, writer_direction
 from resid_widgets.payload.contract import Checked, check
-from resid_widgets.payload.encode import encode_analysis
+from resid_widgets.payload.encode import cell_details
 
 FORMULAS = {False: "h ← h + α·v", True: "h ← h + α·median‖h‖·v/‖v‖"}
 
@@ -152,8 +151,7 @@ class SteerPanel(t.HasTraits):
                       norm_match=spec["norm_match"])
         steer.check(self.session, plain.n_tokens)
         # α = 0 installs no hook: the after analysis IS the plain one (bit for bit, no second pass)
-        after = plain if not steer.key() else drain(self.session.stream(prompt, top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
-                                          lens=params["lens"], cancelled=cancelled, intervention=steer))
+        after = plain if not steer.key() else self._after_run(params, plain, steer, cancelled)
         continuation = {}
         if spec["n_continue"]:
             n = spec["n_continue"]
@@ -163,19 +161,40 @@ class SteerPanel(t.HasTraits):
         self._queue.store(("steer", key), out)
         return out
 
+    def _after_run(self, params: dict, plain: Analysis, steer: Steer, cancelled=None) -> Analysis:
+        """The steered analysis, its progress shown meanwhile: ``_steer_info.computing`` (true) and
+        ``_steer_info.progress`` (0..1, steps of ≥ 5 %) while it runs; the next publish (or a failure) clears them."""
+        updates = self.session.stream(params["prompt"], top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
+                                      lens=params["lens"], cancelled=cancelled, intervention=steer)
+        self._steer_info = {**self._steer_info, "computing": True, "progress": 0.0}
+        last, shown = None, 0.0
+        try:
+            for last in updates:
+                if last.fraction - shown >= 0.05 and last.stage != "done":
+                    shown = last.fraction
+                    self._steer_info = {**self._steer_info, "progress": round(float(shown), 3)}
+        except BaseException:
+            self._steer_info = {k: v for k, v in self._steer_info.items() if k not in ("computing", "progress")}
+            raise
+        assert last is not None and last.stage == "done"
+        return last.analysis
+
     # ---- publishing ------------------------------------------------------------------------------
     def _steer_publish(self, analysis: Analysis, seq: int) -> None:
         """Inside ``_publish``'s hold_sync: the after payload paired with ``analysis`` (sent as ``seq``), or none."""
         res: Steered | None = self.__dict__.get("_steer_result")
         if res is None or res.after.n_tokens != analysis.n_tokens or res.after.prompt != analysis.prompt:
+            self.__dict__.pop("_after_shown", None)
             if self._steer_meta:
                 self._steer_payload, self._steer_meta = b"", {}
             self._steer_info = {k: v for k, v in self._steer_info.items() if k == "directions"}
             return
         after = res.after if res.after.tau == analysis.tau else res.after.with_tau(analysis.tau)
+        after_seq = self.__dict__.get("_after_count", 0) + 1  # names this after payload (details of its cells)
+        self.__dict__["_after_count"] = after_seq
         meta, blob = self._encode(after, seq=seq)
-        meta["pair_seq"] = seq
-        meta["steer"] = res.steer.describe()
+        meta.update(pair_seq=seq, after_seq=after_seq, steer=res.steer.describe())
+        self.__dict__["_after_shown"] = (after_seq, seq, after, res.steer)
         self._steer_payload, self._steer_meta = blob, meta
         self._steer_info = {"directions": sorted(self._named()), "direction": self._describe(res),
                             "continuation": res.continuation}
@@ -189,6 +208,20 @@ class SteerPanel(t.HasTraits):
         """An edit succeeded: its steering result is what the next publish pairs with the plain payload."""
         self.__dict__["_steer_result"] = res
 
+    def _after_details(self, ask) -> dict:
+        """A ``details`` request with ``run: "after"`` (contract.parse_details): the full top-k of every row at
+        ``ask.pos`` of the steered run shown (the after payload ``ask.after_seq``, paired with ``ask.seq``)."""
+        shown = self.__dict__.get("_after_shown")
+        if shown is None:
+            raise ValueError("no steered run is shown (steering is off): there is no after top-k to list")
+        after_seq, pair_seq, after, _ = shown
+        if ask.seq != pair_seq or (ask.after_seq and ask.after_seq != after_seq):
+            raise ValueError(f"the steered run asked about (payload {ask.seq}, after {ask.after_seq}) is no longer shown; "
+                             f"the one shown is payload {pair_seq}, after {after_seq}")
+        reply = cell_details(after, ask.pos)
+        reply.update(seq=pair_seq, run="after", after_seq=after_seq)
+        return reply
+
     @property
     def steered(self) -> Analysis | None:
         """The after analysis shown (None when steering is off)."""
@@ -199,10 +232,15 @@ class SteerPanel(t.HasTraits):
         """The steering traits for save_html's offline page (the after payload as base64 text)."""
         import base64
 
-        if not self._steer_meta:
+        shown = self.__dict__.get("_after_shown")
+        if not self._steer_meta or shown is None:
             return {"steer": dict(self.steer)}
-        return {"steer": dict(self.steer), "_steer_meta": self._steer_meta, "_steer_info": self._steer_info,
-                "_steer_payload_b64": base64.b64encode(bytes(self._steer_payload)).decode("ascii")}
+        # the after payload with its full top-k (like the plain one), so the offline tooltip lists the steered run's
+        after_seq, pair_seq, after, steer = shown
+        meta, blob = self._encode(after, seq=pair_seq, full=True)
+        meta.update(pair_seq=pair_seq, after_seq=after_seq, steer=steer.describe())
+        return {"steer": dict(self.steer), "_steer_meta": meta, "_steer_info": self._steer_info,
+                "_steer_payload_b64": base64.b64encode(blob).decode("ascii")}
 
 
 __all__ = ["FORMULAS", "SteerPanel", "Steered"]
