@@ -1,14 +1,18 @@
 // Lazy "details" requests for the hover tooltip's full top-k (one request per position: all rows).
 //
-//   JS -> Python  {type: "details", req, seq, pos}   req = "<view id>:<n>", unique across views
+//   JS -> Python  {type: "details", req, seq, pos, run?, after_seq?}   req = "<view id>:<n>", unique across views
 //   Python -> JS  {type: "details", req, seq, pos, top_ids: number[R][k], top_probs: number[R][k],
-//                  strings: {id: text}}            or {type: "details", req, error: str}
+//                  strings: {id: text}, run?, after_seq?}            or {type: "details", req, error: str}
 //
-// Replies are cached per (seq, pos); a reply for a seq other than the current payload's is ignored;
+// run "after" asks about the steering panel's steered run: the after payload `after_seq` paired with payload `seq`.
+// Replies are cached per (seq, run, after_seq, pos); a reply for a seq (or after payload) other than the current one is ignored;
 // a request with no reply after `timeoutMs` rejects (the tooltip says so) and may be retried later.
+
+import type { DetailsRun } from "./contract.gen";
 
 export interface Details {
   seq: number;
+  run: DetailsRun;
   pos: number;
   topIds: number[][]; // [R][k]
   topProbs: number[][]; // [R][k]
@@ -18,6 +22,8 @@ export interface Details {
 interface Pending {
   key: string;
   seq: number;
+  run: DetailsRun;
+  afterSeq: number;
   pos: number;
   resolve: (d: Details) => void;
   reject: (e: Error) => void;
@@ -26,9 +32,12 @@ interface Pending {
 
 export class StaleError extends Error {}
 
+const keyOf = (seq: number, pos: number, run: DetailsRun, afterSeq: number) => (run === "after" ? `${seq}:after${afterSeq}:${pos}` : `${seq}:${pos}`);
+
 export class DetailsClient {
   private nextReq = 1;
   private seq = -1;
+  private afterSeq = -1;
   private cache = new Map<string, Details>();
   private inflight = new Map<string, Promise<Details>>();
   private pending = new Map<string, Pending>();
@@ -54,12 +63,24 @@ export class DetailsClient {
     this.pending.clear();
   }
 
-  cached(seq: number, pos: number): Details | undefined {
-    return this.cache.get(`${seq}:${pos}`);
+  /** A new after payload (the steering panel's, `_steer_meta.after_seq`; 0: none): forget the older one's lists. */
+  setAfterSeq(afterSeq: number): void {
+    if (afterSeq === this.afterSeq) return;
+    this.afterSeq = afterSeq;
+    for (const k of [...this.cache.keys()]) if (k.includes(":after")) this.cache.delete(k);
+    for (const [req, p] of [...this.pending]) {
+      if (p.run !== "after") continue;
+      this.finish(req, p);
+      p.reject(new StaleError("steered payload changed"));
+    }
   }
 
-  request(seq: number, pos: number): Promise<Details> {
-    const key = `${seq}:${pos}`;
+  cached(seq: number, pos: number, run: DetailsRun = "plain", afterSeq = 0): Details | undefined {
+    return this.cache.get(keyOf(seq, pos, run, afterSeq));
+  }
+
+  request(seq: number, pos: number, run: DetailsRun = "plain", afterSeq = 0): Promise<Details> {
+    const key = keyOf(seq, pos, run, afterSeq);
     const hit = this.cache.get(key);
     if (hit) return Promise.resolve(hit);
     const running = this.inflight.get(key);
@@ -71,11 +92,11 @@ export class DetailsClient {
         this.inflight.delete(key);
         reject(new Error(`no reply from Python after ${Math.round(this.timeoutMs / 1000)} s`));
       }, this.timeoutMs);
-      this.pending.set(req, { key, seq, pos, resolve, reject, timer });
+      this.pending.set(req, { key, seq, run, afterSeq, pos, resolve, reject, timer });
     });
     this.inflight.set(key, promise);
     try {
-      this.send({ type: "details", req, seq, pos });
+      this.send({ type: "details", req, seq, pos, ...(run === "after" ? { run, after_seq: afterSeq } : {}) });
     } catch (e) {
       const p = this.pending.get(req);
       if (p) {
@@ -103,10 +124,12 @@ export class DetailsClient {
     }
     if (m.seq !== undefined && Number(m.seq) !== p.seq) return true; // reply for an old payload
     if (p.seq !== this.seq) return true;
+    if ((m.run ?? "plain") !== p.run || (p.run === "after" && Number(m.after_seq) !== p.afterSeq)) return true; // another run's list
     const strings = new Map<number, string>();
     for (const [k, v] of Object.entries((m.strings as Record<string, string>) ?? {})) strings.set(Number(k), String(v));
     const d: Details = {
       seq: p.seq,
+      run: p.run,
       pos: p.pos,
       topIds: (m.top_ids as number[][]) ?? [],
       topProbs: (m.top_probs as number[][]) ?? [],

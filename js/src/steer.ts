@@ -33,9 +33,14 @@ export interface SteerInfo {
   directions?: string[];
   direction?: { name?: string; source?: string; layers?: number[]; positions?: number[] | null; alpha?: number; formula?: string };
   continuation?: { n?: number; before?: string; after?: string };
+  /** the after run is being computed (its progress 0..1) */
+  computing?: boolean;
+  progress?: number;
 }
 
 const FIELDS = (TRAITS as unknown as { steer: { fields: Record<string, { default: unknown; abs_max?: number; max?: number }> } }).steer.fields;
+/** |α| the contract accepts (protocol.json `traits.steer.fields.alpha.abs_max`): the typed α field's range. */
+export const ALPHA_ABS_MAX = Number(FIELDS.alpha.abs_max ?? 10000);
 export const FORMULA = { raw: "h ← h + α·v", norm: "h ← h + α·median‖h‖·v/‖v‖" };
 const SOURCES: [SteerSpec["source"], string][] = [
   ["unembed", "token unembedding W_U[:, t]"],
@@ -43,7 +48,8 @@ const SOURCES: [SteerSpec["source"], string][] = [
   ["writer", "attribution writer (L{l}H{h} or {l}_mlp_out)"],
   ["named", "named direction (add_direction)"],
 ];
-const ALPHA_MAX = 20;
+/** The slider's span (fine control near 0); larger |α|, up to ALPHA_ABS_MAX, is typed. */
+const SLIDER_MAX = Math.min(20, ALPHA_ABS_MAX);
 
 export function defaultSpec(): SteerSpec {
   return Object.fromEntries(Object.entries(FIELDS).map(([k, f]) => [k, structuredClone(f.default)])) as unknown as SteerSpec;
@@ -90,8 +96,11 @@ export class SteerPanel {
   readonly layers = h("input", { type: "text", class: "rw-steer-layers", spellcheck: "false", placeholder: "1 or 1,2 or 1-3" });
   readonly positions = h("select", { class: "rw-steer-positions" });
   readonly position = h("input", { type: "number", class: "rw-steer-position", min: 0, step: 1, value: 0 });
-  readonly alpha = h("input", { type: "range", class: "rw-steer-alpha", min: -ALPHA_MAX, max: ALPHA_MAX, step: 0.25, value: 0 });
-  readonly alphaOut = h("output", { class: "rw-steer-alpha-out" });
+  readonly alpha = h("input", { type: "range", class: "rw-steer-alpha", min: -SLIDER_MAX, max: SLIDER_MAX, step: 0.25, value: 0 });
+  readonly alphaTyped = h("input", { type: "number", class: "rw-steer-alpha-typed", min: -ALPHA_ABS_MAX, max: ALPHA_ABS_MAX, step: "any", value: 0,
+    title: `α: type any value from −${ALPHA_ABS_MAX} to ${ALPHA_ABS_MAX} (the slider covers ±${SLIDER_MAX})`, "aria-label": "α" });
+  /** "after: computing… 40 %" while the steered run is computed */
+  readonly pending = h("span", { class: "rw-steer-pending", role: "status", hidden: true });
   readonly norm = h("select", { class: "rw-steer-norm" });
   readonly formula = h("code", { class: "rw-steer-formula" });
   readonly nContinue = h("input", { type: "number", class: "rw-steer-n", min: 0, max: Number(FIELDS.n_continue.max ?? 64), step: 1, value: 0 });
@@ -114,7 +123,16 @@ export class SteerPanel {
     this.toggle.addEventListener("click", () => this.open(this.el.hidden));
     const change = () => this.changed();
     for (const e of [this.on, this.source, this.writerPos, this.name, this.positions, this.norm]) e.addEventListener("change", change);
-    for (const e of [this.token, this.writer, this.layers, this.position, this.alpha, this.nContinue]) e.addEventListener("input", change);
+    for (const e of [this.token, this.writer, this.layers, this.position, this.nContinue]) e.addEventListener("input", change);
+    this.alpha.addEventListener("input", () => {
+      this.alphaTyped.value = this.alpha.value;
+      this.changed();
+    });
+    this.alphaTyped.addEventListener("input", () => {
+      const v = Number(this.alphaTyped.value);
+      if (this.alphaTyped.value.trim() !== "" && Number.isFinite(v)) this.alpha.value = String(Math.max(-SLIDER_MAX, Math.min(SLIDER_MAX, v)));
+      this.changed();
+    });
     this.setSpec(this.spec);
   }
 
@@ -126,6 +144,7 @@ export class SteerPanel {
       this.modeButtons.set(m, b);
       el.append(b);
     }
+    el.append(this.pending);
     return el;
   }
 
@@ -136,7 +155,7 @@ export class SteerPanel {
       h("div", { class: "rw-steer-row" }, field("steering on", this.on), field("direction", this.source),
         field("token", this.token), field("writer", this.writer, this.writerPos), field("name", this.name)),
       h("div", { class: "rw-steer-row" }, field("layers", this.layers), field("positions", this.positions, this.position),
-        field("α", this.alpha, this.alphaOut), field("norm", this.norm), this.formula),
+        field("α", this.alpha, this.alphaTyped), field("norm", this.norm), this.formula),
       h("div", { class: "rw-steer-row" }, field("continue (tokens)", this.nContinue), this.note),
       h("div", { class: "rw-steer-texts" },
         h("div", { class: "rw-steer-col" }, h("div", { class: "rw-label", text: "continuation before" }), this.before),
@@ -155,9 +174,24 @@ export class SteerPanel {
     if (local) this.hd.mode(m);
   }
 
-  /** Is there an after payload to switch to? */
+  /** Is there an after payload to switch to (or one being computed)? */
   showSwitch(on: boolean): void {
     this.switcher.hidden = !on;
+  }
+
+  /** The after run is being computed (`progress` 0..1, null: not known yet): say so next to the switch; `stale`:
+   *  the view shows the last after run meanwhile, `none`: it shows the plain run meanwhile. */
+  showPending(busy: boolean, progress: number | null, shows: "stale" | "none" | "before"): void {
+    this.pending.hidden = !busy;
+    if (!busy) return void (this.pending.textContent = "");
+    const pct = progress === null ? "" : ` ${Math.round(progress * 100)} %`;
+    const meanwhile = shows === "stale" ? " · shown: the last after run (stale)" : shows === "none" ? " · shown meanwhile: before" : "";
+    this.pending.textContent = `after: computing…${pct}${meanwhile}`;
+  }
+
+  /** Is steering on (the trait's spec, or the checkbox just ticked)? */
+  get isOn(): boolean {
+    return this.on.checked || this.spec.on;
   }
 
   /** The trait's value (Python's): shown unless the user is mid-change. */
@@ -173,7 +207,8 @@ export class SteerPanel {
     this.layers.value = s.layers.join(",");
     this.positions.value = s.positions === "at" ? "at" : s.positions;
     this.position.value = String(s.position);
-    this.alpha.value = String(s.alpha);
+    this.alpha.value = String(Math.max(-SLIDER_MAX, Math.min(SLIDER_MAX, s.alpha)));
+    this.alphaTyped.value = String(s.alpha);
     this.norm.value = s.norm_match ? "norm" : "raw";
     this.nContinue.value = String(s.n_continue);
     this.showControls();
@@ -193,7 +228,7 @@ export class SteerPanel {
 
   setStatic(on: boolean): void {
     for (const e of [this.on, this.source, this.token, this.writer, this.writerPos, this.name, this.layers, this.positions,
-      this.position, this.alpha, this.norm, this.nContinue]) e.disabled = on;
+      this.position, this.alpha, this.alphaTyped, this.norm, this.nContinue]) e.disabled = on;
   }
 
   /** Which inputs apply to the chosen source / positions; the formula of the norm mode. */
@@ -206,7 +241,6 @@ export class SteerPanel {
     (this.name.parentElement as HTMLElement).hidden = src !== "named";
     this.position.hidden = this.positions.value !== "from";
     this.formula.textContent = this.norm.value === "norm" ? FORMULA.norm : FORMULA.raw;
-    this.alphaOut.textContent = fmt(Number(this.alpha.value), 3);
   }
 
   /** The controls' spec, or a reason it cannot be sent. */
@@ -217,6 +251,9 @@ export class SteerPanel {
     const where = this.positions.value as SteerSpec["positions"];
     if ((where === "at" || this.writerPos.value === "at") && pinned === null) return "pin a cell first (click it): its position is the one used";
     const position = where === "at" ? (pinned as number) : Math.max(0, Math.round(Number(this.position.value) || 0));
+    // a number out of the contract's range goes to Python, whose check names the limits in the banner
+    const alpha = this.alphaTyped.value.trim() === "" ? NaN : Number(this.alphaTyped.value);
+    if (!Number.isFinite(alpha)) return `α: type a number from −${ALPHA_ABS_MAX} to ${ALPHA_ABS_MAX}`;
     return {
       on: this.on.checked,
       source: this.source.value as SteerSpec["source"],
@@ -227,7 +264,7 @@ export class SteerPanel {
       layers,
       positions: where,
       position,
-      alpha: Number(this.alpha.value),
+      alpha,
       norm_match: this.norm.value === "norm",
       n_continue: Math.max(0, Math.min(Number(FIELDS.n_continue.max ?? 64), Math.round(Number(this.nContinue.value) || 0))),
     };

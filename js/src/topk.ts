@@ -1,8 +1,10 @@
 // The full top-k list of one cell, for the hover tooltip and the pinned panel: from the payload's
-// own arrays (static export), from the details cache, or by a lazy details request. Hover requests
+// own arrays (static export), from the details cache, or by a lazy details request. `run` "after":
+// the steering panel's steered run (`d` is then the after payload; its `after_seq` names it to Python). Hover requests
 // wait for the pointer to rest (`dwellMs`, superseded by the next hover); the pinned panel asks now.
 
 import type { LensData } from "./codecs";
+import type { DetailsRun } from "./contract.gen";
 import { DetailsClient, StaleError } from "./rpc";
 import type { TopK } from "./tooltip";
 
@@ -17,7 +19,7 @@ export class TopKSource {
     private readonly isStatic: () => boolean,
   ) {}
 
-  get(d: LensData, row: number, pos: number, dwellMs: number, onReady: () => void): TopK {
+  get(d: LensData, row: number, pos: number, dwellMs: number, onReady: () => void, run: DetailsRun = "plain"): TopK {
     if (d.topIds && d.topProbs && d.topK) {
       const o = (row * d.T + pos) * d.topK;
       return {
@@ -29,13 +31,14 @@ export class TopKSource {
     }
     if (this.isStatic()) return { state: "error", message: "not included in this export" };
     const seq = d.meta.seq;
-    const key = `${seq}:${pos}`;
-    const hit = this.details.cached(seq, pos);
+    const afterSeq = run === "after" ? Number((d.meta as unknown as { after_seq?: number }).after_seq ?? 0) : 0;
+    const key = `${seq}:${run}${afterSeq}:${pos}`;
+    const hit = this.details.cached(seq, pos, run, afterSeq);
     if (hit) return { state: "ok", ids: hit.topIds[row] ?? [], probs: hit.topProbs[row] ?? [], strings: hit.strings };
     const err = this.errors.get(key);
     if (err) return { state: "error", message: err };
     const ask = () =>
-      this.details.request(seq, pos).then(
+      this.details.request(seq, pos, run, afterSeq).then(
         () => onReady(),
         (e: Error) => {
           if (e instanceof StaleError) return;

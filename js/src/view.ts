@@ -44,6 +44,8 @@ export class LensView {
   readonly steer: SteerPanel;
   /** the steered run paired with `data` (the steering panel's after payload), or null */
   after: LensData | null = null;
+  /** a new after run is being computed (steering on and the kernel busy): [progress or null] */
+  private afterBusy: [number | null] | null = null;
   private readonly pinned = h("div", { class: "rw-pinned", hidden: true, "aria-live": "polite" });
   private readonly empty = h("div", { class: "rw-empty", text: "No lens computed yet." });
   private readonly body: HTMLDivElement;
@@ -98,7 +100,10 @@ export class LensView {
     });
     this.steer = new SteerPanel({
       send: (spec) => hooks.steerSend(spec),
-      mode: () => this.redraw(true),
+      mode: () => {
+        this.showAfterPending();
+        this.redraw(true);
+      },
       pinned: () => this.state.selected?.pos ?? null,
       lens: () => this.data?.meta.lens ?? "logit",
     });
@@ -153,8 +158,25 @@ export class LensView {
   /** The steered run paired with the shown payload (null: none); the before | after | difference switch shows with it. */
   setAfter(a: LensData | null, draw = true): void {
     this.after = a;
-    this.steer.showSwitch(!!a);
+    this.steer.showSwitch(!!a || !!this.afterBusy);
+    this.showAfterPending();
     if (draw) this.redraw(true);
+  }
+
+  /** A new after run is being computed (`busy`; `progress` 0..1 once it runs, else null): the switch says so and the
+   *  last after view shown meanwhile is marked stale (dimmed), or the plain run is shown meanwhile when there is none. */
+  setAfterPending(busy: boolean, progress: number | null): void {
+    this.afterBusy = busy ? [progress] : null;
+    this.steer.showSwitch(!!this.after || busy);
+    this.showAfterPending();
+  }
+
+  private showAfterPending(): void {
+    const busy = this.afterBusy;
+    const mode = this.steer.mode;
+    const shows = mode === "before" ? "before" : this.after ? "stale" : "none";
+    this.steer.showPending(!!busy, busy ? busy[0] : null, shows);
+    this.root.classList.toggle("rw-after-stale", !!busy && shows === "stale");
   }
 
   /** What the heatmap shows: the plain run, the steered one (on the plain run's scale, so rows the steering
@@ -258,10 +280,14 @@ export class LensView {
     if (row >= d.R) return this.hideTip();
     const a = this.after;
     const shown = a && this.steer.mode !== "before" ? a : d;
-    const topk = shown === d
-      ? this.topk.get(d, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip())
-      : ({ state: "error", message: "the list is the plain run's: switch to before" } as const);
+    // after and difference: the steered run's own top-k (details with run "after"), said so above the list
+    const run = shown === a ? "after" : "plain";
+    const topk = this.topk.get(shown, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip(), run);
     const info = cellInfo(shown, row, t.pos, this.state.opts, topk);
+    if (run === "after") {
+      const what = this.steer.mode === "difference" ? "top-k below: the steered run's (after), not a difference" : "top-k below: the steered run's (after)";
+      info.querySelector(".rw-topk")?.prepend(h("div", { class: "rw-topk-run", text: what }));
+    }
     if (a) info.append(compareLines(d, a, this.shownMetric(), row, t.pos, this.state.opts, shown === a));
     this.tooltip.show(info, t.anchor());
   }

@@ -57,6 +57,15 @@ class Wiring {
     const computing = this.model.get("status") === "computing";
     const stage = computing ? String(this.model.get("stage") ?? "") : ""; // a remote backend's queued / running / reading out
     this.view.showStatus(computing || this.edits.busy, computing ? Number(this.model.get("progress")) : null, stage);
+    this.showAfterPending(computing);
+  }
+
+  /** Steering on and the kernel busy (an edit, or the after run itself): a new after run is coming. Its progress
+   *  is `_steer_info.progress` once Python runs it (the plain run is computed first). */
+  showAfterPending(computing = this.model.get("status") === "computing"): void {
+    const info = (this.model.get("_steer_info") ?? {}) as SteerInfo;
+    const busy = this.view.steer.isOn && (computing || this.edits.busy || !!info.computing);
+    this.view.setAfterPending(busy, info.computing ? Number(info.progress ?? 0) : null);
   }
 
   showError(): void {
@@ -103,7 +112,9 @@ class Wiring {
     const d = this.view.data;
     if (!d) return;
     try {
-      this.view.setAfter(decodeAfter(this.model.get("_steer_meta"), this.model.get("_steer_payload"), d.meta.seq));
+      const meta = this.model.get("_steer_meta") as { after_seq?: number } | null;
+      this.details.setAfterSeq(Number(meta?.after_seq ?? 0));
+      this.view.setAfter(decodeAfter(meta, this.model.get("_steer_payload"), d.meta.seq));
     } catch (e) {
       this.view.setAfter(null);
       this.localError = `could not decode the steered payload: ${e instanceof Error ? e.message : String(e)}`;
@@ -115,6 +126,7 @@ class Wiring {
     const info = (this.model.get("_steer_info") ?? {}) as SteerInfo;
     this.view.steer.setInfo(info);
     this.view.steer.describe(info);
+    this.showAfterPending();
   }
 
   /** A streamed stage merged into the payload being built: show it as it is so far. */
