@@ -11,15 +11,19 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from resid_widgets import ResidWidget
+from resid_widgets.analyses import pipeline
 from resid_widgets.interventions import Steer, unembed_direction, writer_direction
+from resid_widgets.payload.codec import unpack_arrays
 from resid_widgets.payload.contract import ContractError
 from resid_widgets.payload.encode import decode_payload, encode_analysis
+from test_payload import merge
 
 PROMPT = "Mr. Darcy said to Elizabeth that she"
 FIELDS = ["top_ids", "top_probs", "target_ranks", "entropy", "kl_to_output", "projection_pct", "resid_norm", "attn_norm",
@@ -296,3 +300,74 @@ def test_after_progress_is_shown_while_it_computes(w):
     with pytest.raises(ContractError):
         w.steer = {**SPEC, "alpha": 4.0, "layers": [99]}
     assert "computing" not in w._steer_info
+
+
+@pytest.fixture()
+def recorded(w, monkeypatch):
+    """``w`` with its sent messages recorded (and still sent) and lens blocks of 2 positions."""
+    monkeypatch.setattr(w.session, "chunk_elements", 2 * 4 * w.session.d_vocab)
+    sent = []
+    real = w.send
+    monkeypatch.setattr(w, "send", lambda content, buffers=None: sent.append((content, buffers)) or real(content, buffers=buffers))
+    return w, sent
+
+
+def _after_deltas(sent):
+    return [(c, bytes(b[0])) for c, b in sent if c.get("type") == "delta" and c.get("run") == "after"]
+
+
+def test_after_run_streams_deltas_that_merge_into_the_after_payload(recorded):
+    """The after run streams like the lens (delta messages with run "after", numbered by after_seq); merged, they
+    equal the final after payload; moving α from a position on sends only the positions from there."""
+    w, sent = recorded
+    shown = w._meta["seq"]
+    w.steer = {**SPEC, "positions": "from", "position": 3}
+    first = _after_deltas(sent)
+    stages = [c["stage"] for c, _ in first]
+    assert stages[0] == "begin" and stages[-1] == "done" and stages.count("lens") >= 2
+    # paired with the plain payload the views show while it streams (the final after payload pairs with the final one)
+    assert all(c["seq"] == w._steer_meta["after_seq"] and c["pair_seq"] == shown for c, _ in first)
+    assert first[0][0]["meta"]["after_seq"] == w._steer_meta["after_seq"] and first[0][0]["keep"] == 0
+    want = unpack_arrays(w._steer_meta["arrays"], w._steer_payload)
+    got = merge(first, None)
+    assert set(want) == set(got) and all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    # α moves (browser edit): the session reuses the prefix before position 3, so positions 0..2 are not sent again
+    base_meta, base_blob = w._steer_meta, w._steer_payload
+    sent.clear()
+    w._on_frontend_msg(w, {"type": "edit", "view": "v", "seq": 2, "changes": {"steer": {**SPEC, "positions": "from", "position": 3, "alpha": 2.0}}}, [])
+    w.wait()
+    second = _after_deltas(sent)
+    begin = second[0][0]
+    assert begin["base_seq"] == base_meta["after_seq"] and begin["keep"] == 3 and begin["positions"] == [3, w.analysis.n_tokens]
+    assert begin["seq"] == w._steer_meta["after_seq"] > base_meta["after_seq"]
+    got = merge(second, unpack_arrays(base_meta["arrays"], base_blob))
+    want = unpack_arrays(w._steer_meta["arrays"], w._steer_payload)
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+
+
+def test_newer_edit_cancels_the_after_run_between_blocks(recorded, monkeypatch):
+    w, sent = recorded
+    w.steer = SPEC
+    gate, entered = threading.Event(), threading.Event()
+    real_read = pipeline.read_block
+
+    def slow_read(*a, **k):  # hold the first after run inside its first lens block until the second edit arrives
+        if not gate.is_set():
+            entered.set()
+            gate.wait(10)
+        return real_read(*a, **k)
+
+    sent.clear()
+    monkeypatch.setattr(pipeline, "read_block", slow_read)
+    w._on_frontend_msg(w, {"type": "edit", "view": "v", "seq": 1, "changes": {"steer": {**SPEC, "alpha": 3.0}}}, [])
+    assert entered.wait(10)
+    w._on_frontend_msg(w, {"type": "edit", "view": "v", "seq": 2, "changes": {"steer": {**SPEC, "alpha": 5.0}}}, [])
+    gate.set()
+    w.wait()
+    deltas = _after_deltas(sent)
+    first_seq = deltas[0][0]["seq"]
+    first = [c["stage"] for c, _ in deltas if c["seq"] == first_seq]
+    assert "done" not in first and first.count("lens") <= 1  # stopped at the next block boundary
+    assert w.steer["alpha"] == 5.0 and w._steer_meta["steer"]["alpha"] == 5.0 and w._steer_meta["after_seq"] != first_seq
+    assert "computing" not in w._steer_info and w.status == "idle"
+    assert_bit_equal(w.steered, fresh(w.session, targets=[" Bennet"], intervention=Steer(unembed_direction(w.session, " Bennet"), [1], 5.0)))

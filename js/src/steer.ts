@@ -180,12 +180,14 @@ export class SteerPanel {
   }
 
   /** The after run is being computed (`progress` 0..1, null: not known yet): say so next to the switch; `stale`:
-   *  the view shows the last after run meanwhile, `none`: it shows the plain run meanwhile. */
-  showPending(busy: boolean, progress: number | null, shows: "stale" | "none" | "before"): void {
+   *  the view shows the last after run meanwhile, `none`: it shows the plain run meanwhile, `streaming`: the after
+   *  run as far as it has streamed. */
+  showPending(busy: boolean, progress: number | null, shows: "stale" | "none" | "before" | "streaming"): void {
     this.pending.hidden = !busy;
     if (!busy) return void (this.pending.textContent = "");
     const pct = progress === null ? "" : ` ${Math.round(progress * 100)} %`;
-    const meanwhile = shows === "stale" ? " · shown: the last after run (stale)" : shows === "none" ? " · shown meanwhile: before" : "";
+    const meanwhile = shows === "stale" ? " · shown: the last after run (stale)" : shows === "none" ? " · shown meanwhile: before"
+      : shows === "streaming" ? " · shown as it streams" : "";
     this.pending.textContent = `after: computing…${pct}${meanwhile}`;
   }
 

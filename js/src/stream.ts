@@ -19,7 +19,7 @@ export interface Wire {
   blob: Uint8Array;
 }
 
-interface Delta {
+export interface Delta {
   type: "delta";
   version: number;
   stage: "begin" | "lens" | "done";
@@ -30,6 +30,10 @@ interface Delta {
   meta?: Meta;
   keep?: number;
   base_seq?: number;
+  /** "after": a stage of the steering panel's steered run (seq, base_seq: after_seq numbers; merged by its own merger) */
+  run?: string;
+  /** run "after": the plain payload it pairs with */
+  pair_seq?: number;
 }
 
 export function isDelta(msg: unknown): msg is Delta {

@@ -44,6 +44,8 @@ export class LensView {
   readonly steer: SteerPanel;
   /** the steered run paired with `data` (the steering panel's after payload), or null */
   after: LensData | null = null;
+  /** `after` is a stage of the after run being streamed (not its final payload) */
+  afterStreaming = false;
   /** a new after run is being computed (steering on and the kernel busy): [progress or null] */
   private afterBusy: [number | null] | null = null;
   private readonly pinned = h("div", { class: "rw-pinned", hidden: true, "aria-live": "polite" });
@@ -156,8 +158,9 @@ export class LensView {
   }
 
   /** The steered run paired with the shown payload (null: none); the before | after | difference switch shows with it. */
-  setAfter(a: LensData | null, draw = true): void {
+  setAfter(a: LensData | null, draw = true, streaming = false): void {
     this.after = a;
+    this.afterStreaming = !!a && streaming;
     this.steer.showSwitch(!!a || !!this.afterBusy);
     this.showAfterPending();
     if (draw) this.redraw(true);
@@ -174,7 +177,7 @@ export class LensView {
   private showAfterPending(): void {
     const busy = this.afterBusy;
     const mode = this.steer.mode;
-    const shows = mode === "before" ? "before" : this.after ? "stale" : "none";
+    const shows = mode === "before" ? "before" : !this.after ? "none" : this.afterStreaming ? "streaming" : "stale";
     this.steer.showPending(!!busy, busy ? busy[0] : null, shows);
     this.root.classList.toggle("rw-after-stale", !!busy && shows === "stale");
   }

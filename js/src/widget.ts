@@ -15,7 +15,7 @@ import { versionProblem, type WidgetModel } from "./protocol";
 import { DetailsClient } from "./rpc";
 import { watchTheme } from "./theme";
 import { TopKSource } from "./topk";
-import { StreamMerger, isDelta, type Wire } from "./stream";
+import { StreamMerger, isDelta, type Delta, type Wire } from "./stream";
 import { LensView } from "./view";
 import { decodeAfter } from "./steerdata";
 import type { SteerInfo } from "./steer";
@@ -34,6 +34,8 @@ class Wiring {
   readonly view: LensView;
   readonly edits: PendingEdits;
   readonly merger = new StreamMerger();
+  /** the steering panel's after run streams too: its own merger, numbered by after_seq */
+  readonly afterMerger = new StreamMerger();
   private localError = "";
   private loadQueued = false;
 
@@ -113,8 +115,12 @@ class Wiring {
     if (!d) return;
     try {
       const meta = this.model.get("_steer_meta") as { after_seq?: number } | null;
+      const payload = this.model.get("_steer_payload");
+      const after = decodeAfter(meta, payload, d.meta.seq);
+      if (after && payload) this.afterMerger.shown({ ...after.meta, seq: Number(meta?.after_seq ?? 0) }, payload);
+      if (!after && this.view.afterStreaming && this.view.after?.meta.seq === d.meta.seq) return; // the stream goes on
       this.details.setAfterSeq(Number(meta?.after_seq ?? 0));
-      this.view.setAfter(decodeAfter(meta, this.model.get("_steer_payload"), d.meta.seq));
+      this.view.setAfter(after);
     } catch (e) {
       this.view.setAfter(null);
       this.localError = `could not decode the steered payload: ${e instanceof Error ? e.message : String(e)}`;
@@ -139,6 +145,23 @@ class Wiring {
     }
     this.details.setSeq(w.meta.seq);
     this.view.applyPayload(d, Number(this.model.get("layer")) || 0);
+  }
+
+  /** A streamed stage of the after run: shown (with the after_seq it streams as) when it pairs with the payload shown. */
+  showAfterStage(msg: Delta, buffer: DataView | ArrayBuffer | undefined): void {
+    const w = this.afterMerger.apply(msg, buffer);
+    const d = this.view.data;
+    if (!w || !d) return;
+    const pair = Number((w.meta as unknown as { pair_seq?: number }).pair_seq);
+    if (pair !== d.meta.seq) return; // it belongs to a payload this view is not showing: the final one follows
+    let a: LensData;
+    try {
+      a = decodePayload({ ...w.meta, seq: pair }, w.blob); // paired like the final after payload (meta.seq = the plain one's)
+    } catch {
+      return;
+    }
+    this.details.setAfterSeq(w.meta.seq);
+    this.view.setAfter(a, true, true);
   }
 
   queueLoad(): void {
@@ -181,6 +204,7 @@ class Wiring {
     sub.on("change:_steer_info", () => this.showSteerInfo());
     sub.on("change:steer", () => view.steer.setSpec(model.get("steer")));
     sub.on("msg:custom", (msg: unknown, buffers?: (DataView | ArrayBuffer)[]) => {
+      if (isDelta(msg) && msg.run === "after") return this.showAfterStage(msg, buffers?.[0]);
       if (isDelta(msg)) {
         const w = this.merger.apply(msg, buffers?.[0]);
         if (w) this.showStage(w);

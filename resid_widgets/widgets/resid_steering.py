@@ -25,6 +25,7 @@ the prompt) or ``at`` (``[position]``, the pinned cell's). α: raw ``h + α v`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ from resid_widgets.analyses.result import Analysis
 from resid_widgets.interventions.core import Steer
 from resid_widgets.interventions.directions import Direction, as_direction, jacobian_direction, unembed_direction, writer_direction
 from resid_widgets.payload.contract import Checked, check
-from resid_widgets.payload.encode import cell_details
+from resid_widgets.payload.encode import cell_details, encode_delta
 
 FORMULAS = {False: "h ← h + α·v", True: "h ← h + α·median‖h‖·v/‖v‖"}
 
@@ -162,14 +163,16 @@ class SteerPanel(t.HasTraits):
         return out
 
     def _after_run(self, params: dict, plain: Analysis, steer: Steer, cancelled=None) -> Analysis:
-        """The steered analysis, its progress shown meanwhile: ``_steer_info.computing`` (true) and
-        ``_steer_info.progress`` (0..1, steps of ≥ 5 %) while it runs; the next publish (or a failure) clears them."""
+        """The steered analysis, streamed to the views like the lens (``_after_delta``) and its progress shown
+        meanwhile: ``_steer_info.computing`` (true) and ``_steer_info.progress`` (0..1, steps of ≥ 5 %); the next
+        publish (or a failure) clears them. A newer edit cancels it between lens blocks (``cancelled``)."""
         updates = self.session.stream(params["prompt"], top_k=params["top_k"], targets=params["targets"] or None, tau=plain.tau,
                                       lens=params["lens"], cancelled=cancelled, intervention=steer)
         self._steer_info = {**self._steer_info, "computing": True, "progress": 0.0}
-        last, shown = None, 0.0
+        last, shown, pair_seq = None, 0.0, self._queue.seq_of(plain) or self._meta.get("seq", 0)
         try:
             for last in updates:
+                self._after_delta(last, pair_seq, steer)
                 if last.fraction - shown >= 0.05 and last.stage != "done":
                     shown = last.fraction
                     self._steer_info = {**self._steer_info, "progress": round(float(shown), 3)}
@@ -178,6 +181,44 @@ class SteerPanel(t.HasTraits):
             raise
         assert last is not None and last.stage == "done"
         return last.analysis
+
+    def _after_delta(self, update, pair_seq: int, steer: Steer) -> None:
+        """One stage of the after run to the views: a ``delta`` (stream.ts) with ``run: "after"``, numbered in the
+        after payloads' own sequence (``seq`` / ``base_seq`` are after_seq numbers, the final ``_steer_meta`` keeps the
+        stream's), paired with the plain payload ``pair_seq``. Positions kept from an after run the views were sent
+        (α moved: the session reused the prefix before the first steered position) do not travel again."""
+        if getattr(self, "comm", None) is None:
+            return
+        if update.stage == "begin":
+            base_seq = self._after_seq_of(update.base) if update.base is not None else 0
+            if not base_seq:  # the views never saw that analysis as an after payload: send every position
+                update = dataclasses.replace(update, keep=0, positions=(0, update.analysis.n_tokens))
+            after_seq = self._after_sent(update.analysis)
+            self.__dict__["_after_live"] = (after_seq, pair_seq, update.analysis, steer)
+        else:
+            after_seq, base_seq = self._after_seq_of(update.analysis), 0
+        content, blob = encode_delta(update, seq=after_seq, base_seq=base_seq, is_demo=self.session.is_demo)
+        content.update(run="after", pair_seq=pair_seq)
+        if update.stage == "begin":
+            content["meta"].update(self._header_extras(update.analysis), pair_seq=pair_seq, after_seq=after_seq, steer=steer.describe())
+        try:
+            self.send(content, buffers=[blob])
+        except Exception:  # the widget was closed meanwhile
+            pass
+
+    def _after_seq_of(self, analysis: Analysis | None) -> int:
+        """The after_seq ``analysis`` was sent as (streamed or published), 0 if none of the last few."""
+        return next((n for a, n in self.__dict__.get("_after_sent_list", []) if a is analysis), 0)
+
+    def _after_sent(self, analysis: Analysis) -> int:
+        """The after_seq of ``analysis``: the one it was streamed or published as, else a new one (remembered)."""
+        known = self._after_seq_of(analysis)
+        if known:
+            return known
+        n = self.__dict__.get("_after_count", 0) + 1
+        self.__dict__["_after_count"] = n
+        self.__dict__["_after_sent_list"] = [*self.__dict__.get("_after_sent_list", [])[-7:], (analysis, n)]
+        return n
 
     # ---- publishing ------------------------------------------------------------------------------
     def _steer_publish(self, analysis: Analysis, seq: int) -> None:
@@ -190,8 +231,7 @@ class SteerPanel(t.HasTraits):
             self._steer_info = {k: v for k, v in self._steer_info.items() if k == "directions"}
             return
         after = res.after if res.after.tau == analysis.tau else res.after.with_tau(analysis.tau)
-        after_seq = self.__dict__.get("_after_count", 0) + 1  # names this after payload (details of its cells)
-        self.__dict__["_after_count"] = after_seq
+        after_seq = self._after_sent(res.after)  # names this after payload (details of its cells); a streamed one keeps its number
         meta, blob = self._encode(after, seq=seq)
         meta.update(pair_seq=seq, after_seq=after_seq, steer=res.steer.describe())
         self.__dict__["_after_shown"] = (after_seq, seq, after, res.steer)
@@ -211,7 +251,9 @@ class SteerPanel(t.HasTraits):
     def _after_details(self, ask) -> dict:
         """A ``details`` request with ``run: "after"`` (contract.parse_details): the full top-k of every row at
         ``ask.pos`` of the steered run shown (the after payload ``ask.after_seq``, paired with ``ask.seq``)."""
-        shown = self.__dict__.get("_after_shown")
+        shown, live = self.__dict__.get("_after_shown"), self.__dict__.get("_after_live")
+        if live is not None and ask.after_seq == live[0] and (shown is None or shown[0] != live[0]):
+            shown = live  # the after run being streamed (its cells not read yet come back as -1)
         if shown is None:
             raise ValueError("no steered run is shown (steering is off): there is no after top-k to list")
         after_seq, pair_seq, after, _ = shown
