@@ -114,12 +114,13 @@ class Wiring {
     const d = this.view.data;
     if (!d) return;
     try {
-      const meta = this.model.get("_steer_meta") as { after_seq?: number } | null;
+      const meta = this.model.get("_steer_meta");
       const payload = this.model.get("_steer_payload");
       const after = decodeAfter(meta, payload, d.meta.seq);
-      if (after && payload) this.afterMerger.shown({ ...after.meta, seq: Number(meta?.after_seq ?? 0) }, payload);
-      if (!after && this.view.afterStreaming && this.view.after?.meta.seq === d.meta.seq) return; // the stream goes on
-      this.details.setAfterSeq(Number(meta?.after_seq ?? 0));
+      const afterSeq = Number((meta as { after_seq?: number } | null)?.after_seq ?? 0);
+      // the final after payload: the base of the next after stream's kept positions (numbered by after_seq)
+      if (after && payload && isMeta(meta)) this.afterMerger.shown({ ...meta, seq: afterSeq }, payload);
+      this.details.setAfterSeq(afterSeq);
       this.view.setAfter(after);
     } catch (e) {
       this.view.setAfter(null);

@@ -6,7 +6,11 @@
 * before | after | difference are each painted (the heatmap canvas' pixels at every cell): after differs from
   before in rows at and after the steered layer's output and not in the rows before it; the difference is one
   colour (Δ = 0) there and several after it; moving α repaints only those rows.
-* The tooltip shows the metric before, after and Δ at the cell, equal to the kernel's two analyses.
+* The tooltip shows the metric before, after and Δ at the cell, equal to the kernel's two analyses; in after and
+  difference mode its full top-k list is the steered run's (the kernel's ``w.steered``), before's the plain run's.
+* α typed beyond the contract's ±10,000: the banner names the limits, nothing shown is lost; typed beyond the slider's
+  ±20 but inside the limit: it runs. The after run streams (slow lens blocks): "after: computing… n %" and the stream
+  painted as it arrives; the last after view shown while one computes is dimmed and said stale.
 * The continuations are the kernel's strings as text: markup in one (``<b>x</b>``) shows literally, no element made.
 * Geometry: every control inside the widget's box, no two panel controls overlapping; the dark theme's panel text
   readable (contrast ≥ 4.5); the exported page's switch works offline (JupyterLab run only).
@@ -190,6 +194,85 @@ def _tooltip(root, kernel, name: str) -> None:
     root.page.mouse.move(0, 0)
 
 
+#: a token string as the tooltip shows it (text.ts `visible`)
+VISIBLE = "(lambda s: s.replace(' ', '\u2423').replace('\\n', '\u21b5').replace('\\t', '\u21e5') or '\u2205')"
+
+
+def _hover(root, row: int, pos: int) -> None:
+    root.page.mouse.move(0, 0)
+    canvas = root.locator(".rw-heatmap-canvas")
+    cw, rh = float(canvas.get_attribute("data-cell-width")), float(canvas.get_attribute("data-row-height"))
+    root.locator(".rw-heatmap-overlay").hover(position={"x": pos * cw + cw / 2, "y": row * rh + rh / 2})
+
+
+def _after_topk(root, kernel, name: str) -> None:
+    """after / difference: the tooltip's full top-k list is the steered run's (the kernel's ``w.steered``), different
+    from before's where steering changed the prediction; before: the plain run's."""
+    row, pos = kernel.eval("next([r, p] for r in range(w.analysis.n_rows - 1, 1, -1) for p in range(w.analysis.n_tokens - 1, -1, -1) "
+                           "if w.steered.top_ids[r, p, 0] != w.analysis.top_ids[r, p, 0])")
+    want = {run: kernel.eval(f"[{VISIBLE}(w.{run}.strings[int(i)]) for i in w.{run}.top_ids[{row}, {pos}]]")
+            for run in ("steered", "analysis")}
+    got, notes = {}, {}
+    for mode in ("before", "after", "difference"):
+        _mode(root, mode)
+        _hover(root, row, pos)
+        root.locator(".rw-tooltip .rw-topk-list").wait_for(state="visible", timeout=15_000)
+        got[mode] = root.locator(".rw-tooltip .rw-topk-tok").all_text_contents()
+        notes[mode] = root.locator(".rw-tooltip .rw-topk-run").all_text_contents()
+        if mode == "after":
+            root.screenshot(path=str(OUT / f"{name}-after-topk.png"))
+    root.page.mouse.move(0, 0)
+    assert got["before"] == want["analysis"] and got["after"] == want["steered"] == got["difference"], (got, want)
+    assert got["after"] != got["before"]
+    assert notes["before"] == [] and "steered run" in notes["after"][0] and "not a difference" in notes["difference"][0]
+
+
+def _typed_alpha(root, kernel) -> None:
+    """α typed beyond the contract's limit (protocol.json abs_max 10000): the banner names the limits, the kernel keeps
+    its spec and the view its after payload; a typed α beyond the slider's ±20 but inside the limit runs."""
+    keep = kernel.eval("w.steer['alpha']")
+    typed = root.locator(".rw-steer-alpha-typed")
+    assert typed.get_attribute("max") == "10000" and typed.get_attribute("min") == "-10000"
+    typed.fill("20000")
+    banner = root.locator(".rw-error")
+    banner.wait_for(state="visible", timeout=30_000)
+    assert "steer.alpha must be a finite number from -10000 to 10000, got 20000" in banner.inner_text()
+    assert kernel.eval("w.steer['alpha']") == keep and root.evaluate("el => el.dataset.steer") != "none"
+    root.screenshot(path=str(OUT / "typed-alpha-error.png"))
+    typed.fill("35")
+    _wait(lambda: kernel.eval("w._steer_meta.get('steer', {}).get('alpha')") == 35.0, timeout=90, what="the run at α = 35")
+    _wait(lambda: not banner.is_visible(), what="the banner cleared")
+    assert root.locator(".rw-steer-alpha").input_value() == "20"  # the slider at its end, the typed value ran
+
+
+def _after_streams(root, kernel) -> None:
+    """The after run streams: with slow lens blocks, the view says "after: computing… n %" and shows the after run as
+    it streams (then the final one); the last after view shown meanwhile is marked stale."""
+    _mode(root, "after")
+    _exec(kernel, "from resid_widgets.analyses import pipeline as _pl\nimport time as _time\n_read = _pl.read_block\n"
+                  "_pl.read_block = lambda *a, **k: (_time.sleep(0.7), _read(*a, **k))[1]\n"
+                  "_chunk = w.session.chunk_elements\nw.session.chunk_elements = 2 * 4 * w.session.d_vocab")
+    pending = root.locator(".rw-steer-pending")
+    try:
+        root.locator(".rw-steer-alpha-typed").fill("9")
+        _wait(lambda: "shown as it streams" in (pending.text_content() or ""), timeout=60, what="the after run streaming")
+        assert pending.is_visible() and "after: computing…" in pending.text_content()
+        assert root.evaluate("el => el.dataset.steer") == "after" and not root.evaluate("el => el.classList.contains('rw-after-stale')")
+        root.screenshot(path=str(OUT / "after-streaming.png"))
+        _wait(lambda: kernel.eval("w._steer_meta.get('steer', {}).get('alpha')") == 9.0, timeout=90, what="the run at α = 9")
+        _wait(lambda: not pending.is_visible(), what="the pending note gone")
+    finally:
+        _exec(kernel, "_pl.read_block = _read\nw.session.chunk_elements = _chunk")
+    # while an after run is computing and the last one is shown: dimmed, said stale
+    _exec(kernel, "w._steer_info = {**w._steer_info, 'computing': True, 'progress': 0.4}")
+    _wait(lambda: "40 %" in (pending.text_content() or ""), what="the progress")
+    assert "stale" in pending.text_content() and root.evaluate("el => el.classList.contains('rw-after-stale')")
+    root.screenshot(path=str(OUT / "after-stale.png"))
+    _exec(kernel, "w._steer_info = {k: v for k, v in w._steer_info.items() if k not in ('computing', 'progress')}")
+    _wait(lambda: not pending.is_visible(), what="the note gone")
+    assert not root.evaluate("el => el.classList.contains('rw-after-stale')")
+
+
 def _texts(root, kernel) -> None:
     c = kernel.eval("w._steer_info['continuation']")
     assert c["n"] == 6 and c["before"] and c["after"]
@@ -242,6 +325,11 @@ def _export(root, kernel, app, browser) -> None:
             px = _mode(r, m)
             assert px[:FIRST] == live[m][:FIRST] and len({c for row in px for c in row}) > 3, m
         assert _mode(r, "after")[FIRST:] != _mode(r, "before")[FIRST:]
+        _mode(r, "after")  # the offline tooltip lists the steered run's top-k (inlined in the export)
+        _hover(r, FIRST, 0)
+        r.locator(".rw-tooltip .rw-topk-list").wait_for(state="visible", timeout=10_000)
+        assert "steered run" in r.locator(".rw-tooltip .rw-topk-run").inner_text()
+        page.mouse.move(0, 0)
         r.locator(".rw-steer-toggle").click()
         assert r.locator(".rw-steer-alpha").is_disabled() and "α = 20" in r.locator(".rw-steer-note").inner_text()
         r.screenshot(path=str(OUT / "export-offline.png"))
@@ -266,6 +354,9 @@ def test_steer_panel_in_jupyterlab_and_notebook7(app, chromium_browser):
         _mode(root, "difference")
         _tooltip(root, kernel, name)
         root.screenshot(path=str(OUT / f"{name}-difference.png"))
+        _after_topk(root, kernel, name)
+        _typed_alpha(root, kernel)
+        _after_streams(root, kernel)
         _texts(root, kernel)
         _geometry(root, "light")
         if name == "jupyterlab":
