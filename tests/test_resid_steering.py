@@ -343,6 +343,14 @@ def test_after_run_streams_deltas_that_merge_into_the_after_payload(recorded):
     got = merge(second, unpack_arrays(base_meta["arrays"], base_blob))
     want = unpack_arrays(w._steer_meta["arrays"], w._steer_payload)
     assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    # α keeps moving: the plain analysis stays cached (steering results have their own cache), every move keeps 0..2
+    plain = w.analysis
+    for alpha in (3.0, 4.0, 5.0, 6.0):
+        sent.clear()
+        w.steer = {**SPEC, "positions": "from", "position": 3, "alpha": alpha}
+        begins = [c for c, _ in _after_deltas(sent) if c["stage"] == "begin"]
+        assert w.analysis is plain and [b["keep"] for b in begins] == [3], alpha
+        assert not [c for c, _ in sent if c.get("type") == "delta" and c.get("run") is None]  # no plain stream
 
 
 def test_newer_edit_cancels_the_after_run_between_blocks(recorded, monkeypatch):

@@ -33,13 +33,15 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from resid_widgets.analyses.result import Analysis
+from resid_widgets.analyses.result import Analysis, trim_cache
 from resid_widgets.interventions.core import Steer
 from resid_widgets.interventions.directions import Direction, as_direction, jacobian_direction, unembed_direction, writer_direction
 from resid_widgets.payload.contract import Checked, check
 from resid_widgets.payload.encode import cell_details, encode_delta
 
 FORMULAS = {False: "h ← h + α·v", True: "h ← h + α·median‖h‖·v/‖v‖"}
+#: steering results kept (moving α back and forth, switching off and on again: no recomputation)
+STEER_CACHE_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Steered:
     steer: Steer
     after: Analysis
     continuation: dict
+
+    @property
+    def nbytes(self) -> int:
+        return int(getattr(self.after, "nbytes", 0))
 
 
 def _positions(spec: dict, n_tokens: int) -> list[int] | None:
@@ -121,6 +127,16 @@ class SteerPanel(t.HasTraits):
         return named[spec["name"]]
 
     # ---- computing -------------------------------------------------------------------------------
+    def _steer_lookup(self, key: tuple) -> Steered | None:
+        return self.__dict__.get("_steer_cache", {}).get(key)
+
+    def _steer_store(self, key: tuple, res: Steered) -> None:
+        """Steering results have their own cache (not the edit queue's, whose few places hold the plain analyses:
+        α moves would evict the plain one and recompute it)."""
+        cache = self.__dict__.setdefault("_steer_cache", {})
+        cache[key] = res
+        trim_cache(cache, STEER_CACHE_SIZE)  # and at most CACHE_BYTES (Steered.nbytes: its after analysis)
+
     def _steer_key(self, spec: dict, params: dict) -> tuple:
         named = self._named().get(spec.get("name", "")) if spec.get("source") == "named" else None
         return (json.dumps(spec, sort_keys=True), named.key() if named is not None else None,
@@ -134,7 +150,7 @@ class SteerPanel(t.HasTraits):
             return False
         if not spec or not spec["on"]:
             return True
-        return self._queue.cached(("steer", self._steer_key(spec, params))) is not None
+        return self._steer_lookup(self._steer_key(spec, params)) is not None
 
     def _steered(self, params: dict, plain: Analysis, cancelled=None) -> Steered | None:
         """The after analysis of checked edit parameters ``params`` (None when steering is off); raises a
@@ -143,7 +159,7 @@ class SteerPanel(t.HasTraits):
         if not spec or not spec["on"]:
             return None
         key = self._steer_key(spec, params)
-        hit = self._queue.cached(("steer", key))
+        hit = self._steer_lookup(key)
         if hit is not None:
             return hit
         prompt = params["prompt"]
@@ -159,7 +175,7 @@ class SteerPanel(t.HasTraits):
             continuation = {"n": n, "before": self.session.continue_text(prompt, n).text,
                             "after": self.session.continue_text(prompt, n, intervention=steer).text}
         out = Steered(spec, key, steer, after, continuation)
-        self._queue.store(("steer", key), out)
+        self._steer_store(key, out)
         return out
 
     def _after_run(self, params: dict, plain: Analysis, steer: Steer, cancelled=None) -> Analysis:
