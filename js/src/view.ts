@@ -3,6 +3,7 @@
 // decoded payloads (`applyPayload`) and model changes; its own changes go through ViewState.
 
 import type { LensData } from "./codecs";
+import type { DetailsRun } from "./contract.gen";
 import { Editor, Toolbar, type EditValues } from "./controls";
 import { h } from "./dom";
 import { Header } from "./header";
@@ -105,6 +106,7 @@ export class LensView {
       mode: () => {
         this.showAfterPending();
         this.redraw(true);
+        this.refreshPinned();
       },
       pinned: () => this.state.selected?.pos ?? null,
       lens: () => this.data?.meta.lens ?? "logit",
@@ -163,7 +165,10 @@ export class LensView {
     this.afterStreaming = !!a && streaming;
     this.steer.showSwitch(!!a || !!this.afterBusy);
     this.showAfterPending();
-    if (draw) this.redraw(true);
+    if (draw) {
+      this.redraw(true);
+      this.refreshPinned();
+    }
   }
 
   /** A new after run is being computed (`busy`; `progress` 0..1 once it runs, else null): the switch says so and the
@@ -282,17 +287,26 @@ export class LensView {
     const row = t.row ?? this.state.layer;
     if (row >= d.R) return this.hideTip();
     const a = this.after;
-    const shown = a && this.steer.mode !== "before" ? a : d;
-    // after and difference: the steered run's own top-k (details with run "after"), said so above the list
-    const run = shown === a ? "after" : "plain";
+    const { shown, run } = this.described(d);
     const topk = this.topk.get(shown, row, t.pos, HOVER_DWELL_MS, () => this.tip === t && this.refreshTip(), run);
-    const info = cellInfo(shown, row, t.pos, this.state.opts, topk);
-    if (run === "after") {
-      const what = this.steer.mode === "difference" ? "top-k below: the steered run's (after), not a difference" : "top-k below: the steered run's (after)";
-      info.querySelector(".rw-topk")?.prepend(h("div", { class: "rw-topk-run", text: what }));
-    }
+    const info = this.runNote(cellInfo(shown, row, t.pos, this.state.opts, topk), run);
     if (a) info.append(compareLines(d, a, this.shownMetric(), row, t.pos, this.state.opts, shown === a));
     this.tooltip.show(info, t.anchor());
+  }
+
+  /** The run the tooltip and the pinned panel describe: the steered one in after and difference mode (its own
+   *  top-k: details with run "after"), else the plain one. */
+  private described(d: LensData): { shown: LensData; run: DetailsRun } {
+    const a = this.after;
+    return a && this.steer.mode !== "before" ? { shown: a, run: "after" } : { shown: d, run: "plain" };
+  }
+
+  /** The steered run's cell details say so above the top-k list. */
+  private runNote(info: HTMLDivElement, run: DetailsRun): HTMLDivElement {
+    if (run !== "after") return info;
+    const what = this.steer.mode === "difference" ? "top-k below: the steered run's (after), not a difference" : "top-k below: the steered run's (after)";
+    info.querySelector(".rw-topk")?.prepend(h("div", { class: "rw-topk-run", text: what }));
+    return info;
   }
 
   private hideTip(): void {
@@ -309,8 +323,9 @@ export class LensView {
       this.pinned.replaceChildren();
       return;
     }
-    const topk = this.topk.get(d, c.row, c.pos, 0, () => this.state.selected === c && this.refreshPinned());
-    const info = cellInfo(d, c.row, c.pos, this.state.opts, topk);
+    const { shown, run } = this.described(d);
+    const topk = this.topk.get(shown, c.row, c.pos, 0, () => this.state.selected === c && this.refreshPinned(), run);
+    const info = this.runNote(cellInfo(shown, c.row, c.pos, this.state.opts, topk), run);
     const unpin = h("button", { class: "rw-unpin", type: "button", text: "unpin", title: "Unpin this cell (Escape)" });
     unpin.addEventListener("click", () => this.setSelected(null, true));
     this.pinned.replaceChildren(h("div", { class: "rw-pinned-head" }, h("span", { text: "pinned cell" }), unpin), info);

@@ -7,7 +7,8 @@
   before in rows at and after the steered layer's output and not in the rows before it; the difference is one
   colour (Δ = 0) there and several after it; moving α repaints only those rows.
 * The tooltip shows the metric before, after and Δ at the cell, equal to the kernel's two analyses; in after and
-  difference mode its full top-k list is the steered run's (the kernel's ``w.steered``), before's the plain run's.
+  difference mode its full top-k list is the steered run's (the kernel's ``w.steered``; the pinned cell's panel too),
+  before's the plain run's.
 * α typed beyond the contract's ±10,000: the banner names the limits, nothing shown is lost; typed beyond the slider's
   ±20 but inside the limit: it runs. The after run streams (slow lens blocks): "after: computing… n %" and the stream
   painted as it arrives; the last after view shown while one computes is dimmed and said stale.
@@ -221,7 +222,13 @@ def _after_topk(root, kernel, name: str) -> None:
         notes[mode] = root.locator(".rw-tooltip .rw-topk-run").all_text_contents()
         if mode == "after":
             root.screenshot(path=str(OUT / f"{name}-after-topk.png"))
+    # the pinned cell's panel describes the run shown too
+    _click_cell(root, row, pos)
+    root.locator(".rw-pinned .rw-topk-list").wait_for(state="visible", timeout=15_000)
+    got["pinned"] = root.locator(".rw-pinned .rw-topk-tok").all_text_contents()
+    _click_cell(root, row, pos)  # unpin
     root.page.mouse.move(0, 0)
+    assert got["pinned"] == want["steered"], got["pinned"]
     assert got["before"] == want["analysis"] and got["after"] == want["steered"] == got["difference"], (got, want)
     assert got["after"] != got["before"]
     assert notes["before"] == [] and "steered run" in notes["after"][0] and "not a difference" in notes["difference"][0]
