@@ -121,9 +121,9 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
  *  beside the top-k list in a wide one); the values and the top-k list side by side; each of those with
  *  the secondary lines left to the pinned panel (compact: a note says so). */
 const LAYOUTS: readonly string[][] = [[], ["rw-tip-cols"], ["rw-tip-compact"], ["rw-tip-cols", "rw-tip-compact"]];
-/** (layout, region) in the order tried: all the values inside the widget's box (one column or two), then
- *  in the visible area, then compact, inside the widget or not. */
-const TRIES: readonly [number, number][] = [[0, 0], [1, 0], [0, 1], [1, 1], [2, 0], [3, 0], [2, 1], [3, 1]];
+/** (layout, region) in the order tried: each layout inside the widget's box, then in the visible area (a
+ *  narrow one-column box below the widget hides less of the heatmap than a two-column one over it). */
+const TRIES: readonly [number, number][] = [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 0], [3, 1]];
 const GAP = 8;
 
 /** A floating box beside a cell, readable whole wherever the widget is.

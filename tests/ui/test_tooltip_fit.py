@@ -188,3 +188,69 @@ def test_tooltip_fits_in_the_dark_theme(exports, chromium_browser):
         page.screenshot(path=str(OUT / "export-dark.png"))
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------------------------ JupyterLab and Notebook 7
+
+NOTEBOOK = "tooltip_fit.ipynb"
+CELLS = [
+    f"from resid_widgets import ResidWidget\nw = ResidWidget(prompt={PROMPT!r}, targets=[' Bennet'], top_k=10, steer={STEER!r}, device='cpu')\nw",
+    "from IPython.display import HTML\nHTML('<div style=\"height: 1400px\">the next cells</div>')",  # a notebook taller than the view
+]
+#: window sizes: the widget about 700 px wide, then about 480 px (JupyterLab's file browser stays open)
+SIZES = {"jupyterlab": [(1100, 700), (880, 640)], "notebook": [(800, 700), (580, 640)]}
+
+
+@pytest.fixture(scope="module", params=["jupyterlab", "notebook"])
+def app(request, tmp_path_factory, frontend_bundle):
+    from test_jupyterlab import _server
+
+    for server in _server(request.param, tmp_path_factory):
+        yield {**server, "app": request.param}
+
+
+def _run_notebook(app, page) -> None:
+    from labnb import open_in_lab, write_notebook
+
+    write_notebook(app["root"] / NOTEBOOK, CELLS)
+    open_in_lab(app, page, NOTEBOOK, app="lab/tree" if app["app"] == "jupyterlab" else "notebooks")
+    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+    for _ in CELLS:
+        page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".rw-root[data-steer='after'] .rw-heatmap-canvas[data-cols]", timeout=180_000)
+    page.wait_for_timeout(500)
+
+
+def test_tooltip_fits_in_jupyterlab_and_notebook7(app, chromium_browser):
+    OUT.mkdir(parents=True, exist_ok=True)
+    name = app["app"]
+    w0, h0 = SIZES[name][0]
+    context = chromium_browser.new_context(viewport={"width": w0, "height": h0})
+    page = context.new_page()
+    try:
+        _run_notebook(app, page)
+        root = page.locator(".rw-root").first
+        widths = []
+        for w, h in SIZES[name]:
+            page.set_viewport_size({"width": w, "height": h})
+            page.wait_for_timeout(500)
+            widths.append(root.evaluate("e => e.getBoundingClientRect().width"))
+            sweep(root, f"{name}-{w}x{h}", steer=True)
+        assert widths[0] >= 600 and 380 <= widths[1] <= 560, widths  # about 700 and 480 px
+        if name == "jupyterlab":  # the dark theme: the tooltip in the top layer takes the theme's colours
+            from test_explorer_geometry import _set_theme
+
+            _set_theme(page, "dark")
+            scroll_to(root, "foot")
+            row, pos = corners(root)[-1]
+            hover(root, row, pos)
+            m = check_tooltip(root, "jupyterlab dark", steer=True)
+            bg, fg = _luminance(m["bg"]), _luminance(m["fg"])
+            assert bg < 0.2 and (max(bg, fg) + 0.05) / (min(bg, fg) + 0.05) >= 4.5, (m["bg"], m["fg"])
+            page.screenshot(path=str(OUT / f"{name}-dark.png"))
+            _set_theme(page, "light")
+    except Exception:
+        page.screenshot(path=str(OUT / f"{name}-failure.png"))
+        raise
+    finally:
+        context.close()
