@@ -140,7 +140,8 @@ export class Tooltip {
   readonly el: HTMLDivElement;
   private offset: { dx: number; dy: number; w: number; h: number } | null = null;
   private readonly follow = () => {
-    if (this.visible) this.place();
+    if (!this.root.isConnected) this.hide(); // the view went away while shown
+    else if (this.visible) this.place();
   };
 
   constructor(
@@ -163,12 +164,17 @@ export class Tooltip {
 
   /** Into the top layer (once shown; it must be in the document); refused: placed inside the widget. */
   private raise(): void {
-    if (!this.el.hasAttribute("popover") || !this.el.isConnected || this.el.matches(":popover-open")) return;
+    if (!this.el.hasAttribute("popover") || !this.el.isConnected || this.floating) return;
     try {
       this.el.showPopover();
     } catch {
       this.el.removeAttribute("popover");
     }
+  }
+
+  /** In the top layer now (`:popover-open` is only asked where popovers exist). */
+  private get floating(): boolean {
+    return this.el.hasAttribute("popover") && this.el.matches(":popover-open");
   }
 
   /** The anchor where it is now: it moves with the widget when the page scrolls. */
@@ -183,7 +189,7 @@ export class Tooltip {
     const view = visibleArea(this.root);
     const free = { ...view, top: Math.max(view.top, this.keepOut() + 2) };
     const inRoot = intersect(free, boxOf(this.root.getBoundingClientRect()));
-    const regions = this.el.matches(":popover-open") ? [inRoot, free] : [inRoot];
+    const regions = this.floating ? [inRoot, free] : [inRoot];
     const widest = regions[regions.length - 1];
     this.el.classList.remove("rw-tip-capped");
     for (const it of this.el.querySelectorAll<HTMLElement>(".rw-topk-item[hidden]")) it.hidden = false;
@@ -258,7 +264,7 @@ export class Tooltip {
   hide(): void {
     this.listen(false);
     this.offset = null;
-    if (this.el.matches(":popover-open")) this.el.hidePopover();
+    if (this.floating) this.el.hidePopover();
     this.el.hidden = true;
     this.el.replaceChildren();
   }
