@@ -7,6 +7,8 @@ import { lensLabel } from "./protocol";
 import { tauChoice } from "./tau";
 import { charRunText } from "./chars";
 import { visible } from "./text";
+import "./tooltip.css";
+import { boxOf, fitSpot, intersect, roomiestSpot, visibleArea, type Box, type Spot } from "./placement";
 
 /** The full top-k list for one cell, from a details reply or from local arrays (static export). */
 export type TopK =
@@ -115,69 +117,154 @@ export function cellInfo(d: LensData, row: number, pos: number, o: ViewOpts, top
   );
 }
 
-/** A floating box positioned inside the widget root (absolute, so it works in any output area).
+/** The tooltip's layouts, tried in turn until one fits: as styled (one column in a narrow output, values
+ *  beside the top-k list in a wide one); the values and the top-k list side by side; each of those with
+ *  the secondary lines left to the pinned panel (compact: a note says so). */
+const LAYOUTS: readonly string[][] = [[], ["rw-tip-cols"], ["rw-tip-compact"], ["rw-tip-cols", "rw-tip-compact"]];
+/** (layout, region) in the order tried: each layout inside the widget's box, then in the visible area (a
+ *  narrow one-column box below the widget hides less of the heatmap than a two-column one over it). */
+const TRIES: readonly [number, number][] = [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 0], [3, 1]];
+const GAP = 8;
+
+/** A floating box beside a cell, readable whole wherever the widget is.
  *
- * It stays inside the root's box below `keepOut()` (the bottom of the editor and toolbar, which it
- * never covers), beside the anchor: right of it, or left near the right edge; top-aligned with it,
- * or flipped so its bottom meets the anchor's bottom near the lower edge. When the region is too
- * small for the content, the box is capped to the region (never extends the output area). */
+ * It floats in the page's top layer (a manual popover: no output area, cell or scroller clips it) and
+ * stays inside the visible area (the window's viewport cut by the notebook's scroller, `visibleArea`)
+ * below `keepOut()` (the bottom of the editor and toolbar, which it never covers). Preferred: inside the
+ * widget's own box; else anywhere in the visible area (`TRIES`: which layout where). Sides in turn: right
+ * of the anchor, left, below, above (`fitSpot`); when nothing fits, the side with the most height,
+ * the compact layout with its top-k list cut to the items that fit there (`trim`) and a note to pin the
+ * cell (the pinned panel has everything). It follows its cell when the page scrolls. Without
+ * popovers (old browsers) it is placed the same way inside the widget's box. */
 export class Tooltip {
   readonly el: HTMLDivElement;
+  private offset: { dx: number; dy: number; w: number; h: number } | null = null;
+  private readonly follow = () => {
+    if (!this.root.isConnected) this.hide(); // the view went away while shown
+    else if (this.visible) this.place();
+  };
+
   constructor(
     private readonly root: HTMLElement,
     private readonly keepOut: () => number = () => -Infinity,
   ) {
-    this.el = h("div", { class: "rw-tooltip", role: "tooltip", hidden: true });
+    const popover = typeof HTMLElement.prototype.showPopover === "function" ? "manual" : undefined;
+    this.el = h("div", { class: "rw-tooltip", role: "tooltip", hidden: true, popover });
   }
 
   show(content: Node, anchor: DOMRect): void {
     this.el.replaceChildren(content);
     this.el.hidden = false;
-    // absolute positions are relative to the root's padding box (inside its border)
-    const box = this.root.getBoundingClientRect();
-    const ox = box.left + this.root.clientLeft;
-    const oy = box.top + this.root.clientTop;
-    const rr = { width: this.root.clientWidth, height: this.root.clientHeight };
-    const gap = 8;
-    const top = Math.max(0, Math.min(rr.height, this.keepOut() - oy + 2));
-    const bottom = rr.height;
-    this.el.style.maxWidth = `${Math.max(120, rr.width)}px`;
-    this.el.style.maxHeight = `${Math.max(40, bottom - top)}px`;
-    // measure at the origin: an absolute box shrinks to the room right of its current position
-    this.el.style.left = "0px";
-    this.el.style.top = "0px";
-    const tw = this.el.offsetWidth;
-    const th = this.el.offsetHeight;
-    const a = { left: anchor.left - ox, right: anchor.right - ox, top: anchor.top - oy, bottom: anchor.bottom - oy };
-
-    let x = a.right + gap; // right of the anchor
-    let side = x + tw <= rr.width;
-    if (!side && a.left - gap - tw >= 0) {
-      x = a.left - gap - tw; // flip left
-      side = true;
-    }
-    let y: number;
-    if (side) {
-      y = a.top; // beside: top-aligned, flipped up near the bottom edge
-      if (y + th > bottom) y = a.bottom - th;
-    } else {
-      // no room on either side: below the anchor, or above it near the bottom edge
-      x = Math.min(Math.max(0, a.left), Math.max(0, rr.width - tw));
-      y = a.bottom + gap;
-      if (y + th > bottom) y = a.top - gap - th;
-    }
-    x = Math.max(0, Math.min(x, Math.max(0, rr.width - tw)));
-    y = Math.max(top, Math.min(y, Math.max(top, bottom - th)));
-    this.el.style.left = `${x}px`;
-    this.el.style.top = `${y}px`;
+    this.raise();
+    const r = this.root.getBoundingClientRect();
+    this.offset = { dx: anchor.left - r.left, dy: anchor.top - r.top, w: anchor.width, h: anchor.height };
+    this.place();
+    this.listen(true);
   }
 
-  /** Replace the content in place (e.g. when top-k details arrive) keeping the position. */
+  /** Into the top layer (once shown; it must be in the document); refused: placed inside the widget. */
+  private raise(): void {
+    if (!this.el.hasAttribute("popover") || !this.el.isConnected || this.floating) return;
+    try {
+      this.el.showPopover();
+    } catch {
+      this.el.removeAttribute("popover");
+    }
+  }
+
+  /** In the top layer now (`:popover-open` is only asked where popovers exist). */
+  private get floating(): boolean {
+    return this.el.hasAttribute("popover") && this.el.matches(":popover-open");
+  }
+
+  /** The anchor where it is now: it moves with the widget when the page scrolls. */
+  private anchorBox(): Box {
+    const r = this.root.getBoundingClientRect();
+    const o = this.offset ?? { dx: 0, dy: 0, w: 0, h: 0 };
+    return { left: r.left + o.dx, top: r.top + o.dy, right: r.left + o.dx + o.w, bottom: r.top + o.dy + o.h };
+  }
+
+  private place(): void {
+    const a = this.anchorBox();
+    const view = visibleArea(this.root);
+    const free = { ...view, top: Math.max(view.top, this.keepOut() + 2) };
+    const inRoot = intersect(free, boxOf(this.root.getBoundingClientRect()));
+    const regions = this.floating ? [inRoot, free] : [inRoot];
+    const widest = regions[regions.length - 1];
+    this.el.classList.remove("rw-tip-capped");
+    for (const it of this.el.querySelectorAll<HTMLElement>(".rw-topk-item[hidden]")) it.hidden = false;
+    this.el.querySelector<HTMLElement>(".rw-topk")?.removeAttribute("data-more");
+    let size = { w: 0, h: 0, ox: 0, oy: 0 };
+    const sizes = new Map<number, typeof size>();
+    for (const [layout, tier] of TRIES) {
+      if (tier >= regions.length) continue;
+      this.el.classList.remove(...LAYOUTS.flat());
+      this.el.classList.add(...LAYOUTS[layout]);
+      size = sizes.get(layout) ?? this.measure(widest);
+      sizes.set(layout, size);
+      const s = fitSpot(a, size.w, size.h, regions[tier], GAP);
+      if (s) return this.moveTo(s, size, null);
+    }
+    // nothing fits whole: the side with the most height, the top-k list cut to what fits there
+    const room = Math.max(40, roomiestSpot(a, size.w, size.h, widest, GAP).room);
+    this.el.classList.add("rw-tip-capped");
+    this.trim(room);
+    size = this.measure(widest);
+    const s = fitSpot(a, size.w, size.h, widest, GAP);
+    this.moveTo(s ?? roomiestSpot(a, size.w, size.h, widest, GAP), size, s ? null : room);
+  }
+
+  /** Hide the top-k list's last items until the box is at most `room` high (one item stays); the list's
+   *  note says how many more there are (the pinned panel has them). */
+  private trim(room: number): void {
+    const items = [...this.el.querySelectorAll<HTMLElement>(".rw-topk-item")];
+    const list = this.el.querySelector<HTMLElement>(".rw-topk");
+    let n = items.length;
+    while (n > 1 && this.el.offsetHeight > room) {
+      items[--n].hidden = true;
+      if (list) list.dataset.more = String(items.length - n);
+    }
+  }
+
+  /** Its size (as laid out, at most the region's width) and where its position's origin is on the page
+   *  (the viewport in the top layer, the widget's box without it). */
+  private measure(region: Box): { w: number; h: number; ox: number; oy: number } {
+    const st = this.el.style;
+    st.maxHeight = "";
+    st.setProperty("--rw-tip-room", `${Math.max(120, region.right - region.left)}px`);
+    st.left = "0px"; // at the origin: an absolute box shrinks to the room right of its position
+    st.top = "0px";
+    const b = this.el.getBoundingClientRect();
+    return { w: b.width, h: b.height, ox: b.left, oy: b.top };
+  }
+
+  private moveTo(s: Spot, o: { ox: number; oy: number }, cap: number | null): void {
+    this.el.style.left = `${s.x - o.ox}px`;
+    this.el.style.top = `${s.y - o.oy}px`;
+    this.el.style.maxHeight = cap === null ? "" : `${cap}px`;
+    this.el.dataset.side = s.side;
+  }
+
+  private listen(on: boolean): void {
+    const win = this.root.ownerDocument.defaultView;
+    const opts = { capture: true, passive: true } as const;
+    for (const evt of ["scroll", "resize"]) {
+      if (on) win?.addEventListener(evt, this.follow, opts);
+      else win?.removeEventListener(evt, this.follow, opts);
+    }
+  }
+
+  /** Replace the content in place (e.g. when top-k details arrive), placed again for its new size. */
   update(content: Node): void {
-    if (!this.el.hidden) this.el.replaceChildren(content);
+    if (this.el.hidden) return;
+    this.el.replaceChildren(content);
+    this.place();
   }
 
   hide(): void {
+    this.listen(false);
+    this.offset = null;
+    if (this.floating) this.el.hidePopover();
     this.el.hidden = true;
     this.el.replaceChildren();
   }

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from labnb import open_in_lab, write_notebook
+from labnb import open_in_lab, run_first_cell, write_notebook
 from test_explorer_geometry import _set_theme
 from test_frontend import base_state, cell_xy, open_widget
 from test_jupyterlab import lab, notebook7  # noqa: F401  (the servers, reused)
@@ -100,9 +100,7 @@ MENU_JS = "s => [...s.options].filter(o => o.disabled && o.title).map(o => [o.va
 
 
 def _check_in_notebook(page, tag: str) -> None:
-    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".rw-heatmap-canvas[data-cols]", timeout=180_000)
+    run_first_cell(page, ".rw-heatmap-canvas[data-cols]")
     greyed = page.eval_on_selector(".rw-metric", MENU_JS)
     assert [g[0] for g in greyed] == ["attn_norm", "mlp_norm"], greyed
     assert all(g[1].endswith("(unavailable)") and "driver (hook_out only) backend captures only" in g[2] for g in greyed), greyed

@@ -486,15 +486,18 @@ def test_painted_heatmap_theme_tooltip_and_two_views_in_jupyterlab(lab, chromium
         page.locator(".jp-Cell").nth(0).scroll_into_view_if_needed()
         page.screenshot(path=str(OUT / "jupyterlab-paint-light.png"))
 
-        # hover near the bottom-right and the top-left: the tooltip stays inside the widget, off the
-        # editor and the toolbar, and the output area gets no scrollbar
+        # hover near the bottom-right and the top-left: the tooltip stays inside the visible area (the
+        # notebook's scroller and the window: test_tooltip_fit.py), off the editor and the toolbar, and the
+        # output area gets no scrollbar
+        from test_tooltip_fit import MEASURE_JS
+
         root = first.locator(".rw-root")
         for row, pos in [(R - 1, T - 1), (0, 0), (R - 1, 0)]:
             _hover_cell(page, row, pos, first)
             tip = first.locator(".rw-tooltip")
             tip.locator(".rw-tip-top1").wait_for(timeout=10_000)
             page.wait_for_timeout(200)
-            t, r = _rect(tip), _rect(root)
+            t, r = _rect(tip), root.evaluate(MEASURE_JS)["view"]
             assert r["l"] - 0.5 <= t["l"] and t["r"] <= r["r"] + 0.5 and r["t"] - 0.5 <= t["t"] and t["b"] <= r["b"] + 0.5, (row, pos, t, r)
             assert not _intersects(t, _rect(first.locator(".rw-editor"))), (row, pos)
             assert not _intersects(t, _rect(first.locator(".rw-toolbar"))), (row, pos)
