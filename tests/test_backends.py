@@ -347,7 +347,14 @@ def test_hook_out_only_in_the_cli_and_the_widget(family_dir):
     assert w.metric != "attn_norm" and "unavailable" in w.error
     w.metric = "resid_norm"
     assert w.error == ""
+    # the header says what the backend refuses, so the Steer toggle and the Writers panel say it before anyone asks
+    refused = w._meta["refused"]
+    assert set(refused) == {"interventions", "attribution"}, refused
+    assert all("not available on the driver (hook_out only) backend" in m for m in refused.values()), refused
     w.close()
+    local = ResidWidget(Session(str(path)), "The capital of France is")
+    assert "refused" not in local._meta  # a local model refuses nothing
+    local.close()
 
 
 def test_rows_only_row_zero_needs_the_position_embedding(family_dir, plain):

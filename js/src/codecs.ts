@@ -47,6 +47,8 @@ export interface Meta {
   bos_positions?: number[];
   /** what the session's backend cannot give ({need: reason}): metrics whose `needs` is listed are unavailable */
   lacks?: Record<string, string>;
+  /** what the session's backend refuses ({feature: message}: interventions, attribution) */
+  refused?: Record<string, string>;
   /** metrics (and their arrays) registered in Python at run time: protocol.json entries */
   extra_metrics?: unknown[];
   extra_arrays?: unknown[];

@@ -83,6 +83,8 @@ function field(label: string, ...inputs: HTMLElement[]): HTMLLabelElement {
   return h("label", { class: "rw-steer-field" }, h("span", { class: "rw-label", text: label }), ...inputs);
 }
 
+const TOGGLE_TITLE = "Steering panel: add a direction to the residual stream and compare the lens before and after";
+
 export class SteerPanel {
   readonly el: HTMLDivElement;
   readonly toggle: HTMLButtonElement;
@@ -113,7 +115,7 @@ export class SteerPanel {
   mode: SteerMode = "after";
 
   constructor(private readonly hd: SteerHandlers) {
-    this.toggle = h("button", { class: "rw-steer-toggle", type: "button", "aria-pressed": "false", text: "Steer", title: "Steering panel: add a direction to the residual stream and compare the lens before and after" });
+    this.toggle = h("button", { class: "rw-steer-toggle", type: "button", "aria-pressed": "false", text: "Steer", title: TOGGLE_TITLE });
     for (const [v, t] of SOURCES) this.source.append(h("option", { value: v, text: t }));
     for (const [v, t] of [["all", "all positions"], ["from", "from position…"], ["at", "the pinned position"]]) this.positions.append(h("option", { value: v, text: t }));
     for (const [v, t] of [["raw", `raw: ${FORMULA.raw}`], ["norm", `norm-matched: ${FORMULA.norm}`]]) this.norm.append(h("option", { value: v, text: t }));
@@ -226,6 +228,14 @@ export class SteerPanel {
     this.before.textContent = c.before ?? "";
     this.after.textContent = c.after ?? "";
     this.before.title = this.after.title = c.n ? `${c.n} greedy tokens` : "set continue (tokens) to see them";
+  }
+
+  /** The backend refuses interventions (`message`; "" = it does not): the toggle is disabled and says why. */
+  setRefused(message: string): void {
+    this.toggle.disabled = !!message;
+    this.toggle.title = message ? `Steering is unavailable: ${message}` : TOGGLE_TITLE;
+    this.toggle.dataset.refused = String(!!message);
+    if (message && !this.el.hidden) this.open(false);
   }
 
   setStatic(on: boolean): void {

@@ -132,6 +132,7 @@ export class LensView {
     this.empty.hidden = true;
     this.body.hidden = false;
     this.toolbar.setData(d);
+    this.steer.setRefused(d.meta.refused?.interventions ?? "");
     this.toolbar.showTau(d, st.opts.tauIdx);
     st.layer = Math.max(0, Math.min(d.R - 1, st.layerPending() ? st.layer : modelLayer));
     this.strip.setData(d, st.layer);

@@ -115,6 +115,8 @@ export class WritersPanel {
     this.el.dataset.pos = String(c.pos);
     this.el.dataset.seq = String(d.meta.seq);
     this.title.textContent = `Writers of ${rowName(d.meta, c.row)}, position ${c.pos} (${visible(tokenText(d, d.tokenIds[c.pos]))})`;
+    const refused = d.meta.refused?.attribution;
+    if (refused) return this.fail(refused); // the backend cannot attribute: say so without asking
     const hit = this.client.cachedCell(d.meta.seq, c.row, c.pos);
     if (hit) return this.paint(hit);
     this.setState("loading", "computing the attribution…");

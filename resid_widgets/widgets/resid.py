@@ -37,6 +37,7 @@ from resid_widgets.payload.arrays import metric_lacking
 from resid_widgets.payload.encode import cell_details, encode_analysis, encode_delta
 from resid_widgets.payload.protocol import METRICS, TRAITS  # METRICS: re-exported (older imports)
 from resid_widgets.session import as_session, backends
+from resid_widgets.session.backends import capabilities
 from resid_widgets.session.prompts import target_list
 from resid_widgets.session.tokens import multibyte_chars
 from resid_widgets.widgets.edit_queue import EditQueue, Ticket, params_key
@@ -237,9 +238,11 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
             runs = multibyte_chars(tokenizer, analysis.token_ids) if tokenizer is not None else {}
         except Exception:  # a tokenizer without byte-level pieces: nothing to show
             runs = {}
+        refused = capabilities.refused(self.session)  # a captured / traced backend: no steering, no attribution
         return {
             "chars": {str(p): [list(r) for r in v] for p, v in runs.items()},
             "suggested_targets": self._suggest_targets(analysis),
+            **({"refused": refused} if refused else {}),
         }
 
     def _suggest_targets(self, analysis: Analysis, n: int = 4) -> list[str]:

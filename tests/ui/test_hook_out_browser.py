@@ -110,6 +110,14 @@ def _check_in_notebook(page, tag: str) -> None:
     page.wait_for_selector(".rw-tooltip:not([hidden])")
     labels = page.eval_on_selector_all(".rw-tooltip .rw-tip-kv tr", "trs => trs.map(t => t.cells[0].textContent)")
     assert "‖resid‖" in labels and "‖attn out‖" not in labels and "‖MLP out‖" not in labels, labels
+    # steering and attribution: refused by this backend, said before anyone asks
+    toggle = page.locator(".rw-steer-toggle")
+    assert toggle.is_disabled() and "not available on the driver (hook_out only) backend" in toggle.get_attribute("title")
+    page.locator(".rw-heatmap-overlay").click(position={"x": 3 * cw + cw / 2, "y": 2 * rh + rh / 2})  # pin: the Writers panel
+    page.wait_for_selector(".rw-writers[data-state='error']")
+    text = page.locator(".rw-writers-error").inner_text()
+    assert "attribution is not available on the driver (hook_out only) backend" in text, text
+    page.keyboard.press("Escape")
     page.locator(".rw-metric").select_option("resid_norm")
     page.wait_for_function("() => document.querySelector('.rw-legend').dataset.metric === 'resid_norm'")
     page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-OutputArea").screenshot(path=str(OUT / f"{tag}.png"))

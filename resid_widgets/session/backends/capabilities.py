@@ -84,6 +84,18 @@ def require(session: Any, feature: str) -> None:
     )
 
 
+def refused(session: Any, features: tuple[str, ...] = ("interventions", "attribution")) -> dict[str, str]:
+    """{feature: the error ``require`` would raise} for what ``session``'s backend refuses ({} for a local model):
+    the widget's header sends it so the Steer toggle and the Writers panel say so before anyone asks."""
+    out = {}
+    for feature in features:
+        try:
+            require(session, feature)
+        except BackendUnavailable as exc:
+            out[feature] = str(exc)
+    return out
+
+
 # ---- hook_out-only capture ----------------------------------------------------------------------
 def capture_plan(available: frozenset[str], n_layers: int, writers: tuple[str, str], *, kind: str,
                  embed_is_row0: bool) -> tuple[list[str], dict[str, str]]:
