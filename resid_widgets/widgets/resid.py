@@ -568,6 +568,9 @@ class ResidWidget(SteerPanel, anywidget.AnyWidget):
         )
 
     def close(self) -> None:
-        self._queue.shutdown()
-        self.writers.close()
+        # also called by ipywidgets' __del__ on a widget whose __init__ failed before these existed
+        if hasattr(self, "_queue"):
+            self._queue.shutdown()
+        if hasattr(self, "writers"):
+            self.writers.close()
         super().close()
