@@ -9,8 +9,9 @@
 // view (asked with `labels: true` until they arrived). Replies are cached per (seq, row, pos[, writer]);
 // a reply for another seq than the payload shown is dropped (stale); 10 s without a reply rejects.
 // The static export answers from the cells inlined in its header (`answerFromExport`).
+// Ids, cache, timeout and stale replies: the shared `Requests` (requests.ts); here only the fields and decoding.
 
-import { StaleError } from "./rpc";
+import { Requests, type Msg } from "./requests";
 
 export interface WritersCell {
   seq: number;
@@ -25,16 +26,7 @@ export interface WritersCell {
   constant: number;
 }
 
-interface Pending {
-  key: string;
-  seq: number;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
-
-type Send = (msg: Record<string, unknown>) => void;
-type Msg = Record<string, unknown>;
+type Send = (msg: Msg) => void;
 
 /** float32 little-endian from a DataView / ArrayBuffer at any byteOffset (copied: aligned). */
 export function floats(buf: DataView | ArrayBuffer | undefined): Float32Array {
@@ -45,91 +37,50 @@ export function floats(buf: DataView | ArrayBuffer | undefined): Float32Array {
   return out;
 }
 
+/** The Writers requests of one view (ids, timeout, cache, stale handling: `Requests`, requests.ts). */
 export class WritersClient {
   labels: string[] | null = null;
-  private nextReq = 1;
-  private seq = -1;
-  private readonly cache = new Map<string, unknown>();
-  private readonly inflight = new Map<string, Promise<unknown>>();
-  private readonly pending = new Map<string, Pending>();
+  private readonly requests: Requests<WritersCell | Float32Array>;
 
   constructor(
-    private readonly send: Send,
+    send: Send,
     readonly timeoutMs = 10_000,
-    private readonly prefix = "",
-  ) {}
+    prefix = "",
+  ) {
+    this.requests = new Requests<WritersCell | Float32Array>(send, "writers", timeoutMs, prefix, "w");
+  }
 
   /** The payload shown changed: forget the cells of older ones (their replies are dropped). */
   setSeq(seq: number): void {
-    if (seq === this.seq) return;
-    this.seq = seq;
-    this.cache.clear();
-    this.inflight.clear();
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(new StaleError("payload changed"));
-    }
-    this.pending.clear();
+    this.requests.setSeq(seq);
   }
 
   cachedCell(seq: number, row: number, pos: number): WritersCell | undefined {
-    return this.cache.get(`${seq}:${row}:${pos}`) as WritersCell | undefined;
+    return this.requests.cached(`${seq}:${row}:${pos}`) as WritersCell | undefined;
   }
 
   cell(seq: number, row: number, pos: number): Promise<WritersCell> {
-    return this.ask(`${seq}:${row}:${pos}`, { seq, row, pos }) as Promise<WritersCell>;
+    return this.ask(`${seq}:${row}:${pos}`, seq, { row, pos }) as Promise<WritersCell>;
   }
 
   /** Writer `writer` (index into `labels`) at every position, in the direction of cell (row, pos). */
   writer(seq: number, row: number, pos: number, writer: number): Promise<Float32Array> {
-    return this.ask(`${seq}:${row}:${pos}:${writer}`, { seq, row, pos, writer }) as Promise<Float32Array>;
+    return this.ask(`${seq}:${row}:${pos}:${writer}`, seq, { row, pos, writer }) as Promise<Float32Array>;
   }
 
-  private ask(key: string, fields: Msg): Promise<unknown> {
-    if (this.cache.has(key)) return Promise.resolve(this.cache.get(key));
-    const running = this.inflight.get(key);
-    if (running) return running;
-    const req = `${this.prefix}:w${this.nextReq++}`;
-    const seq = Number(fields.seq);
-    const promise = new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(req);
-        this.inflight.delete(key);
-        reject(new Error(`no reply from Python after ${Math.round(this.timeoutMs / 1000)} s`));
-      }, this.timeoutMs);
-      this.pending.set(req, { key, seq, resolve, reject, timer });
-    });
-    this.inflight.set(key, promise);
-    try {
-      this.send({ type: "writers", req, ...fields, ...(this.labels ? {} : { labels: true }) });
-    } catch (e) {
-      const p = this.pending.get(req);
-      if (p) this.finish(req, p).reject(e instanceof Error ? e : new Error(String(e)));
-    }
-    return promise;
+  private ask(key: string, seq: number, fields: Msg): Promise<WritersCell | Float32Array> {
+    return this.requests.ask(key, seq, undefined, { ...fields, ...(this.labels ? {} : { labels: true }) });
   }
 
   /** Feed a custom message; true when it was a writers reply (handled or dropped). */
   handle(msg: unknown, buffers?: (DataView | ArrayBuffer)[]): boolean {
-    const m = msg as Msg | null;
-    if (!m || typeof m !== "object" || m.type !== "writers") return false;
-    const req = String(m.req);
-    const p = this.pending.get(req);
-    if (!p) return true; // another view's, timed out or superseded
-    if (m.seq !== undefined && Number(m.seq) !== p.seq) return true; // for an older payload: stale
-    this.finish(req, p);
-    if (typeof m.error === "string" && m.error) {
-      p.reject(new Error(m.error));
-      return true;
-    }
-    if (p.seq !== this.seq) return p.reject(new StaleError("payload changed")), true;
-    if (Array.isArray(m.labels)) this.labels = m.labels.map(String);
-    const data = floats(buffers?.[0]);
-    let value: unknown = data;
-    if (m.writer === undefined || m.writer === null) {
+    return this.requests.handle(msg, (m, _info, seq) => {
+      if (Array.isArray(m.labels)) this.labels = m.labels.map(String);
+      const data = floats(buffers?.[0]);
+      if (m.writer !== undefined && m.writer !== null) return data;
       const W = this.labels ? this.labels.length : 0;
-      value = {
-        seq: p.seq,
+      return {
+        seq,
         row: Number(m.row),
         pos: Number(m.pos),
         values: data.subarray(0, W),
@@ -140,24 +91,11 @@ export class WritersClient {
         lensValue: Number(m.lens_value),
         constant: Number(m.constant),
       } satisfies WritersCell;
-    }
-    this.cache.set(p.key, value);
-    p.resolve(value);
-    return true;
-  }
-
-  private finish(req: string, p: Pending): Pending {
-    clearTimeout(p.timer);
-    this.pending.delete(req);
-    this.inflight.delete(p.key);
-    return p;
+    });
   }
 
   dispose(): void {
-    for (const p of this.pending.values()) clearTimeout(p.timer);
-    this.pending.clear();
-    this.inflight.clear();
-    this.cache.clear();
+    this.requests.dispose();
   }
 }
 
