@@ -21,6 +21,7 @@ from resid_widgets.payload.contract import ContractError, check, parse_edit
 from resid_widgets.payload.encode import decode_payload, encode_analysis
 from resid_widgets.payload.protocol import METRIC_SPECS, TRAITS, register_metric, unregister_metric
 from resid_widgets.widgets.edit_queue import EditQueue
+from widget_messages import send_collect
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,18 +37,6 @@ def widget(demo_session):
     w = ResidWidget(demo_session, "Mr. and Mrs.")
     yield w
     w.close()
-
-
-def _send(w, content):
-    sent = []
-    real = w.send
-    w.send = lambda c, buffers=None: sent.append(c)
-    try:
-        w._on_frontend_msg(w, content, [])
-        w.wait()
-    finally:
-        w.send = real
-    return sent
 
 
 @pytest.mark.parametrize("name, value", BAD)
@@ -67,7 +56,7 @@ def test_same_clear_error_on_both_paths(widget, name, value):
     widget.layer = 0  # a good value clears a trait error
     assert widget.error == ""
     if TRAITS[name]["from_browser"] == "edit":
-        acks = _send(widget, {"type": "edit", "view": "v", "seq": 7, "changes": {name: value}})
+        acks = send_collect(widget, {"type": "edit", "view": "v", "seq": 7, "changes": {name: value}})
         assert [a["seq"] for a in acks if a["type"] == "edit_done"] == [7]
     else:
         widget.set_state({name: value})
@@ -101,7 +90,7 @@ MALFORMED = [
 @pytest.mark.parametrize("content", MALFORMED, ids=range(len(MALFORMED)))
 def test_malformed_edit_messages_get_edit_done_and_a_clear_error(widget, content):
     analysis, meta = widget.analysis, widget._meta
-    acks = _send(widget, content)
+    acks = send_collect(widget, content)
     assert widget.error and len(widget.error) < 300 and widget.status == "idle", widget.error
     assert widget.analysis is analysis and widget._meta is meta
     if isinstance(content, dict) and content.get("type") == "edit":
@@ -203,7 +192,7 @@ def test_fuzz_browser_messages(demo_session):
             before, params = w.analysis, w._params()
             counts["tried"] += 1
             try:
-                acks = _send(w, msg)
+                acks = send_collect(w, msg)
             except Exception:  # noqa: BLE001 - counted
                 counts["crash"] += 1
                 continue
@@ -308,12 +297,12 @@ def test_switching_back_to_a_computed_lens_is_instant(demo_session):
     no job, no "computing" status at any moment, the payload answers the edit."""
     w = ResidWidget(demo_session, "Mr. and Mrs.")
     try:
-        _send(w, {"type": "edit", "view": "v", "seq": 1, "changes": {"lens": "tuned"}})
+        send_collect(w, {"type": "edit", "view": "v", "seq": 1, "changes": {"lens": "tuned"}})
         assert w.analysis.lens == "tuned"
         statuses = []
         w.observe(lambda ch: statuses.append(ch["new"]), names="status")
         job = w._queue.last_job
-        acks = _send(w, {"type": "edit", "view": "v", "seq": 2, "changes": {"lens": "logit"}})
+        acks = send_collect(w, {"type": "edit", "view": "v", "seq": 2, "changes": {"lens": "logit"}})
         assert w.analysis.lens == "logit" and w.lens == "logit" and w._meta["client_seq"] == 2
         assert statuses in ([], ["idle"]) and w._queue.last_job is job and [a["seq"] for a in acks] == [2]
     finally:

@@ -24,6 +24,7 @@ from resid_widgets.payload.codec import unpack_arrays
 from resid_widgets.payload.contract import ContractError
 from resid_widgets.payload.encode import decode_payload, encode_analysis
 from test_payload import merge
+from widget_messages import send_collect
 
 PROMPT = "Mr. Darcy said to Elizabeth that she"
 FIELDS = ["top_ids", "top_probs", "target_ranks", "entropy", "kl_to_output", "projection_pct", "resid_norm", "attn_norm",
@@ -47,18 +48,6 @@ def w(demo_session):
     widget = ResidWidget(demo_session, PROMPT, targets=[" Bennet"])
     yield widget
     widget.close()
-
-
-def _send(w, content):
-    sent = []
-    real = w.send
-    w.send = lambda c, buffers=None: sent.append(c)
-    try:
-        w._on_frontend_msg(w, content, [])
-        w.wait()
-    finally:
-        w.send = real
-    return sent
 
 
 def test_steered_payload_is_session_analyze_bit_for_bit(w, demo_session):
@@ -102,7 +91,7 @@ def test_alpha_zero_and_off_equal_the_plain_analysis_bit_for_bit(w, demo_session
 
 
 def test_browser_edit_path_and_continuation(w):
-    acks = _send(w, {"type": "edit", "view": "v", "seq": 3, "changes": {"steer": {**SPEC, "n_continue": 4}}})
+    acks = send_collect(w, {"type": "edit", "view": "v", "seq": 3, "changes": {"steer": {**SPEC, "n_continue": 4}}})
     assert [a.get("error") for a in acks if a["type"] == "edit_done"] == [None]
     assert w.steer["alpha"] == 8.0 and w.steered is not None and w._meta["client_seq"] == 3
     c = w._steer_info["continuation"]
@@ -112,7 +101,7 @@ def test_browser_edit_path_and_continuation(w):
     assert c["after"] == s.continue_text(PROMPT, 4, intervention=Steer(unembed_direction(s, " Bennet"), [1], 8.0)).text
     # α moves from the browser: a new after payload, the plain one is the cached one (same object)
     plain = w.analysis
-    _send(w, {"type": "edit", "view": "v", "seq": 4, "changes": {"steer": {**SPEC, "alpha": 2.0}}})
+    send_collect(w, {"type": "edit", "view": "v", "seq": 4, "changes": {"steer": {**SPEC, "alpha": 2.0}}})
     assert w.analysis is plain and w._steer_meta["steer"]["alpha"] == 2.0
 
 
@@ -172,7 +161,7 @@ def test_bad_steering_input_on_both_paths(w, spec, message):
     assert message in w.error and w.status == "idle"
     assert w.analysis is analysis and w._meta is meta and w._steer_meta is after_meta and w.steer == steer
     w.layer = 0  # a good value clears a trait error
-    acks = _send(w, {"type": "edit", "view": "v", "seq": 9, "changes": {"steer": spec}})
+    acks = send_collect(w, {"type": "edit", "view": "v", "seq": 9, "changes": {"steer": spec}})
     assert [a["seq"] for a in acks if a["type"] == "edit_done"] == [9] and message in acks[-1]["error"]
     assert message in w.error and w.status == "idle", w.error
     assert w.analysis is analysis and w._meta is meta and w._steer_meta is after_meta and w.steer == steer
@@ -265,7 +254,7 @@ def test_after_details_are_the_steered_analysis_top_k(w):
     after, plain, seq = w.steered, w.analysis, w._meta["seq"]
     T = after.n_tokens
     assert w._steer_meta["after_seq"] >= 1
-    reply = _send(w, {"type": "details", "req": "v:1", "seq": seq, "pos": T - 1, "run": "after",
+    reply = send_collect(w, {"type": "details", "req": "v:1", "seq": seq, "pos": T - 1, "run": "after",
                       "after_seq": w._steer_meta["after_seq"]})[-1]
     assert reply["run"] == "after" and reply["seq"] == seq and reply["after_seq"] == w._steer_meta["after_seq"]
     np.testing.assert_array_equal(np.asarray(reply["top_ids"]), after.top_ids[:, T - 1])
@@ -273,16 +262,16 @@ def test_after_details_are_the_steered_analysis_top_k(w):
     assert all(reply["strings"][str(int(i))] == after.strings[int(i)] for i in after.top_ids[:, T - 1].ravel())
     # steering changed the prediction at the last position from the steered layer's output on
     assert not np.array_equal(after.top_ids[2:, T - 1], plain.top_ids[2:, T - 1])
-    plain_reply = _send(w, {"type": "details", "req": "v:2", "seq": seq, "pos": T - 1})[-1]
+    plain_reply = send_collect(w, {"type": "details", "req": "v:2", "seq": seq, "pos": T - 1})[-1]
     np.testing.assert_array_equal(np.asarray(plain_reply["top_ids"]), plain.top_ids[:, T - 1])
     assert "run" not in plain_reply
     # an after payload no longer shown, a bad run, steering off: clear error replies, nothing changes
-    stale = _send(w, {"type": "details", "req": "v:3", "seq": seq, "pos": 0, "run": "after", "after_seq": 10**6})[-1]
+    stale = send_collect(w, {"type": "details", "req": "v:3", "seq": seq, "pos": 0, "run": "after", "after_seq": 10**6})[-1]
     assert "is no longer shown" in stale["error"] and stale["req"] == "v:3"
-    bad = _send(w, {"type": "details", "req": "v:4", "seq": seq, "pos": 0, "run": "steered"})[-1]
+    bad = send_collect(w, {"type": "details", "req": "v:4", "seq": seq, "pos": 0, "run": "steered"})[-1]
     assert bad["error"] == "the details request's run must be plain or after, got 'steered'"
     w.steer = {**SPEC, "on": False}
-    off = _send(w, {"type": "details", "req": "v:5", "seq": w._meta["seq"], "pos": 0, "run": "after"})[-1]
+    off = send_collect(w, {"type": "details", "req": "v:5", "seq": w._meta["seq"], "pos": 0, "run": "after"})[-1]
     assert "steering is off" in off["error"] and w.error == ""
 
 
