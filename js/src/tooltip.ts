@@ -191,7 +191,7 @@ export class Tooltip {
     const inRoot = intersect(free, boxOf(this.root.getBoundingClientRect()));
     const regions = this.floating ? [inRoot, free] : [inRoot];
     const widest = regions[regions.length - 1];
-    this.el.classList.remove("rw-tip-capped");
+    this.el.classList.remove("rw-tip-capped", "rw-tip-tight");
     for (const it of this.el.querySelectorAll<HTMLElement>(".rw-topk-item[hidden]")) it.hidden = false;
     this.el.querySelector<HTMLElement>(".rw-topk")?.removeAttribute("data-more");
     let size = { w: 0, h: 0, ox: 0, oy: 0 };
@@ -205,25 +205,42 @@ export class Tooltip {
       const s = fitSpot(a, size.w, size.h, regions[tier], GAP);
       if (s) return this.moveTo(s, size, null);
     }
-    // nothing fits whole: the side with the most height, the top-k list cut to what fits there
-    const room = Math.max(40, roomiestSpot(a, size.w, size.h, widest, GAP).room);
+    // nothing fits whole: the side with the most height, the top-k list cut to what fits there. Cutting
+    // changes the box's size, so the side is chosen again until it stays; the height is capped to the room
+    // of the side the box goes to (never another side's)
     this.el.classList.add("rw-tip-capped");
-    this.trim(room);
-    size = this.measure(widest);
-    const s = fitSpot(a, size.w, size.h, widest, GAP);
-    this.moveTo(s ?? roomiestSpot(a, size.w, size.h, widest, GAP), size, s ? null : room);
+    let spot = roomiestSpot(a, size.w, size.h, widest, GAP);
+    for (let i = 0; i < 3; i++) {
+      this.trim(Math.max(40, spot.room));
+      size = this.measure(widest);
+      const s = fitSpot(a, size.w, size.h, widest, GAP);
+      if (s) return this.moveTo(s, size, null);
+      const next = roomiestSpot(a, size.w, size.h, widest, GAP);
+      const settled = next.side === spot.side;
+      spot = next;
+      if (settled) break;
+    }
+    this.moveTo(spot, size, Math.max(40, spot.room));
   }
 
   /** Hide the top-k list's last items until the box is at most `room` high (one item stays); the list's
-   *  note says how many more there are (the pinned panel has them). */
+   *  note says how many more there are (the pinned panel has them). Still too high: the tight layout (the
+   *  run note and the steering title hidden, the steering lines on one line), then the last item too when
+   *  the steering lines are there to end the box. */
   private trim(room: number): void {
     const items = [...this.el.querySelectorAll<HTMLElement>(".rw-topk-item")];
     const list = this.el.querySelector<HTMLElement>(".rw-topk");
     let n = items.length;
-    while (n > 1 && this.el.offsetHeight > room) {
-      items[--n].hidden = true;
-      if (list) list.dataset.more = String(items.length - n);
-    }
+    const cut = (keep: number) => {
+      while (n > keep && this.el.offsetHeight > room) {
+        items[--n].hidden = true;
+        if (list) list.dataset.more = String(items.length - n);
+      }
+    };
+    cut(1);
+    if (this.el.offsetHeight <= room) return;
+    this.el.classList.add("rw-tip-tight");
+    if (this.el.offsetHeight > room && this.el.querySelector(".rw-steer-tip")) cut(0);
   }
 
   /** Its size (as laid out, at most the region's width) and where its position's origin is on the page
@@ -231,6 +248,7 @@ export class Tooltip {
   private measure(region: Box): { w: number; h: number; ox: number; oy: number } {
     const st = this.el.style;
     st.maxHeight = "";
+    st.width = ""; // its own width again (moveTo fixed the last one)
     st.setProperty("--rw-tip-room", `${Math.max(120, region.right - region.left)}px`);
     st.left = "0px"; // at the origin: an absolute box shrinks to the room right of its position
     st.top = "0px";
@@ -238,7 +256,10 @@ export class Tooltip {
     return { w: b.width, h: b.height, ox: b.left, oy: b.top };
   }
 
-  private moveTo(s: Spot, o: { ox: number; oy: number }, cap: number | null): void {
+  private moveTo(s: Spot, o: { w: number; ox: number; oy: number }, cap: number | null): void {
+    // the width measured at the origin, kept: away from it an absolute box may shrink to the room right of
+    // its position, wrap, and grow taller than the height that was found to fit
+    this.el.style.width = `${o.w}px`;
     this.el.style.left = `${s.x - o.ox}px`;
     this.el.style.top = `${s.y - o.oy}px`;
     this.el.style.maxHeight = cap === null ? "" : `${cap}px`;

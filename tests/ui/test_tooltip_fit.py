@@ -77,7 +77,7 @@ def check_tooltip(root, what: str, *, steer: bool, cell: tuple[float, float] | N
     if cell is not None:
         x, y = cell
         assert not _intersects(m["tip"], {"l": x - 1, "t": y - 1, "r": x + 1, "b": y + 1}), (what, "covers the hovered cell", m["tip"], cell)
-    assert _inside(m["tip"], m["view"]), (what, "outside the visible area", m["tip"], m["view"])
+    assert _inside(m["tip"], m["view"]), (what, "outside the visible area", m["tip"], m["view"], m["side"], m["classes"])
     assert not _intersects(m["tip"], m["editor"]), (what, "covers the editor", m["tip"], m["editor"])
     assert not _intersects(m["tip"], m["toolbar"]), (what, "covers the toolbar", m["tip"], m["toolbar"])
     assert not m["cut"], (what, "content cut off", m)
