@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -131,7 +130,7 @@ def run(kinds, lengths, repeats, model_dir: Path, cpu_memory: str = "170MB") -> 
 
 
 def main(argv=None, *, kinds=None) -> int:
-    from bench import MODEL_DIR, build_model_dir
+    from bench import MODEL_DIR, build_model_dir, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", nargs="+", default=list(BACKENDS[1:]), choices=BACKENDS)
@@ -143,9 +142,7 @@ def main(argv=None, *, kinds=None) -> int:
     args = parser.parse_args(argv)
     model_dir = args.model_dir if args.model_dir != MODEL_DIR else build_model_dir(args.model_dir)
     out = run(kinds or args.backend, args.lengths, args.repeats, model_dir, args.cpu_memory)
-    Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_path).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.json_path}")
+    write_json(args.json_path, out)
     return 0
 
 

@@ -36,7 +36,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -200,6 +199,13 @@ def measure(session, n: int, rng, repeats: int, lens) -> dict:
     }
 
 
+def write_json(path, out: dict, indent: int = 2) -> None:
+    """A bench's results as JSON at ``path`` (its folder made), and a line saying so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=indent))
+    print(f"wrote {path}")
+
+
 def model_label(model_dir: Path) -> str:
     """What the model is: the bench model's own label, else the directory's architecture."""
     if Path(model_dir).resolve() == MODEL_DIR.resolve():
@@ -354,9 +360,7 @@ def main(argv=None) -> int:
         "boot_s": boot_s,
         "results": results,
     }
-    Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_path).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.json_path}")
+    write_json(args.json_path, out)
     return 0
 
 

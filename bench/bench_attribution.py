@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench import MODEL_DIR, build_model_dir, timeit  # noqa: E402  (bench/bench.py: the same model)
+from bench import MODEL_DIR, build_model_dir, timeit, write_json  # noqa: E402  (bench/bench.py: the same model)
 
 GOAL = 1.5  # per-head DLA at every position / one forward pass (issue 21)
 PANEL_GOAL_S, PANEL_GOAL_BYTES = 0.1, 8 * 1024  # the Writers panel: one cell, warm; bytes per cell
@@ -184,9 +184,7 @@ def main(argv=None) -> int:
         "goal_per_head_dla_over_forward": GOAL,
         "results": rows,
     }
-    Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_path).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.json_path}")
+    write_json(args.json_path, out, indent=1)
     return 0
 
 

@@ -21,6 +21,7 @@ from resid_widgets.payload.contract import ContractError, check, parse_edit
 from resid_widgets.payload.encode import decode_payload, encode_analysis
 from resid_widgets.payload.protocol import METRIC_SPECS, TRAITS, register_metric, unregister_metric
 from resid_widgets.widgets.edit_queue import EditQueue
+from toy_metric import TOY, TOY_ARRAY
 from widget_messages import send_collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,13 +229,6 @@ def test_fuzz_browser_messages(demo_session):
 
 
 # ---- the registry: a metric added at run time ---------------------------------------------------
-
-TOY = {
-    "name": "toy_half_prob", "label": "toy: half top-1", "array": "toy_half_prob", "rows": "all", "needs": "",
-    "scale": "fixed", "range": [0, 0.5], "ticks": [0, 0.25, 0.5], "unit": "half-probability",
-    "title": "half the top-1 probability ({lens_label})", "tooltip": "{v} (half of {top1})", "tooltip_label": "toy half",
-}
-TOY_ARRAY = {"name": "toy_half_prob", "dtype": "float16", "position_axis": 1, "stage": "lens", "when": "always"}
 
 
 @pytest.fixture

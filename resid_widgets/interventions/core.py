@@ -231,20 +231,27 @@ def _ablate_fn(mode: str, select: Callable[[torch.Tensor], Any]) -> Callable[...
     return fn
 
 
-@dataclass(frozen=True)
-class AblateHead(Intervention):
-    """Zero- or mean-ablate one attention head's ``z`` (``blocks.{layer}.attn.hook_z``), at every position."""
+class _ZeroOrMean:
+    """What a zero- or mean-ablation shares: its ``mode`` is checked, and a mean over positions couples them (an
+    edit cannot reuse the prefix's activations)."""
 
-    layer: int
-    head: int
-    mode: str = "zero"
+    mode: str
 
     def __post_init__(self):
         _check_mode(self.mode)
 
     @property
-    def couples_positions(self) -> bool:  # type: ignore[override]
+    def couples_positions(self) -> bool:
         return self.mode == "mean"
+
+
+@dataclass(frozen=True)
+class AblateHead(_ZeroOrMean, Intervention):
+    """Zero- or mean-ablate one attention head's ``z`` (``blocks.{layer}.attn.hook_z``), at every position."""
+
+    layer: int
+    head: int
+    mode: str = "zero"
 
     def check(self, session: Any, n_tokens: int) -> None:
         check_layer(self.layer, session.n_layers)
@@ -265,18 +272,11 @@ class AblateHead(Intervention):
 
 
 @dataclass(frozen=True)
-class AblateMLP(Intervention):
+class AblateMLP(_ZeroOrMean, Intervention):
     """Zero- or mean-ablate one MLP's output (``blocks.{layer}.hook_mlp_out``), at every position."""
 
     layer: int
     mode: str = "zero"
-
-    def __post_init__(self):
-        _check_mode(self.mode)
-
-    @property
-    def couples_positions(self) -> bool:  # type: ignore[override]
-        return self.mode == "mean"
 
     def check(self, session: Any, n_tokens: int) -> None:
         check_layer(self.layer, session.n_layers)

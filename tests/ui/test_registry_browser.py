@@ -4,21 +4,21 @@ colours in Chromium, in the live widget and in the static HTML export."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
 from resid_widgets import ResidWidget
 from resid_widgets.payload.protocol import register_metric, unregister_metric
+from conftest import ROOT
 from test_frontend import base_state, cell_rgb, cell_xy, open_widget
 
-pytestmark = pytest.mark.ui
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+from toy_metric import TOY, TOY_ARRAY  # noqa: E402  (the same metric as tests/test_contract.py)
 
-TOY = {
-    "name": "toy_half_prob", "label": "toy: half top-1", "array": "toy_half_prob", "rows": "all", "needs": "",
-    "scale": "fixed", "range": [0, 0.5], "ticks": [0, 0.25, 0.5], "unit": "half-probability",
-    "title": "half the top-1 probability ({lens_label})", "tooltip": "{v} (half of {top1})", "tooltip_label": "toy half",
-}
-TOY_ARRAY = {"name": "toy_half_prob", "dtype": "float16", "position_axis": 1, "stage": "lens", "when": "always"}
+pytestmark = pytest.mark.ui
 
 
 @pytest.fixture
